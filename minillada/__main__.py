@@ -1,0 +1,3 @@
+from minillada.cli import main
+
+raise SystemExit(main())
