@@ -1,0 +1,621 @@
+"""Rotary position embeddings (RoPE) and every context-extension variant the study compares.
+
+Notation: d = rotary dim (the head dim here), b = base (`rope_theta`), T = pre-training length
+(`train_len`), T' = target length (`target_len`), s = T'/T unless a `factor` is given.
+Pair n = 0 .. d/2-1 rotates by theta_n * position with theta_n = b^(-2n/d); its period is
+2*pi*b^(2n/d).
+
+Every variant is a pure function registered in `ROPE_VARIANTS`:
+
+    fn(head_dim, base, train_len, target_len, **params) -> (inv_freq [d/2] float32, attn_factor)
+
+The attention factor multiplies both cos and sin (YaRN's and LongRoPE's temperature). `compute_rope`
+validates arguments and parameter names before calling a variant; the parameters a variant accepts
+are exactly its keyword-only arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+RopeFunction = Callable[..., tuple[torch.Tensor, float]]
+
+KNOWN_MODELS: dict[str, dict[str, Any]] = {
+    "llada-8b": {"head_dim": 128, "base": 500000.0, "train_len": 4096},
+}
+
+
+# ----------------------------------------------------------------------------- shared laws
+
+
+def default_inv_freq(head_dim: int, base: float) -> torch.Tensor:
+    """theta_n = base^(-2n/d) for n = 0 .. d/2-1, float32 (computed as transformers does)."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
+    return 1.0 / (base**exponents)
+
+
+def critical_dim(head_dim: int, base: float, train_len: int, span: float = 1.0) -> int:
+    """Critical dimension d_c = 2 * ceil((d/2) * log_b(span * T / (2 pi))).
+
+    Pairs below d_c complete a full period inside the trained span of relative positions. span = 1
+    is the causal/LongLLaDA law; span = 2 is UltraLLaDA's diffusion-aware law, because bidirectional
+    attention trains relative positions in (-T, T).
+    """
+    half = head_dim / 2 * math.log(span * train_len / (2 * math.pi)) / math.log(base)
+    return 2 * math.ceil(half)
+
+
+def ntk_scale(
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int,
+    span: float = 1.0,
+    d_crit: int | None = None,
+) -> float:
+    """Base scale lambda = b^-1 * (span * T' / (2 pi))^(d / d_c); the new base is lambda * b.
+
+    It stretches the critical pair's period to exactly span * T'. `d_crit` overrides d_c
+    (UltraLLaDA's sweep preferred 73 over the analytic 70 for LLaDA-8B).
+    """
+    d_c = d_crit if d_crit is not None else critical_dim(head_dim, base, train_len, span)
+    return (span * target_len / (2 * math.pi)) ** (head_dim / d_c) / base
+
+
+def resolve_factor(train_len: int, target_len: int | None, factor: float | None) -> float:
+    """The extension factor s: `factor` if given, else T'/T, else 1 (no target given)."""
+    if factor is not None:
+        return float(factor)
+    return target_len / train_len if target_len is not None else 1.0
+
+
+def ntk_base(head_dim: int, base: float, factor: float) -> float:
+    """NTK-aware base: b * s^(d/(d-2))."""
+    return base * factor ** (head_dim / (head_dim - 2))
+
+
+def dynamic_ntk_base(
+    head_dim: int, base: float, train_len: int, seq_len: int, factor: float
+) -> float:
+    """Dynamic NTK base: b * (s * L'/T - (s - 1))^(d/(d-2)) with L' = max(seq_len, T)."""
+    seq_len = max(seq_len, train_len)
+    return base * (factor * seq_len / train_len - (factor - 1)) ** (head_dim / (head_dim - 2))
+
+
+def yarn_attention_factor(factor: float, mscale: float = 1.0) -> float:
+    """YaRN temperature: 0.1 * mscale * ln(s) + 1 for s > 1, else 1."""
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+# ----------------------------------------------------------------------------- the variants
+
+
+def rope_default(
+    head_dim: int, base: float, train_len: int, target_len: int | None
+) -> tuple[torch.Tensor, float]:
+    """Direct extrapolation: unchanged frequencies, positions simply run past T."""
+    return default_inv_freq(head_dim, base), 1.0
+
+
+def rope_linear(
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int | None,
+    *,
+    factor: float | None = None,
+) -> tuple[torch.Tensor, float]:
+    """Position interpolation (PI): theta_n / s."""
+    s = resolve_factor(train_len, target_len, factor)
+    return default_inv_freq(head_dim, base) / s, 1.0
+
+
+def rope_ntk(
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int | None,
+    *,
+    factor: float | None = None,
+) -> tuple[torch.Tensor, float]:
+    """Fixed NTK-aware scaling: base b * s^(d/(d-2))."""
+    s = resolve_factor(train_len, target_len, factor)
+    return default_inv_freq(head_dim, ntk_base(head_dim, base, s)), 1.0
+
+
+def rope_dynamic(
+    head_dim: int, base: float, train_len: int, target_len: int | None, *, factor: float = 1.0
+) -> tuple[torch.Tensor, float]:
+    """Dynamic NTK for a sequence of `target_len` tokens: b * (s*L'/T - (s-1))^(d/(d-2)).
+
+    Here `target_len` is the current sequence length (the rotary module passes it at run time) and
+    `factor` is transformers' dynamic factor s (default 1); it equals `default` when L' <= T.
+    """
+    seq_len = target_len if target_len is not None else train_len
+    return default_inv_freq(
+        head_dim, dynamic_ntk_base(head_dim, base, train_len, seq_len, factor)
+    ), 1.0
+
+
+def _yarn(
+    head_dim: int,
+    base: float,
+    original_len: float,
+    factor: float,
+    beta_fast: float,
+    beta_slow: float,
+    attention_factor: float | None,
+    mscale: float | None,
+    mscale_all_dim: float | None,
+    truncate: bool,
+) -> tuple[torch.Tensor, float]:
+    """YaRN's per-pair ramp between interpolation (theta/s) and extrapolation (theta)."""
+
+    def correction_index(rotations: float) -> float:
+        # c(r) = d * ln(L0 / (2 pi r)) / (2 ln b): the pair that turns r times over L0 positions.
+        return head_dim * math.log(original_len / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = correction_index(beta_fast), correction_index(beta_slow)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+        high += 0.001  # a one-pair ramp would divide by zero
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    extrapolated = default_inv_freq(head_dim, base)
+    inv_freq = extrapolated / factor * ramp + extrapolated * (1 - ramp)
+    if attention_factor is None:
+        if mscale and mscale_all_dim:
+            attention_factor = yarn_attention_factor(factor, mscale) / yarn_attention_factor(
+                factor, mscale_all_dim
+            )
+        else:
+            attention_factor = yarn_attention_factor(factor)
+    return inv_freq, float(attention_factor)
+
+
+def rope_yarn(
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int | None,
+    *,
+    factor: float | None = None,
+    beta_fast: float = 32.0,
+    beta_slow: float = 1.0,
+    attention_factor: float | None = None,
+    mscale: float | None = None,
+    mscale_all_dim: float | None = None,
+    truncate: bool = True,
+) -> tuple[torch.Tensor, float]:
+    """YaRN: pairs with more than beta_fast turns over T keep theta, pairs with fewer than beta_slow
+    turns get theta/s, a linear ramp in between; correction index c(r) = d ln(T/(2pi r))/(2 ln b),
+    low = floor(c(beta_fast)), high = ceil(c(beta_slow)); attention factor 0.1 ln s + 1."""
+    s = resolve_factor(train_len, target_len, factor)
+    return _yarn(
+        head_dim,
+        base,
+        train_len,
+        s,
+        beta_fast,
+        beta_slow,
+        attention_factor,
+        mscale,
+        mscale_all_dim,
+        truncate,
+    )
+
+
+def rope_diffusion_yarn(
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int | None,
+    *,
+    factor: float | None = None,
+    span: float = 2.0,
+    beta_fast: float = 32.0,
+    beta_slow: float = 1.0,
+    attention_factor: float | None = None,
+    truncate: bool = True,
+) -> tuple[torch.Tensor, float]:
+    """Diffusion-aware YaRN (minillada's own variant): YaRN whose correction range is computed on
+    the bidirectional span, i.e. c(r) uses L0 = span * T instead of T. The interpolation factor
+    stays s = T'/T, because the span grows by the same ratio as the length."""
+    s = resolve_factor(train_len, target_len, factor)
+    return _yarn(
+        head_dim,
+        base,
+        span * train_len,
+        s,
+        beta_fast,
+        beta_slow,
+        attention_factor,
+        None,
+        None,
+        truncate,
+    )
+
+
+def rope_llama3(
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int | None,
+    *,
+    factor: float | None = None,
+    low_freq_factor: float = 1.0,
+    high_freq_factor: float = 4.0,
+) -> tuple[torch.Tensor, float]:
+    """Llama 3.1: wavelengths above T/low_freq_factor get theta/s, below T/high_freq_factor keep
+    theta, and the band between is interpolated smoothly in T/wavelength."""
+    s = resolve_factor(train_len, target_len, factor)
+    inv_freq = default_inv_freq(head_dim, base)
+    wavelength = 2 * math.pi / inv_freq
+    smooth = (train_len / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed = (1 - smooth) * inv_freq / s + smooth * inv_freq
+    long_waves = wavelength > train_len / low_freq_factor
+    short_waves = wavelength < train_len / high_freq_factor
+    scaled = torch.where(long_waves, inv_freq / s, smoothed)
+    return torch.where(short_waves, inv_freq, scaled), 1.0
+
+
+def rope_longrope(
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int | None,
+    *,
+    long_factor: list[float],
+    short_factor: list[float],
+    factor: float | None = None,
+    attention_factor: float | None = None,
+) -> tuple[torch.Tensor, float]:
+    """LongRoPE: theta_n / r_n with searched per-pair rescale factors r (`long_factor` beyond T,
+    `short_factor` within); attention factor sqrt(1 + ln s / ln T)."""
+    for name, values in (("long_factor", long_factor), ("short_factor", short_factor)):
+        if len(values) != head_dim // 2:
+            raise ValueError(
+                f"longrope {name} has {len(values)} entries; it needs head_dim/2 = {head_dim // 2}"
+            )
+    s = resolve_factor(train_len, target_len, factor)
+    if attention_factor is None:
+        attention_factor = 1.0 if s <= 1 else math.sqrt(1 + math.log(s) / math.log(train_len))
+    use_long = target_len is not None and target_len > train_len
+    rescale = torch.tensor(long_factor if use_long else short_factor, dtype=torch.float32)
+    return default_inv_freq(head_dim, base) / rescale, float(attention_factor)
+
+
+def rope_ntk_critical(
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int | None,
+    *,
+    critical_dim: int | None = None,
+) -> tuple[torch.Tensor, float]:
+    """LongLLaDA's critical-dimension NTK: new base lambda * b with
+    d_c = 2 ceil((d/2) log_b(T/2pi)) and lambda = b^-1 (T'/2pi)^(d/d_c)."""
+    scale = ntk_scale(head_dim, base, train_len, _target(train_len, target_len), 1.0, critical_dim)
+    return default_inv_freq(head_dim, scale * base), 1.0
+
+
+def rope_diffusion_ntk(
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int | None,
+    *,
+    span: float = 2.0,
+    critical_dim: int | None = None,
+) -> tuple[torch.Tensor, float]:
+    """UltraLLaDA's diffusion-aware NTK: the critical-dimension law on the bidirectional span,
+    T_cap = span*T and T_Ecap = span*T' (span 2 by default)."""
+    scale = ntk_scale(head_dim, base, train_len, _target(train_len, target_len), span, critical_dim)
+    return default_inv_freq(head_dim, scale * base), 1.0
+
+
+def _target(train_len: int, target_len: int | None) -> int:
+    return target_len if target_len is not None else train_len
+
+
+ROPE_VARIANTS: dict[str, RopeFunction] = {
+    "default": rope_default,
+    "linear": rope_linear,
+    "ntk": rope_ntk,
+    "dynamic": rope_dynamic,
+    "yarn": rope_yarn,
+    "llama3": rope_llama3,
+    "longrope": rope_longrope,
+    "ntk_critical": rope_ntk_critical,
+    "diffusion_ntk": rope_diffusion_ntk,
+    "diffusion_yarn": rope_diffusion_yarn,
+}
+
+# Variants that extend to a target and so refuse a target shorter than T.
+_EXTENDING = frozenset(ROPE_VARIANTS) - {"default", "dynamic"}
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def variant_parameters(variant: str) -> tuple[set[str], set[str]]:
+    """(accepted, required) parameter names of a variant: its keyword-only arguments."""
+    fn = _lookup(variant)
+    kwonly = [p for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    return {p.name for p in kwonly}, {p.name for p in kwonly if p.default is p.empty}
+
+
+def _lookup(variant: str) -> RopeFunction:
+    if variant not in ROPE_VARIANTS:
+        raise ValueError(
+            f"unknown RoPE variant {variant!r}; known variants: {', '.join(ROPE_VARIANTS)}"
+        )
+    return ROPE_VARIANTS[variant]
+
+
+def validate_rope_args(
+    variant: str,
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int | None,
+    params: dict[str, Any],
+) -> None:
+    """Raise ValueError naming the bad value and what is allowed."""
+    _lookup(variant)
+    if not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
+        raise ValueError(f"rotary dim must be a positive even integer, got {head_dim!r}")
+    if variant in ("ntk", "dynamic") and head_dim <= 2:
+        raise ValueError(f"{variant} needs a rotary dim above 2 (exponent d/(d-2)), got {head_dim}")
+    if not base > 1:
+        raise ValueError(f"RoPE base must be > 1, got {base!r}")
+    if not isinstance(train_len, int) or train_len < 1:
+        raise ValueError(f"train_len must be a positive integer, got {train_len!r}")
+    if target_len is not None and (not isinstance(target_len, int) or target_len < 1):
+        raise ValueError(f"target_len must be a positive integer or None, got {target_len!r}")
+    if variant in _EXTENDING and target_len is not None and target_len < train_len:
+        raise ValueError(
+            f"{variant} extends the context: target_len must be >= train_len ({train_len}), "
+            f"got {target_len}"
+        )
+    accepted, required = variant_parameters(variant)
+    unknown = set(params) - accepted
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {sorted(unknown)} for RoPE variant {variant!r}; "
+            f"allowed: {sorted(accepted) or 'none'}"
+        )
+    missing = required - set(params)
+    if missing:
+        raise ValueError(f"RoPE variant {variant!r} needs parameter(s) {sorted(missing)}")
+    factor = params.get("factor")
+    if factor is not None and factor < 1:
+        raise ValueError(f"factor must be >= 1, got {factor!r}")
+    if params.get("span") is not None and params["span"] <= 0:
+        raise ValueError(f"span must be > 0, got {params['span']!r}")
+    d_c = params.get("critical_dim")
+    if d_c is not None and (not isinstance(d_c, int) or not 0 < d_c <= head_dim):
+        raise ValueError(f"critical_dim must be an integer in (0, {head_dim}], got {d_c!r}")
+
+
+def compute_rope(
+    variant: str,
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int | None = None,
+    params: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor, float]:
+    """Validated entry point: (inv_freq, attention_factor) of `variant`."""
+    params = dict(params or {})
+    validate_rope_args(variant, head_dim, base, train_len, target_len, params)
+    return ROPE_VARIANTS[variant](head_dim, float(base), train_len, target_len, **params)
+
+
+def rope_summary(
+    variant: str,
+    head_dim: int,
+    base: float,
+    train_len: int,
+    target_len: int | None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One row of the RoPE calculator.
+
+    Keys: method, head_dim, base, train_len, target_len, critical_dim, scale, new_base,
+    attention_factor. `scale` is lambda for the critical-dimension laws and the extension factor s
+    otherwise; `new_base` is set for variants that only change the base. None where not applicable.
+    """
+    params = dict(params or {})
+    _, attention_factor = compute_rope(variant, head_dim, base, train_len, target_len, params)
+    target = _target(train_len, target_len)
+    d_c = scale = new_base = None
+    if variant in ("ntk_critical", "diffusion_ntk"):
+        span = params.get("span", 2.0) if variant == "diffusion_ntk" else 1.0
+        d_c = params.get("critical_dim") or critical_dim(head_dim, base, train_len, span)
+        scale = ntk_scale(head_dim, base, train_len, target, span, d_c)
+        new_base = scale * base
+    elif variant == "dynamic":
+        scale = params.get("factor", 1.0)
+        new_base = dynamic_ntk_base(head_dim, base, train_len, target, scale)
+    elif variant != "default":
+        scale = resolve_factor(train_len, target_len, params.get("factor"))
+        if variant == "ntk":
+            new_base = ntk_base(head_dim, base, scale)
+    return {
+        "method": variant,
+        "head_dim": head_dim,
+        "base": float(base),
+        "train_len": train_len,
+        "target_len": target_len,
+        "critical_dim": d_c,
+        "scale": scale,
+        "new_base": new_base,
+        "attention_factor": attention_factor,
+    }
+
+
+# ----------------------------------------------------------------------------- analysis helpers
+
+
+def angle_coverage(inv_freq: torch.Tensor, train_len: int, bidirectional: bool) -> torch.Tensor:
+    """Share of a full period that the trained relative positions cover, per pair, capped at 1.
+
+    Causal attention trains offsets in [0, T): a range of T-1; bidirectional attention trains
+    (-T, T): a range of 2(T-1). Coverage = min(1, range * theta / 2pi).
+    """
+    span = 2 * (train_len - 1) if bidirectional else train_len - 1
+    return (span * inv_freq.double() / (2 * math.pi)).clamp(max=1.0)
+
+
+def attention_decay_bound(inv_freq: torch.Tensor, max_distance: int) -> torch.Tensor:
+    """RoFormer's long-term decay bound (2/d) * sum_j |S_j|, S_j = sum_{k<=j} exp(i m theta_k),
+    for relative distances m = 0 .. max_distance (shape [max_distance + 1])."""
+    distance = torch.arange(max_distance + 1, dtype=torch.float64)[:, None]
+    phases = torch.polar(torch.ones(()).double(), distance * inv_freq.double()[None, :])
+    return phases.cumsum(dim=1).abs().mean(dim=1)
+
+
+# ----------------------------------------------------------------------------- rotary module
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for any registered variant; `forward(positions)` -> (cos, sin), float32,
+    shape [..., L, head_dim], attention factor included. Dynamic NTK recomputes its frequencies for
+    the actual length (max position + 1)."""
+
+    def __init__(
+        self,
+        head_dim: int,
+        base: float,
+        train_len: int,
+        variant: str = "default",
+        target_len: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.head_dim, self.base, self.train_len = head_dim, float(base), train_len
+        self.variant, self.target_len, self.params = variant, target_len, dict(params or {})
+        inv_freq, self.attention_factor = compute_rope(
+            variant, head_dim, base, train_len, target_len, self.params
+        )
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def _frequencies(self, positions: torch.Tensor) -> torch.Tensor:
+        if self.variant != "dynamic":
+            return self.inv_freq
+        seq_len = int(positions.max()) + 1 if positions.numel() else 1
+        inv_freq, _ = ROPE_VARIANTS["dynamic"](
+            self.head_dim, self.base, self.train_len, seq_len, **self.params
+        )
+        return inv_freq.to(self.inv_freq.device)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = self._frequencies(positions)
+        angles = positions.to(torch.float32)[..., None] * inv_freq.float()
+        angles = torch.cat((angles, angles), dim=-1)  # half-split layout: pair n is (n, n + d/2)
+        return angles.cos() * self.attention_factor, angles.sin() * self.attention_factor
+
+    def extra_repr(self) -> str:
+        return (
+            f"variant={self.variant}, head_dim={self.head_dim}, base={self.base}, "
+            f"train_len={self.train_len}, target_len={self.target_len}"
+        )
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, H, L, D] by cos/sin of shape [B, L, D] or [L, D]; fp32 math, x's dtype out."""
+    if cos.dim() == 3:
+        cos, sin = cos[:, None], sin[:, None]
+    rotated = x.float() * cos + rotate_half(x.float()) * sin
+    return rotated.to(x.dtype)
+
+
+# ----------------------------------------------------------------------------- Hugging Face bridge
+
+_HF_NATIVE = {"linear", "dynamic", "yarn", "llama3", "longrope"}
+
+
+def to_hf_rope_parameters(
+    variant: str,
+    base: float,
+    train_len: int,
+    target_len: int | None = None,
+    params: dict[str, Any] | None = None,
+    head_dim: int | None = None,
+) -> dict[str, Any]:
+    """A transformers `rope_parameters` dict that reproduces `variant`.
+
+    Base-only variants (ntk, ntk_critical, diffusion_ntk) become `rope_type: default` with the new
+    `rope_theta` (they need `head_dim`); diffusion_yarn becomes yarn with
+    `original_max_position_embeddings = span * T` and an explicit factor.
+    """
+    params = dict(params or {})
+    if variant == "default":
+        return {"rope_type": "default", "rope_theta": float(base)}
+    if variant in ("ntk", "ntk_critical", "diffusion_ntk"):
+        if head_dim is None:
+            raise ValueError(
+                f"{variant} changes rope_theta by a law of the head dim: pass head_dim"
+            )
+        summary = rope_summary(variant, head_dim, base, train_len, target_len, params)
+        return {"rope_type": "default", "rope_theta": summary["new_base"]}
+    if variant == "diffusion_yarn":
+        span = params.pop("span", 2.0)
+        factor = resolve_factor(train_len, target_len, params.pop("factor", None))
+        out = {
+            "rope_type": "yarn",
+            "rope_theta": float(base),
+            "factor": factor,
+            "original_max_position_embeddings": span * train_len,
+            **params,
+        }
+        return out
+    if variant not in _HF_NATIVE:
+        raise ValueError(
+            f"unknown RoPE variant {variant!r}; known variants: {', '.join(ROPE_VARIANTS)}"
+        )
+    out = {"rope_type": variant, "rope_theta": float(base), **params}
+    if variant != "dynamic":
+        out["factor"] = resolve_factor(train_len, target_len, params.get("factor"))
+        out["original_max_position_embeddings"] = train_len
+    else:
+        out.setdefault("factor", 1.0)
+    return out
+
+
+def from_hf_rope_parameters(
+    rope_parameters: dict[str, Any], max_position_embeddings: int
+) -> dict[str, Any]:
+    """Inverse of `to_hf_rope_parameters` for transformers' native types.
+
+    Returns {variant, base, train_len, params}; train_len is `original_max_position_embeddings`
+    when present, else `max_position_embeddings`.
+    """
+    rope_parameters = dict(rope_parameters)
+    variant = rope_parameters.pop("rope_type", rope_parameters.pop("type", "default"))
+    if variant != "default" and variant not in _HF_NATIVE:
+        raise ValueError(
+            f"rope_type {variant!r} has no minillada equivalent; "
+            f"known: default, {', '.join(sorted(_HF_NATIVE))}"
+        )
+    base = float(rope_parameters.pop("rope_theta"))
+    train_len = int(
+        rope_parameters.pop("original_max_position_embeddings", max_position_embeddings)
+    )
+    rope_parameters.pop("partial_rotary_factor", None)
+    accepted, _ = variant_parameters(variant)
+    params = {k: v for k, v in rope_parameters.items() if k in accepted and v is not None}
+    return {"variant": variant, "base": base, "train_len": train_len, "params": params}
