@@ -587,13 +587,21 @@ def to_hf_rope_parameters(
         raise ValueError(
             f"unknown RoPE variant {variant!r}; known variants: {', '.join(ROPE_VARIANTS)}"
         )
-    out = {"rope_type": variant, "rope_theta": float(base), **params}
+    out = {"rope_type": variant, "rope_theta": float(base), **_with_defaults(variant, params)}
     if variant != "dynamic":
         out["factor"] = resolve_factor(train_len, target_len, params.get("factor"))
         out["original_max_position_embeddings"] = train_len
     else:
         out.setdefault("factor", 1.0)
     return out
+
+
+def _with_defaults(variant: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The variant's parameters with its defaults filled in (None defaults left out)."""
+    signature = inspect.signature(ROPE_VARIANTS[variant]).parameters.values()
+    defaults = {p.name: p.default for p in signature if p.kind is p.KEYWORD_ONLY}
+    merged = {k: v for k, v in defaults.items() if v is not inspect.Parameter.empty} | params
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def from_hf_rope_parameters(
