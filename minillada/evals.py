@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from minillada.data import TaskSample
 from minillada.diffusion import diffusion_loss, forward_process, generate, mc_log_likelihood
+from minillada.rope import validate_rope_args
 
 Model = Callable[..., Any]
 ModelAtLength = Callable[[int], Model]
@@ -156,6 +157,10 @@ def fixed_model(model: Model) -> ModelAtLength:
     return lambda length: model
 
 
+# Direct extrapolation has no target; dynamic NTK takes the running length at each forward.
+_UNTARGETED = ("default", "dynamic")
+
+
 def rope_variants(model: torch.nn.Module, variants: Sequence[str], target_len: int | None = None,
                   params: Mapping[str, Mapping[str, Any]] | None = None,
                   ) -> dict[str, ModelAtLength]:
@@ -169,12 +174,17 @@ def rope_variants(model: torch.nn.Module, variants: Sequence[str], target_len: i
     unknown = set(params) - set(variants)
     if unknown:
         raise ValueError(f"params given for {sorted(unknown)}, not among {list(variants)}")
-    train_len = model.config.max_sequence_length
+    config = model.config
+    train_len = config.max_sequence_length
+    for variant in variants:  # fail on a bad variant, target or parameter before any work
+        target = None if variant in _UNTARGETED else (target_len or train_len)
+        validate_rope_args(variant, config.d_model // config.n_heads, config.rope_theta,
+                           train_len, target, dict(params.get(variant, {})))
 
     def at_length(variant: str) -> ModelAtLength:
         def configured(length: int) -> Model:
             target = None
-            if variant not in ("default", "dynamic"):
+            if variant not in _UNTARGETED:
                 target = target_len if target_len is not None else max(length, train_len)
             model.set_rope(variant, target_len=target, params=dict(params.get(variant, {})))
             return model

@@ -1,0 +1,214 @@
+"""LLaDA-8B bridge: RoPE-scaled configs; LLaDA-format checkpoints vs a hand-written forward."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from minillada.llada import load_llada_checkpoint, rope_geometry, scaled_rope_config
+
+# The fields of GSAI-ML/LLaDA-8B-Base's config.json that matter here, as that file spells them.
+LLADA_8B = {
+    "activation_type": "silu", "alibi": False, "architectures": ["LLaDAModelLM"],
+    "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig",
+                 "AutoModel": "modeling_llada.LLaDAModelLM"},
+    "block_type": "llama", "d_model": 4096, "embedding_size": 126464, "eos_token_id": 126081,
+    "include_bias": False, "include_qkv_bias": False, "layer_norm_type": "rms",
+    "mask_token_id": 126336, "max_sequence_length": 4096, "mlp_hidden_size": 12288,
+    "model_type": "llada", "n_heads": 32, "n_kv_heads": 32, "n_layers": 32,
+    "pad_token_id": 126081, "rms_norm_eps": 1e-05, "rope": True, "rope_full_precision": True,
+    "rope_theta": 500000.0, "vocab_size": 126464, "weight_tying": False,
+}
+
+
+# --------------------------------------------------------------------------------- RoPE configs
+
+
+@pytest.mark.parametrize(("variant", "lambdas"), [
+    # RESEARCH.md section 2: LongLLaDA's and UltraLLaDA's scales for LLaDA-8B.
+    ("ntk_critical", {8192: 3.40, 16384: 13.60, 24576: 30.60, 32768: 54.40}),
+    ("diffusion_ntk", {8192: 3.53, 16384: 12.54, 32768: 44.54, 65536: 158.2, 131072: 561.9}),
+])
+def test_llada_8b_rope_theta_for_each_target(variant, lambdas):
+    for target, scale in lambdas.items():
+        scaled = scaled_rope_config(LLADA_8B, variant, target)
+        assert scaled["rope_theta"] / 500000.0 == pytest.approx(scale, rel=2e-3)
+        assert scaled["max_sequence_length"] == 4096  # T_train stays the pre-training length
+    assert LLADA_8B["rope_theta"] == 500000.0  # the input is not modified
+
+
+def test_per_pair_variants_in_llada_and_hugging_face_configs():
+    llada = scaled_rope_config(LLADA_8B, "yarn", 32768, {"beta_fast": 16.0})
+    assert llada["rope_theta"] == 500000.0
+    assert (llada["rope_variant"], llada["rope_target_len"]) == ("yarn", 32768)
+    assert llada["rope_params"] == {"beta_fast": 16.0}
+    llama = {"hidden_size": 4096, "num_attention_heads": 32, "max_position_embeddings": 8192,
+             "rope_theta": 500000.0}
+    scaled = scaled_rope_config(llama, "linear", 32768)
+    assert scaled["rope_scaling"] == {"rope_type": "linear", "factor": 4.0,
+                                      "original_max_position_embeddings": 8192}
+    modern = {"hidden_size": 2048, "num_attention_heads": 16, "head_dim": 128,
+              "max_position_embeddings": 4096,
+              "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}}
+    scaled = scaled_rope_config(modern, "diffusion_ntk", 32768)
+    assert "rope_theta" not in scaled
+    assert scaled["rope_parameters"]["rope_theta"] == pytest.approx(500000.0 * 44.54, rel=2e-3)
+    assert rope_geometry(modern) == {"head_dim": 128, "base": 500000.0, "train_len": 4096}
+
+
+def test_rope_config_bad_input():
+    with pytest.raises(ValueError, match="already has a RoPE scaling"):
+        scaled_rope_config(scaled_rope_config(LLADA_8B, "yarn", 8192), "ntk", 8192)
+    with pytest.raises(ValueError, match="lacks rope_theta"):
+        scaled_rope_config({"d_model": 64, "n_heads": 2, "max_sequence_length": 32}, "ntk", 64)
+    with pytest.raises(ValueError, match="unknown RoPE variant"):
+        scaled_rope_config(LLADA_8B, "ntk-by-parts", 8192)
+    with pytest.raises(ValueError, match="target_len must be >= train_len"):
+        scaled_rope_config(LLADA_8B, "diffusion_ntk", 2048)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+TINY = {**LLADA_8B, "d_model": 32, "n_heads": 4, "n_kv_heads": 2, "n_layers": 2,
+        "mlp_hidden_size": 48, "vocab_size": 40, "embedding_size": 40, "max_sequence_length": 16,
+        "rope_theta": 50.0, "mask_token_id": 39, "eos_token_id": 38, "pad_token_id": 38}
+
+
+def tiny_weights(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    d, head = config["d_model"], config["d_model"] // config["n_heads"]
+    kv, hidden, vocab = config["n_kv_heads"] * head, config["mlp_hidden_size"], config["vocab_size"]
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator) / math.sqrt(shape[-1])
+
+    weights = {"model.transformer.wte.weight": torch.randn(vocab, d, generator=generator),
+               "model.transformer.ln_f.weight": 1 + 0.1 * randn(d),
+               "model.transformer.ff_out.weight": randn(vocab, d)}
+    for i in range(config["n_layers"]):
+        block = f"model.transformer.blocks.{i}."
+        weights.update({
+            block + "attn_norm.weight": 1 + 0.1 * randn(d),
+            block + "q_proj.weight": randn(d, d), block + "k_proj.weight": randn(kv, d),
+            block + "v_proj.weight": randn(kv, d), block + "attn_out.weight": randn(d, d),
+            block + "ff_norm.weight": 1 + 0.1 * randn(d),
+            block + "ff_proj.weight": randn(hidden, d), block + "up_proj.weight": randn(hidden, d),
+            block + "ff_out.weight": randn(d, hidden),
+        })
+    return weights
+
+
+def write_checkpoint(path, config: dict, weights: dict[str, torch.Tensor], shards: int = 1):
+    """A checkpoint directory in LLaDA's released format (sharded with an index when shards > 1)."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config))
+    if shards == 1:
+        save_file(weights, path / "model.safetensors")
+        return path
+    names, weight_map = sorted(weights), {}
+    for shard in range(shards):
+        file = f"model-{shard + 1:05d}-of-{shards:05d}.safetensors"
+        part = {name: weights[name].contiguous() for name in names[shard::shards]}
+        save_file(part, path / file)
+        weight_map.update(dict.fromkeys(part, file))
+    (path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    return path
+
+
+def reference_logits(weights: dict[str, torch.Tensor], config: dict, ids: torch.Tensor,
+                     base: float | None = None) -> torch.Tensor:
+    """LLaDA's forward written out from the raw tensors, in float64: RMSNorm, bidirectional
+    attention with half-split RoPE, SwiGLU (ff_proj is the gate), untied output head."""
+    w = {name: tensor.double() for name, tensor in weights.items()}
+    heads, kv_heads = config["n_heads"], config["n_kv_heads"]
+    head = config["d_model"] // heads
+    base = config["rope_theta"] if base is None else base
+    inv_freq = base ** -(torch.arange(0, head, 2, dtype=torch.float64) / head)
+    angles = torch.arange(ids.shape[1], dtype=torch.float64)[:, None] * inv_freq
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+
+    def rms(x, weight):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + config["rms_norm_eps"]) * weight
+
+    def rotate(x):
+        first, second = x.chunk(2, dim=-1)
+        return x * cos + torch.cat([-second, first], -1) * sin
+
+    def split(x, n):
+        return x.view(*x.shape[:2], n, head).transpose(1, 2)
+
+    x = w["model.transformer.wte.weight"][ids]
+    for i in range(config["n_layers"]):
+        p = f"model.transformer.blocks.{i}."
+        h = rms(x, w[p + "attn_norm.weight"])
+        q = rotate(split(h @ w[p + "q_proj.weight"].T, heads))
+        k = rotate(split(h @ w[p + "k_proj.weight"].T, kv_heads))
+        v = split(h @ w[p + "v_proj.weight"].T, kv_heads)
+        k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
+        attention = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(head), dim=-1) @ v
+        x = x + attention.transpose(1, 2).reshape(x.shape) @ w[p + "attn_out.weight"].T
+        h = rms(x, w[p + "ff_norm.weight"])
+        gated = F.silu(h @ w[p + "ff_proj.weight"].T) * (h @ w[p + "up_proj.weight"].T)
+        x = x + gated @ w[p + "ff_out.weight"].T
+    return rms(x, w["model.transformer.ln_f.weight"]) @ w["model.transformer.ff_out.weight"].T
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_loaded_checkpoint_matches_hand_written_forward(tmp_path, shards):
+    weights = tiny_weights(TINY)
+    path = write_checkpoint(tmp_path / "llada", TINY, weights, shards)
+    model = load_llada_checkpoint(path)
+    ids = torch.randint(0, 40, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(ids).logits
+    torch.testing.assert_close(logits.double(), reference_logits(weights, TINY, ids),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_rope_override_at_load_time(tmp_path):
+    weights = tiny_weights(TINY)
+    path = write_checkpoint(tmp_path / "llada", TINY, weights)
+    model = load_llada_checkpoint(path, rope_variant="diffusion_ntk", rope_target_len=64)
+    new_base = scaled_rope_config(TINY, "diffusion_ntk", 64)["rope_theta"]
+    ids = torch.randint(0, 40, (1, 48), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = model(ids).logits
+    torch.testing.assert_close(logits.double(), reference_logits(weights, TINY, ids, new_base),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_checkpoint_bad_input_is_named(tmp_path):
+    weights = tiny_weights(TINY)
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
+        load_llada_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(TINY))
+    with pytest.raises(FileNotFoundError, match=r"no model\.safetensors"):
+        load_llada_checkpoint(tmp_path)
+
+    renamed = dict(weights)
+    renamed["model.transformer.blocks.0.gate_proj.weight"] = renamed.pop(
+        "model.transformer.blocks.0.ff_proj.weight")
+    path = write_checkpoint(tmp_path / "renamed", TINY, renamed)
+    with pytest.raises(ValueError, match=r"missing: model\.transformer\.blocks\.0\.ff_proj\.weight"
+                       r".*unexpected: model\.transformer\.blocks\.0\.gate_proj\.weight"):
+        load_llada_checkpoint(path)
+
+    reshaped = dict(weights, **{"model.transformer.ln_f.weight": torch.ones(31)})
+    path = write_checkpoint(tmp_path / "reshaped", TINY, reshaped)
+    with pytest.raises(ValueError, match=r"ln_f\.weight: \(31,\) \(expected \(32,\)\)"):
+        load_llada_checkpoint(path)
+
+    path = write_checkpoint(tmp_path / "sharded", TINY, weights, shards=2)
+    next(path.glob("model-00002-*")).unlink()
+    with pytest.raises(FileNotFoundError, match="missing from"):
+        load_llada_checkpoint(path)
+
+    path = write_checkpoint(tmp_path / "alibi", {**TINY, "alibi": True}, weights)
+    with pytest.raises(ValueError, match=r"unsupported LLaDA option.*alibi"):
+        load_llada_checkpoint(path)
