@@ -1,0 +1,128 @@
+"""`minillada reproduce`: run the study notebooks in order through papermill.
+
+The study notebooks are `notebooks/0[1-9]_*.ipynb` (00 is the walkthrough, not part of the
+reproduction). Each runs with its own folder as working directory, as in JupyterLab, and receives
+the parameters every study notebook declares in its `parameters` cell:
+
+    preset       name of a preset in minillada.presets
+    seed         random seed
+    figures_dir  absolute path of the folder for its figures
+    output_dir   absolute path of the folder for the executed notebooks and its result files
+
+Executed copies keep the notebook's name in `output_dir`; a failed run stops the reproduction with
+a message naming the notebook, whose executed copy holds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from minillada.presets import PRESETS
+
+STUDY_NOTEBOOK = re.compile(r"^(0[1-9])_.+\.ipynb$")
+KERNEL = "python3"
+
+
+def find_study_notebooks(folder: Path) -> dict[str, Path]:
+    """The study notebooks in `folder`, keyed by their two-digit number, in order."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"notebook folder {str(folder)!r} does not exist")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        match = STUDY_NOTEBOOK.match(path.name)
+        if match is None:
+            continue
+        number = match.group(1)
+        if number in found:
+            raise ValueError(f"two study notebooks numbered {number}: {found[number].name}, "
+                             f"{path.name}")
+        found[number] = path
+    if not found:
+        raise FileNotFoundError(f"no study notebook (0[1-9]_*.ipynb) in {str(folder)!r}")
+    return found
+
+
+def select_notebooks(available: dict[str, Path], selection: str | None) -> list[Path]:
+    """The notebooks named by a comma-separated list of numbers ("01,03"), or all of them."""
+    if selection is None:
+        return list(available.values())
+    numbers = [part.strip() for part in selection.split(",") if part.strip()]
+    unknown = [n for n in numbers if n not in available]
+    if unknown or not numbers:
+        raise ValueError(f"unknown notebook number(s) {unknown or selection!r}; "
+                         f"available: {','.join(available)}")
+    return [available[n] for n in sorted(set(numbers))]
+
+
+def run_notebook(notebook: Path, executed: Path, parameters: dict[str, object]) -> float:
+    """Execute `notebook` into `executed` with `parameters`; returns the wall time in seconds."""
+    import papermill  # heavy import (nbclient, jupyter): only when a run is asked for
+
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(notebook),
+        str(executed),
+        parameters=parameters,
+        kernel_name=KERNEL,
+        language="python",
+        cwd=str(notebook.parent),
+        progress_bar=True,
+    )
+    return time.perf_counter() - start
+
+
+def _describe(error: Exception) -> str:
+    """One line for a failed run: the failing cell's error, or the error papermill raised."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(error, PapermillExecutionError):
+        return f"cell {error.exec_count} raised {error.ename}: {error.evalue}"
+    return f"{type(error).__name__}: {error}"
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    notebooks = select_notebooks(find_study_notebooks(Path(args.notebook_dir)), args.notebooks)
+    output, figures = Path(args.out).resolve(), Path(args.figures).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    parameters = {"preset": args.preset, "seed": args.seed,
+                  "figures_dir": str(figures), "output_dir": str(output)}
+    print(f"reproducing {len(notebooks)} notebook(s) at preset {args.preset!r}, seed {args.seed}; "
+          f"executed copies in {output}, figures in {figures}")
+    for index, notebook in enumerate(notebooks, start=1):
+        executed = output / notebook.name
+        print(f"[{index}/{len(notebooks)}] {notebook.name}", flush=True)
+        try:
+            seconds = run_notebook(notebook, executed, parameters)
+        except Exception as error:
+            print(f"reproduce: {notebook.name} failed: {_describe(error)}\n"
+                  f"reproduce: its executed copy (with the traceback) is {executed}",
+                  file=sys.stderr)
+            return 1
+        print(f"[{index}/{len(notebooks)}] {notebook.name} done in {seconds:.1f} s", flush=True)
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "reproduce",
+        help="run the study notebooks through papermill",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                        help="scale of the mini study (default: cpu)")
+    parser.add_argument("--notebooks", default=None, metavar="NN[,NN...]",
+                        help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--notebook-dir", default="notebooks",
+                        help="folder of the study notebooks (default: notebooks)")
+    parser.add_argument("--out", default="notebooks/output",
+                        help="executed notebooks and results (default: notebooks/output)")
+    parser.add_argument("--figures", default="figures", help="figures (default: figures)")
+    parser.set_defaults(func=reproduce)
+

@@ -1,0 +1,90 @@
+"""`minillada reproduce` on a folder of tiny notebooks made here (one kernel start per test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from minillada.cli import main
+from minillada.commands.reproduce import find_study_notebooks, select_notebooks
+
+PARAMETERS = 'preset = "unset"\nseed = -1\nfigures_dir = "unset"\noutput_dir = "unset"'
+
+
+def write_notebook(path: Path, source: str) -> None:
+    """A notebook with a tagged parameters cell followed by `source`."""
+    parameters = new_code_cell(PARAMETERS)
+    parameters.metadata["tags"] = ["parameters"]
+    notebook = new_notebook(cells=[parameters, new_code_cell(source)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    nbformat.write(notebook, path)
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "00_walkthrough.ipynb", 'raise RuntimeError("00 must not run")')
+    write_notebook(
+        folder / "01_echo.ipynb",
+        "from pathlib import Path\n"
+        "Path(figures_dir, 'echo.txt').write_text(f'{preset} {seed} {Path.cwd()} {output_dir}')",
+    )
+    write_notebook(folder / "02_fail.ipynb", 'raise RuntimeError("boom")')
+    write_notebook(folder / "03_after.ipynb", "from pathlib import Path\n"
+                                              "Path(figures_dir, 'after.txt').write_text('ran')")
+    (folder / "notes.ipynb").write_text("{}")  # not a study notebook: never read
+    return folder
+
+
+def run(study: Path, *options: str) -> int:
+    root = study.parent
+    return main(["reproduce", "--notebook-dir", str(study), "--out", str(root / "out"),
+                 "--figures", str(root / "figures"), *options])
+
+
+def test_parameters_reach_the_notebook_and_the_executed_copy_is_written(study, capsys):
+    assert run(study, "--preset", "smoke", "--seed", "7", "--notebooks", "01") == 0
+    root = study.parent
+    echoed = (root / "figures" / "echo.txt").read_text().split()
+    assert echoed == ["smoke", "7", str(study), str(root / "out")]  # run from its own folder
+    executed = nbformat.read(root / "out" / "01_echo.ipynb", as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'preset = "smoke"' in injected[0].source
+    assert executed.metadata.papermill.parameters["seed"] == 7
+    assert "01_echo.ipynb done in" in capsys.readouterr().out
+    assert sorted(p.name for p in (root / "out").iterdir()) == ["01_echo.ipynb"]
+
+
+def test_a_failing_notebook_stops_the_run_and_is_named(study, capsys):
+    assert run(study, "--notebooks", "02,03") == 1
+    error = capsys.readouterr().err
+    assert "02_fail.ipynb failed" in error and "RuntimeError: boom" in error
+    assert (study.parent / "out" / "02_fail.ipynb").exists()
+    assert not (study.parent / "figures" / "after.txt").exists()
+
+
+def test_discovery_skips_the_walkthrough_and_other_files(study):
+    assert list(find_study_notebooks(study)) == ["01", "02", "03"]
+    assert select_notebooks(find_study_notebooks(study), "03, 01") == [
+        study / "01_echo.ipynb", study / "03_after.ipynb"
+    ]
+
+
+def test_bad_selection_and_folders_fail_before_any_work(study, tmp_path):
+    with pytest.raises(ValueError, match=r"\['04'\].*available: 01,02,03"):
+        run(study, "--notebooks", "01,04")
+    with pytest.raises(ValueError, match="available"):
+        run(study, "--notebooks", ",")
+    assert not (study.parent / "out").exists()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_study_notebooks(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no study notebook"):
+        find_study_notebooks(tmp_path / "empty")
+    with pytest.raises(SystemExit):
+        run(study, "--preset", "huge")
