@@ -315,3 +315,55 @@ def plot_decay_bound(
     ax.xaxis.set_major_formatter(TOKENS_FORMATTER)
     legend_outside(ax)
     return ax
+
+
+# ----------------------------------------------------------------------------- evaluation plots
+
+import pandas as pd  # noqa: E402 (only the evaluation plots below take tables)
+
+
+def _variant_style(name: str) -> dict[str, object]:
+    """Color, marker and label of a RoPE variant; other names (checkpoints) get the palette's."""
+    if name in VARIANT_COLORS:
+        return {"color": VARIANT_COLORS[name], "marker": VARIANT_MARKERS[name],
+                "label": VARIANT_LABELS[name]}
+    return {"marker": "o", "label": name}
+
+
+def plot_score_heatmap(ax: Axes, frame: pd.DataFrame, title: str, value: str = "value",
+                       train_len: int | None = None) -> Axes:
+    """Mean `value` (0-100) per needle depth (rows, 0% at the top) and context length (columns),
+    NeedleBench's red-to-green scale; a dashed line separates lengths up to `train_len`."""
+    table = frame.pivot_table(index="depth", columns="length", values=value, aggfunc="mean")
+    sns.heatmap(table, ax=ax, vmin=0, vmax=100, cmap="RdYlGn", annot=True, fmt=".0f",
+                annot_kws={"fontsize": "x-small"}, cbar_kws={"label": f"mean {value}"},
+                linewidths=0.5)
+    ax.set_xticklabels([format_tokens(length) for length in table.columns])
+    ax.set_yticklabels([f"{depth:g}%" for depth in table.index], rotation=0)
+    if train_len is not None:
+        inside = int((table.columns <= train_len).sum())
+        if 0 < inside < len(table.columns):
+            ax.axvline(inside, color="black", linestyle="--", linewidth=1.5)
+    ax.set(title=title, xlabel="context length (tokens)", ylabel="needle depth")
+    return ax
+
+
+def plot_lines(ax: Axes, frame: pd.DataFrame, x: str, y: str, title: str, ylabel: str,
+               hue: str = "rope", error: str | None = None, train_len: int | None = None,
+               xlabel: str | None = None, log_x: bool = True) -> Axes:
+    """One line of `y` against `x` per `hue` value (RoPE variants in their fixed colors), with
+    ±`error` bars when given and T_train marked; `x` in tokens on a log2 axis by default."""
+    for name, group in frame.groupby(hue, sort=False):
+        group = group.sort_values(x)
+        ax.errorbar(group[x], group[y], yerr=None if error is None else group[error],
+                    capsize=3, linewidth=1.8, markersize=6, **_variant_style(str(name)))
+    if train_len is not None:
+        ax.axvline(train_len, color="black", linestyle="--", linewidth=1,
+                   label=f"T_train = {format_tokens(train_len)}")
+    if log_x:
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(TOKENS_FORMATTER)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(title=title, xlabel=xlabel or f"{x} (tokens)", ylabel=ylabel)
+    ax.legend()
+    return ax
