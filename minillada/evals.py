@@ -495,6 +495,7 @@ def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleM
                        lengths: Sequence[int], depths: Sequence[float], repeats: int,
                        settings: GenerationSettings, results_path: str | Path,
                        mask_token_id: int, seed: int = 0, batch_size: int = 8,
+                       fit_gen_length: bool = False,
                        likelihood: LikelihoodScoring | None = None) -> pd.DataFrame:
     """Every model on tasks x lengths x depths x repeats; one row per (model, method, cell).
 
@@ -503,9 +504,16 @@ def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleM
     decoded text (`needle_score` as `value`, `exact` and `token_acc` on tokens); method
     `likelihood` (when given) scores by `LikelihoodScoring`. Rows are appended to
     `results_path` (JSON lines) as batches finish; a rerun skips the cells already there.
+    `fit_gen_length` shortens generation to the grid's longest answer (`settings.fitted_to`).
     All samples are built and checked before any model runs.
     """
     _check_grid(tasks, lengths, depths, repeats)
+    cells = [(t, n, d, r) for t in tasks for n in lengths for d in depths for r in range(repeats)]
+    samples = {cell: make_sample(*cell[:3], cell_seed(seed, *cell)) for cell in cells}
+    if fit_gen_length:
+        settings = settings.fitted_to(max(len(s.answer_ids) for s in samples.values()))
+    for cell, sample in samples.items():
+        _check_fits(sample, settings, cell)
     fixed = {"gen_length": settings.gen_length, "block_length": settings.block_length,
              "steps": settings.steps, "temperature": settings.temperature,
              "remasking": settings.remasking}
@@ -517,16 +525,8 @@ def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleM
                              f"(file vs now: {changed}); write to another file")
     methods = ("generate", "likelihood") if likelihood else ("generate",)
     done = log.done()
-    todo = {(label, method, cell): None
-            for cell in [(t, n, d, r) for t in tasks for n in lengths for d in depths
-                         for r in range(repeats)]
-            for label in models for method in methods
-            if (label, method, *cell, seed) not in done}
-    samples: dict[tuple, TaskSample] = {}
-    for _, _, cell in todo:
-        if cell not in samples:
-            samples[cell] = make_sample(*cell[:3], cell_seed(seed, *cell))
-            _check_fits(samples[cell], settings, cell)
+    todo = [(label, method, cell) for cell in cells for label in models for method in methods
+            if (label, method, *cell, seed) not in done]
     progress = tqdm(total=len(todo), desc="retrieval")
     for length in lengths:
         for label, model_at in models.items():
