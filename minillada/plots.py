@@ -198,7 +198,10 @@ def plot_periods(
            xlabel="dimension index i = 2n", ylabel="period 2π / θ_n (tokens)")
     ax.yaxis.set_major_locator(LogLocator(base=2, numticks=12))
     ax.yaxis.set_major_formatter(TOKENS_FORMATTER)
-    ax.legend(loc="upper left")
+    if variant is None:
+        ax.legend(loc="lower right")  # periods grow to the upper right
+    else:
+        legend_outside(ax)  # the variant's steeper curve can cross any corner
     return ax
 
 

@@ -1,7 +1,15 @@
 """The RoPE explorer: sliders for base, head dim, T_train and target length and a variant menu that
-redraw the positional-analysis plots of notebook 01 (`minillada.plots`) for any configuration."""
+redraw the positional-analysis plots of notebook 01 (`minillada.plots`) for any configuration.
+
+The plots are rendered to PNG and shown in an `ipywidgets.Image`, not in an `Output` widget:
+nbclient (behind papermill) mimics Output widgets by sending comm messages on the shell channel
+while it waits there for the cell's reply, which now and then loses that reply and hangs a headless
+run (jupyter/nbclient#312). An Image widget needs no such traffic.
+"""
 
 from __future__ import annotations
+
+import io
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -11,28 +19,19 @@ from minillada import plots
 TRAIN_LENGTHS = tuple(2**k for k in range(5, 16))  # 32 .. 32K
 TARGET_LENGTHS = tuple(2**k for k in range(6, 18))  # 64 .. 128K
 SCALE_FACTORS = (2, 4, 8, 16, 32)  # target lengths of the effective-scale panel, in T_train
+PREVIEW_DPI = 90
 
 
-def _length_slider(description: str, options: tuple[int, ...], value: int) -> widgets.Widget:
-    if value not in options:
-        raise ValueError(
-            f"{description} must be a power of two in [{options[0]}, {options[-1]}], got {value}"
-        )
-    return widgets.SelectionSlider(
-        description=description,
-        options=[(plots.format_tokens(n), n) for n in options],
-        value=value,
-        continuous_update=False,
-    )
-
-
-def draw_explorer(
+def render_explorer(
     head_dim: int, base: float, train_len: int, target_len: int, variant: str
-) -> None:
-    """Draw the four panels for one configuration (the explorer's callback)."""
+) -> bytes:
+    """The four panels of the explorer for one configuration, as PNG bytes.
+
+    Raises ValueError for a configuration that cannot be drawn (a target shorter than T_train,
+    no critical pair, an unknown variant).
+    """
     if target_len < train_len:
-        print(f"target length {target_len} is shorter than T_train {train_len}: pick a longer one")
-        return
+        raise ValueError(f"target length {target_len} is shorter than T_train {train_len}")
     fig, axes = plots.panels(4, columns=2, width=7.0, height=4.6)
     try:
         plots.plot_periods(axes[0], head_dim, base, train_len, "periods per dimension",
@@ -44,11 +43,23 @@ def draw_explorer(
         plots.plot_decay_bound(axes[3], head_dim, base, train_len, target_len,
                                f"decay bound at T' = {plots.format_tokens(target_len)}",
                                variants=sorted({"default", variant}))
-    except ValueError as error:  # e.g. no critical pair for this base and length
-        plt.close(fig)
-        print(f"cannot draw this configuration: {error}")
-        return
-    plt.show()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=PREVIEW_DPI)
+    finally:
+        plt.close(fig)  # never shown inline: the Image widget shows it
+    return buffer.getvalue()
+
+
+def _length_slider(description: str, options: tuple[int, ...], value: int) -> widgets.Widget:
+    if value not in options:
+        raise ValueError(
+            f"{description} must be a power of two in [{options[0]}, {options[-1]}], got {value}"
+        )
+    return widgets.SelectionSlider(
+        description=description,
+        options=[(plots.format_tokens(n), n) for n in options],
+        value=value,
+    )
 
 
 def rope_explorer(
@@ -60,7 +71,7 @@ def rope_explorer(
 ) -> widgets.Widget:
     """The explorer widget, starting at the given configuration (default: LLaDA-8B to 64K).
 
-    Display it (last expression of a cell); it redraws on every change of a control.
+    Display it (last expression of a cell); it redraws whenever a control changes.
     """
     if variant not in plots.PARAMETER_FREE_VARIANTS:
         raise ValueError(
@@ -70,13 +81,11 @@ def rope_explorer(
         raise ValueError(f"head_dim must be a multiple of 8 in [16, 256], got {head_dim}")
     if not 10 <= base <= 1e7:
         raise ValueError(f"base must be in [10, 1e7], got {base}")
-    style = {"description_width": "110px"}
-    layout = widgets.Layout(width="420px")
     controls = {
         "base": widgets.FloatLogSlider(value=base, base=10, min=1, max=7, step=0.05,
-                                       description="base b", continuous_update=False),
+                                       description="base b"),
         "head_dim": widgets.IntSlider(value=head_dim, min=16, max=256, step=8,
-                                      description="head dim d", continuous_update=False),
+                                      description="head dim d"),
         "train_len": _length_slider("T_train", TRAIN_LENGTHS, train_len),
         "target_len": _length_slider("target T'", TARGET_LENGTHS, target_len),
         "variant": widgets.Dropdown(
@@ -84,8 +93,22 @@ def rope_explorer(
             value=variant, description="variant"),
     }
     for control in controls.values():
-        control.style, control.layout = style, layout
-    output = widgets.interactive_output(draw_explorer, controls)
+        control.continuous_update = False  # redraw on release: a drawing takes about a second
+        control.style = {"description_width": "110px"}
+        control.layout = widgets.Layout(width="420px")
+    message = widgets.HTML()
+    image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+
+    def redraw(_change: object = None) -> None:
+        try:
+            image.value = render_explorer(**{name: c.value for name, c in controls.items()})
+            message.value = ""
+        except ValueError as error:  # shown to the user; the last good drawing stays
+            message.value = f"<b>cannot draw this configuration:</b> {error}"
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
     column = list(controls.values())
     return widgets.VBox([widgets.HBox([widgets.VBox(column[:3]), widgets.VBox(column[3:])]),
-                         output])
+                         message, image])

@@ -13,7 +13,7 @@ import pytest
 
 from minillada import plots
 from minillada.rope import ROPE_VARIANTS, critical_dim, ntk_scale
-from minillada.widgets import draw_explorer, rope_explorer
+from minillada.widgets import rope_explorer
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_rope_positional_analysis.ipynb"
 FIGURES = ("01_rope_periods", "01_angle_coverage", "01_effective_scale", "01_decay_bound")
@@ -153,16 +153,20 @@ def test_every_variant_has_one_fixed_style():
     assert len(set(plots.VARIANT_COLORS.values())) == len(ROPE_VARIANTS)
 
 
-def test_explorer_builds_and_refuses_bad_settings(capsys):
+def test_explorer_draws_redraws_and_explains_bad_settings():
     explorer = rope_explorer(head_dim=32, base=30.0, train_len=32, target_len=512)
-    controls = [w for box in explorer.children[0].children for w in box.children]
-    assert [c.description for c in controls] == [
-        "base b", "head dim d", "T_train", "target T'", "variant"
-    ]
-    assert controls[4].value == "diffusion_ntk" and controls[3].value == 512
+    boxes, message, image = explorer.children
+    controls = {c.description: c for box in boxes.children for c in box.children}
+    assert list(controls) == ["base b", "head dim d", "T_train", "target T'", "variant"]
+    assert controls["variant"].value == "diffusion_ntk" and controls["target T'"].value == 512
+    first = image.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and message.value == ""
+    controls["variant"].value = "linear"
+    assert image.value != first and message.value == ""
+    drawn = image.value
+    controls["T_train"].value = 1024  # longer than the 512 target: not drawable
+    assert "shorter than T_train 1024" in message.value and image.value == drawn
     with pytest.raises(ValueError, match="unknown variant 'longrope'"):
         rope_explorer(variant="longrope")
     with pytest.raises(ValueError, match="power of two"):
         rope_explorer(train_len=100)
-    draw_explorer(32, 30.0, 64, 32, "yarn")
-    assert "shorter than T_train 64" in capsys.readouterr().out
