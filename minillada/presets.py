@@ -8,12 +8,34 @@ dimension `2 * ceil((d/2) * log_b(T_train / 2pi))` is again half the rotary dim,
 - smoke: d 32, base 30,  T_train 32  -> d_crit 16 of 32; extend to 512,  eval to 1024.
 - cpu:   d 64, base 500, T_train 128 -> d_crit 32 of 64; extend to 2048, eval to 4096.
 - gpu:   d 64, base 2000, T_train 256 -> d_crit 32 of 64; extend to 4096, eval to 8192.
+
+Training stages (`pretrain`, `extend`) hold `minillada.train.TrainConfig` fields layered over its
+LLaDA defaults (AdamW, weight decay 0.1, warmup-stable-decay lr, eps 1e-3, 1 % random lengths);
+`make_config(preset, stage, out, **overrides)` builds the run. Budgets:
+
+- smoke: seconds per stage; what the tests and `make reproduce PRESET=smoke` run.
+- cpu: the default reproduction on 2 cores. Pre-training must stay under 25 minutes and each of
+  the five extension runs near 2-4 minutes.
+- gpu: one large GPU.
+
+`evaluation` is the grid every evaluation reads (NIAH depths, repeats, Monte-Carlo draws, windows).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass(frozen=True)
+class EvalGrid:
+    """Evaluation grid: NIAH depths (percent), repeats per cell, Monte-Carlo draws per likelihood
+    estimate, and held-out windows per length."""
+
+    depths: tuple[float, ...] = tuple(float(depth) for depth in range(0, 101, 10))
+    repeats: int = 1
+    mc: int = 8
+    windows: int = 8
 
 
 @dataclass(frozen=True)
@@ -25,6 +47,9 @@ class Preset:
     train_len: int
     extend_factor: int = 16
     eval_factor: int = 32
+    pretrain: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    extend: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    evaluation: EvalGrid = EvalGrid()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -59,18 +84,34 @@ PRESETS: dict[str, Preset] = {
         model=dict(vocab_size=512, d_model=64, n_heads=2, n_layers=2, mlp_hidden_size=128,
                    rope_theta=30.0, max_sequence_length=32),
         train_len=32,
+        pretrain=dict(steps=40, batch_size=8, micro_batch_size=8, lr=3e-3, warmup_steps=4,
+                      val_every=20, val_rows=16, save_every=20),
+        extend=dict(steps=4, batch_size=2, micro_batch_size=2, lr=1e-3, warmup_steps=1,
+                    packing="adaptive", rope="diffusion_ntk", val_every=4, val_rows=2,
+                    save_every=4),
+        evaluation=EvalGrid(depths=(0.0, 50.0, 100.0), repeats=1, mc=2, windows=2),
     ),
     "cpu": Preset(
         name="cpu",
         model=dict(vocab_size=2048, d_model=256, n_heads=4, n_layers=4, mlp_hidden_size=768,
                    rope_theta=500.0, max_sequence_length=128),
         train_len=128,
+        pretrain=dict(steps=2000, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=100,
+                      dtype="bfloat16", val_every=200, val_rows=64, save_every=200),
+        extend=dict(steps=60, batch_size=8, micro_batch_size=4, lr=5e-4, warmup_steps=6,
+                    packing="adaptive", rope="diffusion_ntk", dtype="bfloat16", val_every=20,
+                    val_rows=8, save_every=20),
     ),
     "gpu": Preset(
         name="gpu",
         model=dict(vocab_size=4096, d_model=512, n_heads=8, n_layers=8, mlp_hidden_size=1536,
                    rope_theta=2000.0, max_sequence_length=256),
         train_len=256,
+        pretrain=dict(steps=10000, batch_size=64, micro_batch_size=64, lr=1e-3, warmup_steps=500,
+                      dtype="bfloat16", val_every=500, val_rows=256, save_every=1000),
+        extend=dict(steps=300, batch_size=16, micro_batch_size=16, lr=3e-4, warmup_steps=30,
+                    packing="adaptive", rope="diffusion_ntk", dtype="bfloat16", val_every=50,
+                    val_rows=32, save_every=100),
     ),
 }
 

@@ -1,0 +1,114 @@
+"""Training throughput at a preset's T_train, FSDP2 overhead, and model-FLOPs utilisation.
+
+    .venv/bin/python benchmarks/bench_train.py --preset cpu --steps 20
+
+Prints (not a test):
+- tokens/s of the plain single-process training step (the trainer's own `train_step`: batch
+  assembly, forward process, forward, backward, clipping, AdamW), per precision;
+- the same step under `torchrun --nproc_per_node=1` with FSDP2 over one process, as a ratio;
+- MFU: model FLOPs/s over the measured peak of a large matmul in the same precision. Model FLOPs
+  per token are 6 N (N = parameters in matmuls, head included, embedding lookup excluded) plus
+  attention 12 n_layers d_model L_attended (forward + backward of QK^T and AV; PaLM appendix B).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from minillada.train import PRECISIONS, Trainer, make_config, start_runtime, stop_runtime
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a size x size x size matmul in `dtype` (best of `repeats`)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def model_flops_per_token(trainer: Trainer, seq_len: int) -> float:
+    """6 N + 12 n_layers d_model L (see the module docstring)."""
+    config = trainer.model.config
+    matmul_params = sum(p.numel() for name, p in trainer.model.named_parameters()
+                        if p.dim() == 2 and "wte" not in name)
+    return 6 * matmul_params + 12 * config.n_layers * config.d_model * seq_len
+
+
+def measure(preset: str, dtype: str, steps: int, warmup: int) -> dict[str, float]:
+    """tokens/s and model FLOPs/s of `steps` timed training steps (in this process's runtime)."""
+    runtime = start_runtime()
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            config = make_config(preset, "pretrain", out, dtype=dtype, progress=False,
+                                 steps=warmup + steps, random_length_fraction=0.0)
+            trainer = Trainer(config, runtime)
+            for _ in range(warmup):
+                trainer.train_step()
+            tokens, start = trainer.tokens, time.perf_counter()
+            for _ in range(steps):
+                trainer.train_step()
+            seconds = time.perf_counter() - start
+            tokens = trainer.tokens - tokens
+            flops = model_flops_per_token(trainer, config.seq_len) * tokens / seconds
+    finally:
+        stop_runtime(runtime)
+    return {"tokens_per_s": tokens / seconds, "model_flops_per_s": flops}
+
+
+def measure_under_torchrun(preset: str, dtype: str, steps: int, warmup: int) -> dict[str, float]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+               __file__, "--worker", "--preset", preset, "--dtypes", dtype,
+               "--steps", str(steps), "--warmup", str(warmup)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"],
+                        choices=list(PRECISIONS))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice); "
+                        "on a CPU shared with other work, 1 thread can be far faster than 2")
+    parser.add_argument("--no-fsdp", action="store_true", help="skip the torchrun comparison")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        print(json.dumps(measure(args.preset, args.dtypes[0], args.steps, args.warmup)))
+        return
+
+    print(f"preset {args.preset}, {torch.get_num_threads()} threads, load average "
+          f"{os.getloadavg()[0]:.2f} (shared CPU: treat as 'under load')")
+    for dtype in args.dtypes:
+        plain = measure(args.preset, dtype, args.steps, args.warmup)
+        peak = matmul_peak(PRECISIONS[dtype])
+        line = (f"{dtype:9s} plain: {plain['tokens_per_s']:8.0f} tokens/s, "
+                f"{plain['model_flops_per_s'] / 1e9:6.1f} GFLOP/s model, matmul peak "
+                f"{peak / 1e9:6.1f} GFLOP/s, MFU {plain['model_flops_per_s'] / peak:.1%}")
+        if not args.no_fsdp:
+            fsdp = measure_under_torchrun(args.preset, dtype, args.steps, args.warmup)
+            line += (f"; FSDP2 x1: {fsdp['tokens_per_s']:8.0f} tokens/s "
+                     f"(ratio to plain {fsdp['tokens_per_s'] / plain['tokens_per_s']:.3f})")
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
