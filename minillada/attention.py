@@ -1,0 +1,204 @@
+"""Bidirectional attention restricted to each token's own document (block-diagonal masks).
+
+`doc_ids` is a LongTensor [B, L] of contiguous runs, one id per document; token i may attend to
+token j iff doc_ids[b, i] == doc_ids[b, j]. Padding (doc id -1) is treated as one more document:
+padding tokens attend only among themselves, so their outputs stay finite and never reach a real
+token. `doc_ids=None` means full attention.
+
+Every backend in `ATTENTION_BACKENDS` gives the same outputs and gradients:
+
+- `per_document`: one SDPA call per group of equal-length documents, cost ~ sum of squared
+  document lengths; the CPU default. Never builds an L x L mask.
+- `dense`: SDPA with a dense [B, 1, L, L] boolean mask; the reference, cost ~ L^2.
+- `flex`: FlexAttention with a block-sparse mask (compiled on CUDA; eager, unfused and forward-only
+  on CPU, useful for tests).
+
+A backend first `prepare`s the mask from doc_ids (once per forward pass; a model shares it across
+layers via `build_document_mask`), then `attend`s with it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+PAD_DOC_ID = -1
+
+
+@dataclass(frozen=True)
+class AttentionBackend:
+    """A way to compute document-masked attention: `prepare(doc_ids) -> mask state` once, then
+    `attend(q, k, v, state) -> output` per layer."""
+
+    name: str
+    prepare: Callable[[torch.Tensor], Any]
+    attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], torch.Tensor]
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None) -> torch.Tensor:
+    """Bidirectional SDPA; k/v may have fewer heads than q (grouped-query attention)."""
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, enable_gqa=k.shape[1] != q.shape[1]
+    )
+
+
+# ----------------------------------------------------------------------------- per_document
+
+
+def _prepare_per_document(doc_ids: torch.Tensor) -> dict[int, list[tuple[int, int]]]:
+    """Document runs grouped by length: {length: [(row, start), ...]}."""
+    groups: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for row, ids in enumerate(doc_ids.cpu()):
+        _, lengths = torch.unique_consecutive(ids, return_counts=True)
+        start = 0
+        for length in lengths.tolist():
+            groups[length].append((row, start))
+            start += length
+    return dict(groups)
+
+
+def _gather_runs(x: torch.Tensor, runs: list[tuple[int, int]], length: int) -> torch.Tensor:
+    """[len(runs), H, length, D]: the runs (row, start) of x [B, H, L, D] stacked."""
+    return torch.stack([x[row, :, start : start + length] for row, start in runs])
+
+
+def _attend_per_document(q, k, v, groups: dict[int, list[tuple[int, int]]]) -> torch.Tensor:
+    # Equal-length documents (often whole-row chunks of long documents) share one SDPA call.
+    pieces: dict[tuple[int, int], torch.Tensor] = {}
+    for length, runs in groups.items():
+        q_docs, k_docs, v_docs = (_gather_runs(x, runs, length) for x in (q, k, v))
+        out = _sdpa(q_docs, k_docs, v_docs)
+        pieces.update(zip(runs, out.unbind(0), strict=True))
+    rows: list[list[torch.Tensor]] = [[] for _ in range(q.shape[0])]
+    for row, start in sorted(pieces):
+        rows[row].append(pieces[row, start])
+    return torch.stack([torch.cat(row, dim=1) for row in rows])
+
+
+# ----------------------------------------------------------------------------- dense
+
+
+def _prepare_dense(doc_ids: torch.Tensor) -> torch.Tensor:
+    return (doc_ids[:, :, None] == doc_ids[:, None, :])[:, None]  # [B, 1, L, L]
+
+
+# ----------------------------------------------------------------------------- flex
+
+
+@cache
+def _compiled_flex_attention() -> Callable[..., torch.Tensor]:
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _prepare_flex(doc_ids: torch.Tensor):
+    def same_document(b, h, q_idx, kv_idx):
+        return doc_ids[b, q_idx] == doc_ids[b, kv_idx]
+
+    batch, length = doc_ids.shape
+    return create_block_mask(same_document, batch, None, length, length, device=doc_ids.device)
+
+
+def _attend_flex(q, k, v, block_mask) -> torch.Tensor:
+    # Eager FlexAttention materialises the scores (and has no CPU backward): compile on CUDA only.
+    attend = _compiled_flex_attention() if q.is_cuda else flex_attention
+    return attend(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != q.shape[1])
+
+
+ATTENTION_BACKENDS: dict[str, AttentionBackend] = {
+    "per_document": AttentionBackend("per_document", _prepare_per_document, _attend_per_document),
+    "dense": AttentionBackend("dense", _prepare_dense, _sdpa),
+    "flex": AttentionBackend("flex", _prepare_flex, _attend_flex),
+}
+
+
+# ----------------------------------------------------------------------------- public entry points
+
+
+@dataclass(frozen=True)
+class DocumentMask:
+    """A document mask prepared once for a batch of shape `shape` = (B, L)."""
+
+    backend: AttentionBackend
+    state: Any
+    shape: tuple[int, int]
+
+
+def validate_doc_ids(doc_ids: torch.Tensor) -> None:
+    """Raise ValueError unless doc_ids is an integer [B, L] tensor whose ids form contiguous runs
+    in every row (a document id never reappears after another document starts)."""
+    if doc_ids.dim() != 2 or doc_ids.dtype not in (torch.int32, torch.int64):
+        raise ValueError(
+            f"doc_ids must be an integer tensor [B, L], got {doc_ids.dtype} of shape "
+            f"{tuple(doc_ids.shape)}"
+        )
+    if doc_ids.numel() and int(doc_ids.min()) < PAD_DOC_ID:
+        raise ValueError(
+            f"doc_ids must be >= {PAD_DOC_ID} (-1 = padding), got {int(doc_ids.min())}"
+        )
+    runs = (doc_ids[:, 1:] != doc_ids[:, :-1]).sum(dim=1) + 1
+    ordered = doc_ids.sort(dim=1).values
+    distinct = (ordered[:, 1:] != ordered[:, :-1]).sum(dim=1) + 1
+    broken = (runs != distinct).nonzero()
+    if len(broken):
+        row = int(broken[0])
+        raise ValueError(
+            f"doc_ids row {row} is not made of contiguous runs: a document id reappears after "
+            f"another document starts ({doc_ids[row].tolist()[:64]}...)"
+        )
+
+
+def build_document_mask(
+    doc_ids: torch.Tensor | None, backend: str = "per_document"
+) -> DocumentMask | None:
+    """Validate doc_ids and prepare the backend's mask once (None: full attention)."""
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(
+            f"unknown attention backend {backend!r}; known: {', '.join(ATTENTION_BACKENDS)}"
+        )
+    if doc_ids is None:
+        return None
+    validate_doc_ids(doc_ids)
+    chosen = ATTENTION_BACKENDS[backend]
+    return DocumentMask(chosen, chosen.prepare(doc_ids), tuple(doc_ids.shape))
+
+
+def masked_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: DocumentMask | None
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D) + mask) v for q [B, H, L, D] and k, v [B, H_kv, L, D]."""
+    if (
+        q.dim() != 4
+        or k.shape != v.shape
+        or (q.shape[0], *q.shape[2:]) != (k.shape[0], *k.shape[2:])
+    ):
+        raise ValueError(
+            f"q, k, v must be [B, H, L, D] with equal B, L, D; got q {tuple(q.shape)}, "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if q.shape[1] % k.shape[1]:
+        raise ValueError(f"q heads ({q.shape[1]}) must be a multiple of k/v heads ({k.shape[1]})")
+    if mask is None:
+        return _sdpa(q, k, v)
+    if mask.shape != (q.shape[0], q.shape[2]):
+        raise ValueError(
+            f"doc_ids shape {mask.shape} does not match q's (B, L) = {(q.shape[0], q.shape[2])}"
+        )
+    return mask.backend.attend(q, k, v, mask.state)
+
+
+def document_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    doc_ids: torch.Tensor | None = None,
+    backend: str = "per_document",
+) -> torch.Tensor:
+    """Bidirectional attention where each token sees only its own document (see module doc)."""
+    return masked_attention(q, k, v, build_document_mask(doc_ids, backend))
