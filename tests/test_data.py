@@ -1,5 +1,6 @@
 """Corpus loading and splitting, the tokenizer, synthetic long-context tasks."""
 
+import itertools
 import json
 
 import pytest
@@ -127,3 +128,115 @@ def test_tokenize_documents(tokenizer):
     ids = data.tokenize_documents(tokenizer, docs)
     assert [tokenizer.decode(d) for d in ids] == docs
     assert all(tokenizer.bos_token_id not in d for d in ids)
+
+
+# -- synthetic tasks ---------------------------------------------------------------------------
+
+
+def _max_unit(filler: data.Filler) -> int:
+    starts = [*filler.unit_start.nonzero()[0].tolist(), len(filler.tokens)]
+    return max(b - a for a, b in itertools.pairwise(starts))
+
+
+@pytest.mark.parametrize("task", list(data.TASKS))
+def test_task_samples_have_exactly_the_requested_length(tokenizer, task):
+    for length in (300, 301, 1000, 2500):
+        for depth in (0.0, 37.5, 100.0):
+            sample = data.make_task_sample(tokenizer, task, length, depth, seed=length)
+            assert sample.length == length == len(sample.prompt_ids) + len(sample.answer_ids)
+            assert sample.input_ids == [*sample.prompt_ids, *sample.answer_ids]
+            assert sample.answer_mask == [False] * len(sample.prompt_ids) + [True] * len(
+                sample.answer_ids)
+            assert sample.task == task and sample.depth == depth
+            assert tokenizer.decode(sample.answer_ids).strip() == sample.answer_text
+
+
+@pytest.mark.parametrize("task", list(data.TASKS))
+def test_shortest_length_fills_nothing_and_shorter_is_refused(tokenizer, task):
+    minimum = 1000 - data.make_task_sample(tokenizer, task, 1000, 50, seed=3).metadata[
+        "filler_tokens"]
+    shortest = data.make_task_sample(tokenizer, task, minimum, 50, seed=3)
+    assert shortest.length == minimum and shortest.metadata["filler_tokens"] == 0
+    with pytest.raises(ValueError, match=f"at least {minimum} tokens"):
+        data.make_task_sample(tokenizer, task, minimum - 1, 50, seed=3)
+
+
+@pytest.mark.parametrize("task", ["passkey", "niah"])
+def test_the_needle_holds_the_answer_at_the_requested_depth(tokenizer, task):
+    filler = data.noise_filler(tokenizer) if task == "passkey" else data.corpus_filler(tokenizer)
+    unit = _max_unit(filler) if task == "passkey" else 60  # corpus lines: tokens per line
+    for depth in (0.0, 10.0, 50.0, 90.0, 100.0):
+        sample = data.make_task_sample(tokenizer, task, 3000, depth, seed=int(depth))
+        start, end = sample.metadata["needle_start"], sample.metadata["needle_end"]
+        needle = sample.prompt_ids[start:end]
+        assert tokenizer.decode(needle).count(sample.answer_text) >= 1
+        digits = sample.answer_ids
+        assert any(needle[i:i + len(digits)] == digits for i in range(len(needle)))
+        # the needle starts after `start` filler tokens, the requested share of the filler
+        assert abs(start - depth / 100 * sample.metadata["filler_tokens"]) <= unit
+        assert sample.answer_text not in tokenizer.decode(sample.prompt_ids[:start])
+        assert len(sample.answer_ids) == 5  # one token per digit, no space token
+
+
+def test_passkey_rows_tokenize_like_their_text(tokenizer):
+    sample = data.make_task_sample(tokenizer, "passkey", 400, 30, seed=1)
+    text = tokenizer.decode(sample.input_ids)
+    assert tokenizer.encode(text, add_special_tokens=False) == sample.input_ids
+    assert text.endswith(f"The pass key is {sample.answer_text}")
+
+
+def test_multikey_asks_for_one_of_several_needles(tokenizer):
+    sample = data.make_task_sample(tokenizer, "niah_multikey", 2000, 25, seed=4)
+    words, keys = sample.metadata["words"], sample.metadata["keys"]
+    assert len(set(words)) == len(words) == 4 and sample.answer_text == keys[0]
+    prompt = tokenizer.decode(sample.prompt_ids)
+    for word, key in zip(words, keys, strict=True):
+        assert f"The special magic number for {word} is {key}." in prompt
+    assert prompt.endswith(f"The special magic number for {words[0]} is ")
+    queried = data.make_task_sample(tokenizer, "niah_multikey", 2000, 25, seed=4, keys=2)
+    assert len(queried.metadata["words"]) == 2
+
+
+def test_variable_tracking_chain(tokenizer):
+    sample = data.make_task_sample(tokenizer, "variable_tracking", 800, 20, seed=5, hops=3)
+    names, value = sample.metadata["names"], sample.metadata["key"]
+    assert len(names) == 4 and sample.answer_text == " ".join(names)
+    prompt = tokenizer.decode(sample.prompt_ids)
+    statements = [f"VAR {names[0]} = {value}."] + [
+        f"VAR {b} = {a}." for a, b in itertools.pairwise(names)]
+    positions = [prompt.index(statement) for statement in statements]
+    assert positions == sorted(positions)  # the chain reads in order
+    assert sample.metadata["needle_starts"] == sorted(sample.metadata["needle_starts"])
+    assert "needle_end" not in sample.metadata  # no single needle
+    assert abs(positions[0] / len(prompt) - 0.2) < 0.05
+
+
+def test_task_samples_are_deterministic_by_seed(tokenizer):
+    for task in data.TASKS:
+        first = data.make_task_sample(tokenizer, task, 500, seed=11)
+        assert data.make_task_sample(tokenizer, task, 500, seed=11) == first
+        other = data.make_task_sample(tokenizer, task, 500, seed=12)
+        assert other.answer_text != first.answer_text
+        assert 0 <= first.depth <= 100 and first.depth != other.depth  # random depth per seed
+
+
+def test_key_digits_sets_the_answer_length(tokenizer):
+    for digits in (1, 3, 8):
+        sample = data.make_task_sample(tokenizer, "passkey", 200, 50, key_digits=digits)
+        assert len(sample.answer_ids) == digits and len(sample.answer_text) == digits
+
+
+def test_bad_task_requests(tokenizer):
+    with pytest.raises(ValueError, match="'copy'"):
+        data.make_task_sample(tokenizer, "copy", 100)
+    for depth in (-1.0, 100.5):
+        with pytest.raises(ValueError, match=str(depth)):
+            data.make_task_sample(tokenizer, "passkey", 100, depth)
+    with pytest.raises(ValueError, match="key_digits"):
+        data.make_task_sample(tokenizer, "passkey", 100, key_digits=0)
+    with pytest.raises(ValueError, match="length"):
+        data.make_task_sample(tokenizer, "passkey", 0)
+    with pytest.raises(ValueError, match="keys"):
+        data.make_task_sample(tokenizer, "niah", 500, keys=0)
+    with pytest.raises(ValueError, match="'dev'"):
+        data.make_task_sample(tokenizer, "niah", 500, haystack_split="dev")
