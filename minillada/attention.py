@@ -66,6 +66,9 @@ def _prepare_per_document(doc_ids: torch.Tensor) -> dict[int, list[tuple[int, in
 
 def _gather_runs(x: torch.Tensor, runs: list[tuple[int, int]], length: int) -> torch.Tensor:
     """[len(runs), H, length, D]: the runs (row, start) of x [B, H, L, D] stacked."""
+    if len(runs) == 1:  # a view: no copy
+        row, start = runs[0]
+        return x[row : row + 1, :, start : start + length]
     return torch.stack([x[row, :, start : start + length] for row, start in runs])
 
 
