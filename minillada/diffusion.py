@@ -238,7 +238,8 @@ def generate(model, prompt_ids: Tensor, gen_length: int, block_length: int, step
     following `transfer_schedule`. Each step: one forward pass; a prediction per position
     (argmax, or Gumbel-max sampling at `temperature` in float64); each still-masked position of
     the current block scored by the probability of its prediction (`low_confidence`) or at
-    random (`random`); the top-k committed. Deterministic at temperature 0 with
+    random (`random`); the top-k committed. A step that commits nothing (more steps than tokens
+    in a block) is skipped, forward pass included. Deterministic at temperature 0 with
     `low_confidence`.
     """
     schedule = transfer_schedule(gen_length, block_length, steps)
