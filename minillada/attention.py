@@ -10,8 +10,8 @@ Every backend in `ATTENTION_BACKENDS` gives the same outputs and gradients:
 - `per_document`: one SDPA call per group of equal-length documents, cost ~ sum of squared
   document lengths; the CPU default. Never builds an L x L mask.
 - `dense`: SDPA with a dense [B, 1, L, L] boolean mask; the reference, cost ~ L^2.
-- `flex`: FlexAttention with a block-sparse mask (compiled on CUDA; eager, unfused and forward-only
-  on CPU, useful for tests).
+- `flex`: FlexAttention with a block-sparse mask, compiled on CUDA. On CPU it runs eagerly, which
+  builds the L x L mask and scores and has no backward: there it serves only to test the backend.
 
 A backend first `prepare`s the mask from doc_ids (once per forward pass; a model shares it across
 layers via `build_document_mask`), then `attend`s with it.
@@ -96,21 +96,23 @@ def _prepare_dense(doc_ids: torch.Tensor) -> torch.Tensor:
 
 
 @cache
-def _compiled_flex_attention() -> Callable[..., torch.Tensor]:
-    return torch.compile(flex_attention, dynamic=False)
+def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return torch.compile(fn, dynamic=False)
 
 
 def _prepare_flex(doc_ids: torch.Tensor):
     def same_document(b, h, q_idx, kv_idx):
         return doc_ids[b, q_idx] == doc_ids[b, kv_idx]
 
+    # Eager create_block_mask evaluates the full L x L mask; compiled (CUDA) it works block-wise.
+    build = _compiled(create_block_mask) if doc_ids.is_cuda else create_block_mask
     batch, length = doc_ids.shape
-    return create_block_mask(same_document, batch, None, length, length, device=doc_ids.device)
+    return build(same_document, batch, None, length, length, device=doc_ids.device)
 
 
 def _attend_flex(q, k, v, block_mask) -> torch.Tensor:
     # Eager FlexAttention materialises the scores (and has no CPU backward): compile on CUDA only.
-    attend = _compiled_flex_attention() if q.is_cuda else flex_attention
+    attend = _compiled(flex_attention) if q.is_cuda else flex_attention
     return attend(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != q.shape[1])
 
 

@@ -200,9 +200,8 @@ class LLaDAModelLM(PreTrainedModel):
         self, variant: str, target_len: int | None = None, params: dict[str, Any] | None = None
     ) -> None:
         """Swap the RoPE variant in place (and in the config, so it is saved); weights untouched."""
-        params = dict(params or {})
-        c = self.config
-        compute_rope(variant, c.head_dim, c.rope_theta, c.max_sequence_length, target_len, params)
+        params, c = dict(params or {}), self.config
+        # Built (so validated) before anything changes: a refused variant leaves the model as is.
         rotary = RotaryEmbedding(
             c.head_dim, c.rope_theta, c.max_sequence_length, variant, target_len, params
         )

@@ -130,6 +130,8 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32():
         reference = model(ids).logits
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = model(ids, doc_ids=torch.zeros_like(ids)).logits
+            cos, sin = model.model.rotary(torch.arange(24))
+    assert cos.dtype == sin.dtype == torch.float32  # RoPE angles stay in fp32
     assert logits.dtype == torch.bfloat16
     assert (logits.float() - reference).abs().max() < 0.05 * reference.abs().max()
 
