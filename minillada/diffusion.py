@@ -112,9 +112,12 @@ def forward_process(input_ids: Tensor, mask_token_id: int, *, eps: float = 1e-3,
     return NoisedBatch(noisy_ids, masked, p_mask.contiguous())
 
 
-def diffusion_loss(logits: Tensor, targets: Tensor, masked: Tensor, p_mask: Tensor) -> Tensor:
-    """sum over masked positions of CE(logits, target) / p_mask, divided by B x L (all
-    positions, masked or not). CE is computed in float32."""
+def diffusion_loss(logits: Tensor, targets: Tensor, masked: Tensor, p_mask: Tensor,
+                   row_tokens: Tensor | None = None) -> Tensor:
+    """Mean over rows of (sum over the row's masked positions of CE(logits, target) / p_mask)
+    divided by `row_tokens` [B] (default L, every position masked or not: LLaDA's pre-training
+    loss, sum / (B x L)). SFT rows pass their answer length (LLaDA's SFT normalisation).
+    CE is computed in float32."""
     if logits.ndim != 3 or logits.shape[:2] != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} must be [B, L, V] with [B, L] = targets "
                          f"{tuple(targets.shape)}")
@@ -122,7 +125,15 @@ def diffusion_loss(logits: Tensor, targets: Tensor, masked: Tensor, p_mask: Tens
         raise ValueError(f"masked {tuple(masked.shape)} and p_mask {tuple(p_mask.shape)} must "
                          f"match targets {tuple(targets.shape)}")
     ce = F.cross_entropy(logits[masked].float(), targets[masked], reduction="none")
-    return (ce / p_mask[masked]).sum() / targets.numel()
+    if row_tokens is None:
+        return (ce / p_mask[masked]).sum() / targets.numel()
+    if row_tokens.shape != targets.shape[:1] or bool((row_tokens <= 0).any()):
+        raise ValueError(f"row_tokens must be [B] = [{targets.shape[0]}] of positive counts, got "
+                         f"{row_tokens.tolist()}")
+    rows = masked.nonzero()[:, 0]
+    per_row = torch.zeros(targets.shape[0], device=ce.device).index_add_(0, rows,
+                                                                      ce / p_mask[masked])
+    return (per_row / row_tokens.to(per_row)).mean()
 
 
 def random_length_crop(tensors: tuple[Tensor | None, ...], generator: torch.Generator,

@@ -5,7 +5,8 @@ at 64 of 128 rotary dims. Each preset picks head dim, base and T_train so that t
 dimension `2 * ceil((d/2) * log_b(T_train / 2pi))` is again half the rotary dim, then post-trains at
 16x T_train and evaluates up to 32x, as UltraLLaDA does (4K -> 64K -> 128K):
 
-- smoke: d 32, base 30,  T_train 32  -> d_crit 16 of 32; extend to 512,  eval to 1024.
+- smoke: d 32, base 110, T_train 64  -> d_crit 16 of 32; extend to 1024, eval to 2048 (64 tokens
+  is the shortest window that holds a passkey sample at vocabulary 512).
 - cpu:   d 64, base 500, T_train 128 -> d_crit 32 of 64; extend to 2048, eval to 4096.
 - gpu:   d 64, base 2000, T_train 256 -> d_crit 32 of 64; extend to 4096, eval to 8192.
 
@@ -30,12 +31,14 @@ from typing import Any
 @dataclass(frozen=True)
 class EvalGrid:
     """Evaluation grid: NIAH depths (percent), repeats per cell, Monte-Carlo draws per likelihood
-    estimate, and held-out windows per length."""
+    estimate, held-out windows per length, and the PPL chunk (LongLLaDA scores 64-token chunks at
+    T_train 4K; the mini models keep a chunk well inside their shorter window)."""
 
     depths: tuple[float, ...] = tuple(float(depth) for depth in range(0, 101, 10))
     repeats: int = 1
     mc: int = 8
     windows: int = 8
+    chunk: int = 64
 
 
 @dataclass(frozen=True)
@@ -82,14 +85,14 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
         model=dict(vocab_size=512, d_model=64, n_heads=2, n_layers=2, mlp_hidden_size=128,
-                   rope_theta=30.0, max_sequence_length=32),
-        train_len=32,
+                   rope_theta=110.0, max_sequence_length=64),
+        train_len=64,
         pretrain=dict(steps=40, batch_size=8, micro_batch_size=8, lr=3e-3, warmup_steps=4,
                       val_every=20, val_rows=16, save_every=20),
         extend=dict(steps=4, batch_size=2, micro_batch_size=2, lr=1e-3, warmup_steps=1,
                     packing="adaptive", rope="diffusion_ntk", val_every=4, val_rows=2,
                     save_every=4),
-        evaluation=EvalGrid(depths=(0.0, 50.0, 100.0), repeats=1, mc=2, windows=2),
+        evaluation=EvalGrid(depths=(0.0, 50.0, 100.0), repeats=1, mc=2, windows=2, chunk=16),
     ),
     "cpu": Preset(
         name="cpu",
@@ -101,6 +104,7 @@ PRESETS: dict[str, Preset] = {
         extend=dict(steps=60, batch_size=8, micro_batch_size=4, lr=5e-4, warmup_steps=6,
                     packing="adaptive", rope="diffusion_ntk", dtype="bfloat16", val_every=20,
                     val_rows=8, save_every=20),
+        evaluation=EvalGrid(chunk=32),
     ),
     "gpu": Preset(
         name="gpu",

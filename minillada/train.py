@@ -137,6 +137,7 @@ class TrainConfig:
     task_fraction_final: float | None = None  # None: constant task_fraction
     task_curriculum_steps: int | None = None  # None: the whole run
     answer_only_fraction: float = 0.0
+    task_key_digits: int = 5  # digits of passkey / NIAH numbers in task rows
     # validation, checkpoints, precision
     val_every: int = 50
     val_rows: int = 16  # held-out corpus rows, masked with a fixed seed
@@ -169,6 +170,8 @@ class TrainConfig:
                      "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.task_key_digits < 1:
+            raise ValueError(f"task_key_digits must be >= 1, got {self.task_key_digits}")
         for name in ("warmup_steps", "val_rows", "val_task_rows"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -324,21 +327,19 @@ class Rows:
         return Rows(*(torch.cat(ts) for ts in zip(*(p.tensors() for p in parts), strict=True)))
 
 
-def cache_dir() -> Path:
-    """$MINILLADA_CACHE, default ~/.cache/minillada."""
-    return Path(os.environ.get("MINILLADA_CACHE", Path.home() / ".cache" / "minillada"))
-
-
 def tokenized_split(tokenizer, corpus: str, split_seed: int, split: str) -> list[np.ndarray]:
-    """The train or held-out documents of `corpus` as token arrays, tokenized once and cached
-    (keyed by corpus, split seed and the tokenizer's exact vocabulary and rules)."""
+    """The documents of one split (`train`, `validation` or `test`) of `corpus` as token arrays,
+    tokenized once and cached (keyed by corpus, split seed and the tokenizer's exact vocabulary
+    and rules). Documents that tokenize to nothing are dropped."""
+    if split not in data.CorpusSplit._fields:
+        raise ValueError(f"unknown split {split!r}; choose one of {data.CorpusSplit._fields}")
     fingerprint = zlib.crc32(tokenizer.backend_tokenizer.to_str().encode())
     source = str(Path(corpus).resolve()) if corpus != "stdlib" else corpus
     key = f"{zlib.crc32(source.encode()):08x}-{fingerprint:08x}-{split_seed}-{split}"
-    folder = cache_dir() / "tokens" / key
+    folder = data.cache_dir() / "tokens" / key
     if not (folder / "offsets.npy").is_file():
-        train, held_out = data.split_corpus(data.load_corpus(corpus), seed=split_seed)
-        docs = data.tokenize_documents(tokenizer, train if split == "train" else held_out)
+        texts = getattr(data.split_corpus(data.load_corpus(corpus), seed=split_seed), split)
+        docs = [doc for doc in data.tokenize_documents(tokenizer, texts) if doc]
         offsets = np.cumsum([0] + [len(doc) for doc in docs]).astype(np.int64)
         tokens = np.fromiter((t for doc in docs for t in doc), dtype=np.int32, count=offsets[-1])
         temporary = folder.with_name(f".{key}.{os.getpid()}")
@@ -363,10 +364,12 @@ def packed_rows(docs: list[np.ndarray], config: TrainConfig, tokenizer) -> Rows:
     )
 
 
-def task_row(tokenizer, task: str, length: int, depth: float, seed: int, answer_only: bool) -> Rows:
+def task_row(tokenizer, task: str, length: int, depth: float, seed: int, answer_only: bool,
+             key_digits: int = 5) -> Rows:
     """One synthetic retrieval sample of exactly `length` tokens, one document; maskable: every
     token, or only the answer (SFT-style) when `answer_only`."""
-    sample = data.make_task_sample(tokenizer, task, length=length, depth=depth, seed=seed)
+    sample = data.make_task_sample(tokenizer, task, length=length, depth=depth, seed=seed,
+                                   key_digits=key_digits)
     ids = torch.tensor([*sample.prompt_ids, *sample.answer_ids], dtype=torch.int32)
     if len(ids) != length:
         raise ValueError(f"task {task!r} gave {len(ids)} tokens for length {length}")
@@ -422,12 +425,20 @@ class BatchSource:
                 parts.append(task_row(
                     self.tokenizer, task, length, float(rng.uniform(0.0, 100.0)),
                     derived_seed(config.seed, "task", step, row),
-                    bool(rng.random() < config.answer_only_fraction),
+                    bool(rng.random() < config.answer_only_fraction), config.task_key_digits,
                 ))
             else:
                 parts.append(corpus.select(slice(corpus_index, corpus_index + 1)))
                 corpus_index += 1
         return Rows.concat(parts), int(is_task.sum())
+
+
+def row_tokens(rows: Rows) -> torch.Tensor:
+    """The loss normaliser of each row: its length L (LLaDA pre-training), or for an answer-only
+    row its number of answer tokens (LLaDA SFT), so that a 5-token answer weighs like a row."""
+    length = rows.tokens.shape[1]
+    answer_only = (~rows.maskable & (rows.doc_ids >= 0)).any(dim=1)
+    return torch.where(answer_only, rows.maskable.sum(dim=1), length)
 
 
 def noise(rows: Rows, config: TrainConfig, mask_token_id: int, generator_seed: int) -> NoisedBatch:
@@ -447,7 +458,7 @@ def noise(rows: Rows, config: TrainConfig, mask_token_id: int, generator_seed: i
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where this process runs: rank, world size, device, and the FSDP mesh under torchrun."""
+    """Where this process runs: rank, world size, device, and whether torchrun launched it."""
 
     rank: int
     world: int
@@ -702,7 +713,8 @@ class Trainer:
             folder = model_folder(self.config.init)
             vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
             return data.load_tokenizer(folder, vocab_size=vocab)
-        return data.get_tokenizer(self.config.model["vocab_size"], corpus=self.config.corpus)
+        return data.get_tokenizer(self.config.model["vocab_size"], corpus=self.config.corpus,
+                                  split_seed=self.config.split_seed)
 
     def _rows(self, split: str) -> Rows:
         config = self.config
@@ -716,7 +728,7 @@ class Trainer:
         config = self.config
         if config.val_rows == 0:
             return None
-        rows = self._rows("held_out")
+        rows = self._rows("validation")
         if len(rows) < config.val_rows:
             log.info("only %d held-out rows of %d tokens: validating on %d, not val_rows %d",
                      len(rows), config.seq_len, len(rows) - len(rows) % self.runtime.world,
@@ -759,7 +771,8 @@ class Trainer:
                 doc_ids=rows.doc_ids.long().to(device) if self.block_diagonal else None,
             ).logits
         return diffusion_loss(logits.float(), rows.tokens.long().to(device),
-                              noised.masked.to(device), noised.p_mask.to(device))
+                              noised.masked.to(device), noised.p_mask.to(device),
+                              row_tokens=row_tokens(rows).to(device))
 
     def train_step(self) -> dict[str, Any]:
         config, step = self.config, self.step
@@ -814,7 +827,8 @@ class Trainer:
         rows = Rows.concat([
             task_row(self.tokenizer, config.tasks[i % len(config.tasks)], config.seq_len,
                      100.0 * i / max(1, config.val_task_rows - 1),
-                     derived_seed(config.split_seed, "val_task", i), answer_only=True)
+                     derived_seed(config.split_seed, "val_task", i), answer_only=True,
+                     key_digits=config.task_key_digits)
             for i in range(config.val_task_rows)
         ])
         # Mask the whole answer: noised with t = 1 over the maskable (answer) tokens.

@@ -12,6 +12,7 @@ import papermill
 import pytest
 
 from minillada import plots
+from minillada.presets import get_preset
 from minillada.rope import ROPE_VARIANTS, critical_dim, ntk_scale
 from minillada.widgets import rope_explorer
 
@@ -92,8 +93,8 @@ def test_llada_table_holds_the_published_lambdas(executed):
 
 
 def test_mini_table_follows_the_closed_form(executed):
-    # smoke preset: d 32, base 30, T 32 -> targets 16x and 32x.
-    d, base, train = 32, 30.0, 32
+    smoke = get_preset("smoke")  # the notebook's preset: targets 16x and 32x T_train
+    d, base, train = smoke.head_dim, smoke.rope_theta, smoke.train_len
     rows = table_rows(executed[0], "mini-lambda-table")
     assert sorted(rows) == sorted((m, t) for m in ("ntk_critical", "diffusion_ntk")
                                   for t in (16 * train, 32 * train))

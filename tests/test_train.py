@@ -1,0 +1,209 @@
+"""The trainer: schedules, exact resume, atomic checkpoints, bad input, the CLI stages."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from minillada import cli
+from minillada import train as trainer
+from minillada.model import LLaDAModelLM
+from minillada.train import (
+    TrainConfig,
+    latest_checkpoint,
+    load_checkpoint,
+    lr_at,
+    make_config,
+    read_metrics,
+    save_checkpoint,
+    task_fraction_at,
+    train,
+)
+
+# A few steps of the smoke model exercising every data path: task rows, answer-only masking,
+# randomly cut steps, epochs of a tiny corpus, micro-batches, validation, checkpoints.
+TINY = dict(steps=6, batch_size=4, micro_batch_size=2, warmup_steps=2, save_every=2,
+            val_every=3, val_rows=4, val_task_rows=2, task_fraction=0.5,
+            answer_only_fraction=0.5, random_length_fraction=0.3, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("MINILLADA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def losses(out) -> list[float]:
+    return [record["loss"] for record in read_metrics(out)]
+
+
+# ------------------------------------------------------------------------------ schedules
+
+
+def test_lr_warmup_then_wsd_closed_form():
+    config = TrainConfig(steps=100, lr=1.0, warmup_steps=10, schedule="wsd", decay_fraction=0.2,
+                         min_lr_ratio=0.1)
+    assert [lr_at(config, s) for s in range(3)] == pytest.approx([0.1, 0.2, 0.3])
+    assert lr_at(config, 9) == pytest.approx(1.0)
+    assert lr_at(config, 50) == lr_at(config, 79) == pytest.approx(1.0)  # stable
+    assert lr_at(config, 80) == pytest.approx(1.0 - 0.9 / 20)  # first decay step
+    assert lr_at(config, 99) == pytest.approx(0.1)  # last step runs at the floor
+
+
+def test_lr_cosine_closed_form():
+    config = TrainConfig(steps=110, lr=2.0, warmup_steps=10, schedule="cosine", min_lr_ratio=0.0)
+    assert lr_at(config, 59) == pytest.approx(1.0)  # half-way: (1 + cos(pi/2)) / 2
+    assert lr_at(config, 34) == pytest.approx(1.0 + math.cos(math.pi / 4))
+    assert lr_at(config, 109) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_task_fraction_curriculum():
+    config = TrainConfig(steps=100, task_fraction=0.5, task_fraction_final=0.1,
+                         task_curriculum_steps=11)
+    assert task_fraction_at(config, 0) == 0.5
+    assert task_fraction_at(config, 5) == pytest.approx(0.3)
+    assert task_fraction_at(config, 10) == task_fraction_at(config, 99) == pytest.approx(0.1)
+    assert task_fraction_at(TrainConfig(task_fraction=0.2), 7) == 0.2
+
+
+def test_derived_seed_is_stable_and_distinct():
+    assert trainer.derived_seed(0, "mask", 3) == trainer.derived_seed(0, "mask", 3)
+    seeds = {trainer.derived_seed(s, p, k) for s in (0, 1) for p in ("mask", "batch")
+             for k in range(50)}
+    assert len(seeds) == 200
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(tmp_path, monkeypatch):
+    straight = make_config("smoke", "pretrain", tmp_path / "straight", **TINY)
+    train(straight)
+
+    interrupted = make_config("smoke", "pretrain", tmp_path / "interrupted", **TINY)
+    real_step = trainer.Trainer.train_step
+
+    def crash_in_step_five(self):
+        if self.step == 4:
+            raise KeyboardInterrupt  # after step 4 was logged and checkpointed
+        return real_step(self)
+
+    monkeypatch.setattr(trainer.Trainer, "train_step", crash_in_step_five)
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted)
+    monkeypatch.setattr(trainer.Trainer, "train_step", real_step)
+    assert latest_checkpoint(tmp_path / "interrupted").name == "step_000004"
+    train(interrupted, resume=True)
+
+    assert losses(tmp_path / "interrupted") == losses(tmp_path / "straight")  # exactly
+    assert [r["step"] for r in read_metrics(tmp_path / "interrupted")] == [1, 2, 3, 4, 5, 6]
+    assert sum(r["task_rows"] for r in read_metrics(tmp_path / "straight")) > 0
+    a = LLaDAModelLM.from_pretrained(tmp_path / "straight" / "model").state_dict()
+    b = LLaDAModelLM.from_pretrained(tmp_path / "interrupted" / "model").state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_resume_refuses_a_different_config_naming_the_fields(tmp_path):
+    train(make_config("smoke", "pretrain", tmp_path, **{**TINY, "steps": 2}))
+    changed = make_config("smoke", "pretrain", tmp_path, **{**TINY, "steps": 2, "lr": 1e-3,
+                                                             "batch_size": 2, "val_every": 1})
+    with pytest.raises(ValueError, match=r"batch_size: 4 -> 2, lr: 0.003 -> 0.001$"):
+        train(changed, resume=True)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(make_config("smoke", "pretrain", tmp_path, **{**TINY, "steps": 2}))
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, {"step": 1, "weights": torch.ones(3)}, keep=2)
+    real_save = torch.save
+
+    def crash_half_way(obj, path):
+        real_save({"step": "torn"}, path)
+        with open(path, "ab") as torn:
+            torn.write(b"garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path, {"step": 2, "weights": torch.zeros(3)}, keep=2)
+    monkeypatch.setattr(torch, "save", real_save)
+
+    latest = latest_checkpoint(tmp_path)
+    assert latest.name == "step_000001"
+    assert torch.equal(load_checkpoint(latest)["weights"], torch.ones(3))
+    # The next save succeeds over the torn temporary folder and prunes to `keep`.
+    for step in (2, 3):
+        save_checkpoint(tmp_path, {"step": step, "weights": torch.zeros(3)}, keep=2)
+    assert latest_checkpoint(tmp_path).name == "step_000003"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "latest", "step_000002", "step_000003"]
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        ({"packing": "zigzag"}, ValueError, "unknown packing 'zigzag'; choose one of direct"),
+        ({"schedule": "step"}, ValueError, "unknown schedule 'step'; choose one of cosine, wsd"),
+        ({"tasks": ["sudoku"]}, ValueError, r"unknown task\(s\) \['sudoku'\]"),
+        ({"seq_len": 1}, ValueError, "seq_len must be >= 2, got 1"),
+        ({"task_fraction": 1.5}, ValueError, r"task_fraction must lie in \[0, 1\], got 1.5"),
+        ({"rope": "ntk"}, ValueError, "stage 'pretrain' trains at T_train with rope 'default'"),
+        ({"corpus": "/no/such/corpus.jsonl"}, FileNotFoundError, "/no/such/corpus.jsonl"),
+        ({"learning_rate": 1.0}, ValueError, r"unknown TrainConfig field\(s\) \['learning_rate'\]"),
+    ],
+)
+def test_bad_pretrain_config_is_named(tmp_path, overrides, error, message):
+    with pytest.raises(error, match=message):
+        make_config("smoke", "pretrain", tmp_path, **overrides)
+
+
+def test_bad_names_and_paths_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown preset 'tiny'; choose one of \['cpu'"):
+        make_config("tiny", "pretrain", tmp_path)
+    with pytest.raises(ValueError, match="unknown stage 'finetune'; choose one of pretrain"):
+        make_config("smoke", "finetune", tmp_path)
+    with pytest.raises(ValueError, match="stage 'extend' needs init"):
+        make_config("smoke", "extend", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no model at '/no/such/run'"):
+        make_config("smoke", "extend", tmp_path, init="/no/such/run")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="unknown rope 'ntk2'; choose one of default"):
+        make_config("smoke", "extend", tmp_path, init=str(tmp_path), rope="ntk2")
+
+
+def test_batch_must_split_over_ranks(tmp_path):
+    config = make_config("smoke", "pretrain", tmp_path, batch_size=3, val_rows=4)
+    runtime = trainer.Runtime(rank=0, world=2, device=torch.device("cpu"), distributed=False)
+    with pytest.raises(ValueError, match=r"batch_size \(3\).*world size \(2\)"):
+        trainer.Trainer(config, runtime)
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+
+def test_cli_pretrain_then_extend(tmp_path, capsys):
+    pretrain, extend = tmp_path / "pretrain", tmp_path / "extend"
+    assert cli.main(["train", "--preset", "smoke", "--stage", "pretrain", "--out", str(pretrain),
+                     "--steps", "4", "--quiet", "--set", "save_every=2"]) == 0
+    assert capsys.readouterr().out.strip() == str(pretrain / "model")
+    assert cli.main(["train", "--preset", "smoke", "--stage", "extend", "--init", str(pretrain),
+                     "--rope", "diffusion_ntk", "--packing", "adaptive", "--target-len", "128",
+                     "--steps", "2", "--out", str(extend), "--quiet"]) == 0
+
+    model = LLaDAModelLM.from_pretrained(extend / "model")
+    assert (model.config.rope_variant, model.config.rope_target_len) == ("diffusion_ntk", 128)
+    assert model.config.max_sequence_length == 64  # T_train stays the pre-training length
+    saved = json.loads((extend / "config.json").read_text())
+    assert (saved["packing"], saved["seq_len"], saved["stage"]) == ("adaptive", 128, "extend")
+    records = read_metrics(extend)
+    assert [r["step"] for r in records] == [1, 2] and "val_loss" in records[-1]
+    assert all(math.isfinite(r["loss"]) for r in records)
