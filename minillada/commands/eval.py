@@ -1,0 +1,269 @@
+"""`minillada eval`: evaluate a checkpoint; one tidy CSV and one figure (PNG) per task in --out.
+
+Tasks: `loss` (the paired masked-diffusion loss grid, the primary metric), `ppl` (LongLLaDA's
+chunked perplexity at each length, with LLaDA's unbiased bound beside it) and the retrieval tasks
+of `minillada.data` (passkey, niah, ...), scored by generation and, with --likelihood, by
+likelihood against distractors. Several RoPE variants (--rope a,b,c) are evaluated on the same
+windows, masks and samples; the first is the reference of paired differences. Retrieval grids are
+resumable: rerunning the same command skips the cells already in `<task>.jsonl`.
+
+    minillada eval --checkpoint runs/cpu/pretrain --tasks loss,ppl,niah,passkey \\
+        --lengths 256,512,1024 --rope default,ntk_critical,diffusion_ntk --out runs/eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerFast
+
+from minillada import data, plots
+from minillada.evals import (
+    GenerationSettings,
+    LikelihoodScoring,
+    ModelAtLength,
+    by_needle_distance,
+    paired_loss_grid,
+    paired_summary,
+    ppl_at_lengths,
+    rope_variants,
+    run_retrieval_grid,
+)
+from minillada.llada import load_llada_checkpoint, weight_files
+from minillada.presets import PRESETS, get_preset
+from minillada.rope import ROPE_VARIANTS
+
+CORPUS_TASKS = ("loss", "ppl")
+
+
+def _names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return names
+
+
+def _numbers(kind: type) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in _names(text)]
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+    return parse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate a checkpoint: loss grid, PPL, retrieval grids (CSV + figures)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="checkpoint directory (config.json + safetensors, LLaDA format)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for CSVs and figures")
+    parser.add_argument("--tasks", type=_names, default=["loss", "ppl", "passkey", "niah"],
+                        help="comma-separated: loss, ppl and retrieval tasks of minillada.data")
+    parser.add_argument("--lengths", type=_numbers(int),
+                        help="comma-separated lengths (default: the preset's evaluation lengths)")
+    parser.add_argument("--rope", type=_names, default=["default"],
+                        help="comma-separated RoPE variants (first = reference); default: default")
+    parser.add_argument("--target-len", type=int,
+                        help="target length of extending variants (default: each eval length)")
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                        help="grids and Monte-Carlo sizes (default: cpu)")
+    parser.add_argument("--depths", type=_numbers(float), help="needle depths in percent")
+    parser.add_argument("--repeats", type=int, help="samples per (task, length, depth)")
+    parser.add_argument("--mc", type=int, help="Monte-Carlo draws per window or answer")
+    parser.add_argument("--windows", type=int, help="held-out windows per length (loss, ppl)")
+    parser.add_argument("--chunk", type=int, help="PPL chunk size (default: the preset's)")
+    parser.add_argument("--gen-length", default="auto",
+                        help="tokens to generate, or 'auto': the answer length rounded up to "
+                        "whole steps at the rate of block/steps (default auto)")
+    parser.add_argument("--block-length", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--likelihood", action="store_true",
+                        help="also score retrieval by likelihood against distractor answers")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--key-digits", type=int, default=5,
+                        help="digits of passkey / NIAH numbers (default 5)")
+    parser.add_argument("--corpus", default=data.STDLIB,
+                        help="corpus whose test split gives the loss/PPL windows (default stdlib)")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="the corpus split seed the model was trained with (default 0)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=run)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything `run` needs, checked before the model is loaded."""
+
+    tasks: list[str]
+    lengths: list[int]
+    depths: list[float]
+    repeats: int
+    mc: int
+    windows: int
+    chunk: int
+    settings: GenerationSettings
+    fit_gen_length: bool
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """Validate the command line (names, numbers, checkpoint files); raise before any work."""
+    preset = get_preset(args.preset)
+    grid = preset.evaluation
+    known = (*CORPUS_TASKS, *data.TASKS)
+    unknown = [task for task in args.tasks if task not in known]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(known)}")
+    bad_ropes = [variant for variant in args.rope if variant not in ROPE_VARIANTS]
+    if bad_ropes:
+        raise ValueError(f"unknown RoPE variant(s) {bad_ropes}; known: {', '.join(ROPE_VARIANTS)}")
+    if args.key_digits < 1:
+        raise ValueError(f"--key-digits must be >= 1, got {args.key_digits}")
+    if args.corpus != data.STDLIB and not Path(args.corpus).exists():
+        raise FileNotFoundError(f"corpus {args.corpus!r} does not exist")
+    if not args.checkpoint.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {str(args.checkpoint)!r} does not exist")
+    if not (args.checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in checkpoint directory {args.checkpoint}")
+    weight_files(args.checkpoint)
+    fit = args.gen_length == "auto"
+    try:
+        gen_length = args.block_length if fit else int(args.gen_length)
+    except ValueError:
+        raise ValueError(
+            f"--gen-length must be an integer or 'auto', got {args.gen_length!r}") from None
+    settings = GenerationSettings(gen_length, args.block_length, args.steps)
+    if fit:
+        settings.fitted_to(1)  # fail now if the rate block/steps is not a whole number
+    plan = Plan(tasks=args.tasks, lengths=args.lengths or list(preset.eval_lengths),
+                depths=args.depths or list(grid.depths), repeats=args.repeats or grid.repeats,
+                mc=args.mc or grid.mc, windows=args.windows or grid.windows,
+                chunk=args.chunk or grid.chunk, settings=settings,
+                fit_gen_length=fit)
+    for name in ("repeats", "mc", "windows", "chunk"):
+        if getattr(plan, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(plan, name)}")
+    if "ppl" in plan.tasks and min(plan.lengths) <= plan.chunk:
+        raise ValueError(f"ppl scores the last chunk of {plan.chunk} tokens given the rest: "
+                         f"every length must exceed it, got {plan.lengths}")
+    outside = [depth for depth in plan.depths if not 0 <= depth <= 100]
+    if outside:
+        raise ValueError(f"--depths are percentages in [0, 100]; got {outside}")
+    return plan
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = make_plan(args)
+    model = load_llada_checkpoint(args.checkpoint)
+    tokenizer = _tokenizer(args.checkpoint, model.config.vocab_size)
+    models = rope_variants(model, args.rope, args.target_len)
+    for task in plan.tasks:  # a retrieval length too short for the task fails before any work
+        if task not in CORPUS_TASKS:
+            data.make_task_sample(tokenizer, task, min(plan.lengths), 50.0,
+                                  key_digits=args.key_digits)
+    train_len = model.config.max_sequence_length
+    args.out.mkdir(parents=True, exist_ok=True)
+    plots.use_style()
+    summaries = []
+    for task in plan.tasks:
+        if task in CORPUS_TASKS:
+            documents = test_documents(tokenizer, args.corpus, args.split_seed)
+            run_task = _loss_task if task == "loss" else _ppl_task
+            summaries.append(run_task(models, documents, plan, args, model.config, train_len))
+        else:
+            summaries.append(_retrieval_task(task, models, tokenizer, plan, args,
+                                             model.config, train_len))
+    print("\n".join(summaries))
+    return 0
+
+
+def _tokenizer(checkpoint: Path, vocab_size: int) -> PreTrainedTokenizerFast:
+    """The tokenizer saved with the checkpoint, else the project's tokenizer of that size."""
+    if (checkpoint / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(checkpoint)
+    return data.get_tokenizer(vocab_size)
+
+
+def test_documents(tokenizer, corpus: str = data.STDLIB, split_seed: int = 0) -> list[list[int]]:
+    """The token ids of the test split's non-empty documents (never seen in training)."""
+    texts = data.split_corpus(data.load_corpus(corpus), seed=split_seed).test
+    return [doc for doc in data.tokenize_documents(tokenizer, texts) if doc]
+
+
+def _loss_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[int]], plan: Plan,
+               args: argparse.Namespace, config, train_len: int) -> str:
+    table = paired_loss_grid(models, documents, plan.lengths, mask_token_id=config.mask_token_id,
+                             eod_token_id=config.eos_token_id, mc=plan.mc, seed=args.seed,
+                             max_windows=plan.windows, batch_size=args.batch_size)
+    table.to_csv(args.out / "loss.csv", index=False)
+    summary = paired_summary(table)
+    fig, (ax,) = plots.panels(1)
+    plots.plot_lines(ax, summary, "length", "value", "masked-diffusion loss on held-out windows",
+                     "loss (nats per token)", error="se", train_len=train_len)
+    plots.save_figure(fig, args.out / "loss.png")
+    longest = summary[summary["length"] == max(plan.lengths)]
+    parts = [f"{row.model} {row.value:.3f}±{row.se:.3f} (Δ {row.delta:+.3f}±{row.delta_se:.3f})"
+             for row in longest.itertuples()]
+    return f"loss @ {max(plan.lengths)}: " + "; ".join(parts)
+
+
+def _ppl_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[int]], plan: Plan,
+              args: argparse.Namespace, config, train_len: int) -> str:
+    table = ppl_at_lengths(models, documents, plan.lengths, mask_token_id=config.mask_token_id,
+                           eod_token_id=config.eos_token_id, chunk=plan.chunk, mc=plan.mc,
+                           seed=args.seed, max_windows=plan.windows, batch_size=args.batch_size)
+    table.to_csv(args.out / "ppl.csv", index=False)
+    # Documents are averaged as exp(mean loss): the geometric mean of their perplexities.
+    summary = paired_summary(table, column="loss").assign(ppl=lambda f: f["value"].map(math.exp))
+    fig, axes = plots.panels(2)
+    for ax, method in zip(axes, ("chunk_ppl", "elbo"), strict=True):
+        plots.plot_lines(ax, summary[summary["method"] == method], "length", "ppl",
+                         f"PPL of the last {plan.chunk} tokens ({method})", "perplexity",
+                         train_len=train_len)
+    plots.save_figure(fig, args.out / "ppl.png")
+    longest = summary[(summary["length"] == max(plan.lengths)) & (summary.method == "chunk_ppl")]
+    parts = [f"{row.model} {row.ppl:.2f}" for row in longest.itertuples()]
+    return f"ppl @ {max(plan.lengths)} (chunk {plan.chunk}): " + "; ".join(parts)
+
+
+def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan: Plan,
+                    args: argparse.Namespace, config, train_len: int) -> str:
+    def make_sample(task: str, length: int, depth: float, seed: int) -> data.TaskSample:
+        return data.make_task_sample(tokenizer, task, length, depth, seed,
+                                     key_digits=args.key_digits)
+
+    likelihood = None
+    if args.likelihood:
+        digits = tuple(tokenizer.convert_tokens_to_ids(list("0123456789")))
+        likelihood = LikelihoodScoring(alphabet=digits, mc=plan.mc)
+    table = run_retrieval_grid(
+        models, make_sample, lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        tasks=[task], lengths=plan.lengths, depths=plan.depths, repeats=plan.repeats,
+        settings=plan.settings, fit_gen_length=plan.fit_gen_length,
+        results_path=args.out / f"{task}.jsonl", mask_token_id=config.mask_token_id,
+        seed=args.seed, batch_size=args.batch_size, likelihood=likelihood)
+    table.to_csv(args.out / f"{task}.csv", index=False)
+    generated = table[table["method"] == "generate"]
+    labels = list(dict.fromkeys(generated["model"]))
+    fig, axes = plots.panels(len(labels) + 1, columns=min(3, len(labels) + 1), width=5.5)
+    for ax, label in zip(axes, labels, strict=False):
+        plots.plot_score_heatmap(ax, generated[generated["model"] == label], f"{task}: {label}",
+                                 train_len=train_len)
+    if generated["needle_distance"].notna().any():
+        distance = by_needle_distance(generated, bin_width=max(1, train_len // 2))
+        plots.plot_lines(axes[-1], distance, "distance", "value",
+                         f"{task} by needle distance from the question", "mean score",
+                         hue="model", train_len=train_len, xlabel="distance (tokens)",
+                         log_x=False)
+    else:
+        axes[-1].remove()
+    plots.save_figure(fig, args.out / f"{task}.png")
+    scores = table.groupby(["model", "method"], sort=False)[["value", "exact"]].mean()
+    parts = [f"{model} {method} {row.value:.1f} (exact {100 * row.exact:.0f}%)"
+             for (model, method), row in scores.iterrows()]
+    return f"{task}: " + "; ".join(parts)

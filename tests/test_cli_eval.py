@@ -1,0 +1,79 @@
+"""`minillada eval` on a smoke-trained checkpoint: one CSV and one figure per task, a summary line
+per task, resumable retrieval grids, and bad input named before any work."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from minillada import cli
+from minillada.train import make_config, train
+
+LENGTHS = "128,256"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("eval")
+    config = make_config("smoke", "pretrain", root / "pretrain", steps=4, save_every=4,
+                         val_every=4, val_rows=2, progress=False)
+    return str(train(config))
+
+
+def evaluate(checkpoint: str, out, *extra: str) -> int:
+    lengths = [] if "--lengths" in extra else ["--lengths", LENGTHS]
+    return cli.main(["eval", "--checkpoint", checkpoint, "--preset", "smoke", "--out", str(out),
+                     *lengths, *extra])
+
+
+def test_every_task_writes_a_tidy_csv_a_figure_and_a_summary(checkpoint, tmp_path, capsys):
+    assert evaluate(checkpoint, tmp_path, "--tasks", "loss,ppl,passkey,niah",
+                    "--rope", "default,diffusion_ntk", "--target-len", "256") == 0
+    summary = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(" ")[0] for line in summary] == ["loss", "ppl", "passkey:", "niah:"]
+    for task in ("loss", "ppl", "passkey", "niah"):
+        assert (tmp_path / f"{task}.png").stat().st_size > 10_000, task
+        table = pd.read_csv(tmp_path / f"{task}.csv")
+        assert set(table["model"]) == {"default", "diffusion_ntk"}, task
+        assert sorted(set(table["length"])) == [128, 256], task
+    niah = pd.read_csv(tmp_path / "niah.csv")
+    assert len(niah) == 2 * 2 * 3  # models x lengths x the smoke preset's 3 depths
+    assert niah["value"].between(0, 100).all() and niah["exact"].isin([0, 1, True, False]).all()
+    loss = pd.read_csv(tmp_path / "loss.csv")
+    # Paired: both variants are scored on the same windows at each length.
+    counts = loss.groupby(["length", "model"]).size().unstack()
+    assert (counts["default"] == counts["diffusion_ntk"]).all()
+
+
+def test_a_rerun_resumes_the_retrieval_grid(checkpoint, tmp_path, capsys):
+    assert evaluate(checkpoint, tmp_path, "--tasks", "passkey") == 0
+    first = pd.read_csv(tmp_path / "passkey.csv")
+    log = (tmp_path / "passkey.jsonl").read_text()
+    assert evaluate(checkpoint, tmp_path, "--tasks", "passkey") == 0
+    assert (tmp_path / "passkey.jsonl").read_text() == log  # nothing recomputed
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "passkey.csv"), first)
+
+
+@pytest.mark.parametrize(
+    ("extra", "error", "message"),
+    [
+        (["--tasks", "sudoku"], ValueError, r"unknown task\(s\) \['sudoku'\]"),
+        (["--rope", "ntk2"], ValueError, r"unknown RoPE variant\(s\) \['ntk2'\]"),
+        (["--depths", "50,120"], ValueError, r"percentages in \[0, 100\]; got \[120.0\]"),
+        (["--gen-length", "12", "--block-length", "8"], ValueError,
+         "gen_length=12 is not a multiple of block_length=8"),
+        (["--corpus", "/no/such.jsonl"], FileNotFoundError, "/no/such.jsonl"),
+        (["--tasks", "loss,niah", "--lengths", "64"], ValueError,
+         "length=64 is too short for task 'niah'"),
+    ],
+)
+def test_bad_input_is_named_before_any_work(checkpoint, tmp_path, extra, error, message):
+    with pytest.raises(error, match=message):
+        evaluate(checkpoint, tmp_path / "out", *extra)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_without_weights_is_named(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        evaluate(str(tmp_path), tmp_path / "out", "--tasks", "loss")
