@@ -139,6 +139,22 @@ def test_loss_matches_a_hand_computed_case():
         diffusion_loss(logits, targets, masked, p_mask[:, :2])
 
 
+def test_row_tokens_normalise_each_row_like_llada_sft():
+    logits = torch.zeros(2, 4, 3)  # uniform: CE = log 3 everywhere
+    targets = torch.zeros(2, 4, dtype=torch.long)
+    masked = torch.tensor([[True, True, False, False], [False, False, False, True]])
+    p_mask = torch.full((2, 4), 0.5)
+    log3 = math.log(3)
+    # Row 0 is a pre-training row (/ L = 4), row 1 an SFT row with a 1-token answer (/ 1).
+    expected = ((2 * log3 / 0.5) / 4 + (log3 / 0.5) / 1) / 2
+    loss = diffusion_loss(logits, targets, masked, p_mask, row_tokens=torch.tensor([4, 1]))
+    assert loss.item() == pytest.approx(expected)
+    every_row_l = diffusion_loss(logits, targets, masked, p_mask, row_tokens=torch.tensor([4, 4]))
+    assert every_row_l.item() == pytest.approx(diffusion_loss(logits, targets, masked, p_mask))
+    with pytest.raises(ValueError, match=r"row_tokens must be \[B\] = \[2\].*\[4, 0\]"):
+        diffusion_loss(logits, targets, masked, p_mask, row_tokens=torch.tensor([4, 0]))
+
+
 @pytest.mark.parametrize("options", [
     {}, {"stratified": True}, {"t_per": "document"}, {"t_per": "document", "stratified": True},
 ])

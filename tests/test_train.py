@@ -207,3 +207,12 @@ def test_cli_pretrain_then_extend(tmp_path, capsys):
     records = read_metrics(extend)
     assert [r["step"] for r in records] == [1, 2] and "val_loss" in records[-1]
     assert all(math.isfinite(r["loss"]) for r in records)
+
+
+def test_answer_only_rows_are_normalised_by_their_answer_length():
+    tokens = torch.zeros(3, 6, dtype=torch.int32)
+    doc_ids = torch.tensor([[0] * 6, [0] * 6, [0, 0, 0, 0, -1, -1]], dtype=torch.int32)
+    maskable = torch.tensor([[True] * 6, [False] * 4 + [True] * 2, [True] * 4 + [False] * 2])
+    rows = trainer.Rows(tokens, doc_ids, torch.zeros_like(tokens), maskable)
+    # corpus row: L; answer-only row: its 2 answer tokens; a padded corpus row stays at L.
+    assert trainer.row_tokens(rows).tolist() == [6, 2, 6]
