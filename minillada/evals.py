@@ -636,3 +636,46 @@ def by_needle_distance(frame: pd.DataFrame, bin_width: int) -> pd.DataFrame:
     groups = binned.groupby(["model", "rope", "method", "task", "distance"], dropna=False)
     return groups.agg(value=("value", "mean"), exact=("exact", "mean"),
                       n=("value", "size")).reset_index()
+
+
+# ----------------------------------------------------------------------------------------------
+# Cross-document attention (leakage)
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def cross_document_attention(model: torch.nn.Module, tokens: torch.Tensor,
+                             positions: torch.Tensor, doc_ids: torch.Tensor) -> pd.DataFrame:
+    """Share of attention mass that crosses document boundaries, per layer and row.
+
+    The model runs on packed rows [B, L] with full attention (no document mask), as `direct` and
+    `eod` training sees them; at each block the attention probabilities are recomputed from the
+    block's input, and for every query the mass on keys of another document is summed, then
+    averaged over heads and over the queries of the row. 0 means every query stays in its own
+    document; a uniform spread over two equal documents gives 0.5. Padding (doc id -1) is skipped.
+    """
+    if tokens.shape != doc_ids.shape or tokens.shape != positions.shape or tokens.dim() != 2:
+        raise ValueError(f"tokens {tuple(tokens.shape)}, positions {tuple(positions.shape)} and "
+                         f"doc_ids {tuple(doc_ids.shape)} must all be the same [B, L]")
+    device = _device(model)
+    blocks = model.model.transformer.blocks
+    shares: list[torch.Tensor] = []
+
+    def measure(block, args):
+        x, cos, sin, _ = args
+        probs = block.attention_probs(x, cos, sin)  # [B, H, L, L]
+        ids = doc_ids.to(device)
+        other = (ids[:, :, None] != ids[:, None, :]).float()  # [B, Lq, Lk]
+        crossing = (probs * other[:, None]).sum(-1).mean(1)  # [B, Lq]
+        real = (ids >= 0).float()
+        shares.append((crossing * real).sum(-1) / real.sum(-1))
+
+    hooks = [block.register_forward_pre_hook(measure) for block in blocks]
+    try:
+        model(tokens.to(device), positions=positions.to(device), doc_ids=None)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return pd.DataFrame([dict(layer=layer, row=row, value=float(value))
+                         for layer, per_row in enumerate(shares)
+                         for row, value in enumerate(per_row.tolist())])

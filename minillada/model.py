@@ -128,6 +128,21 @@ class LLaDABlock(nn.Module):
     def _heads(self, x: torch.Tensor, n_heads: int) -> torch.Tensor:
         return x.view(*x.shape[:2], n_heads, self.head_dim).transpose(1, 2)  # [B, H, L, D]
 
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor,
+             sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h = self.attn_norm(x)
+        q = apply_rotary(self._heads(self.q_proj(h), self.n_heads), cos, sin)
+        k = apply_rotary(self._heads(self.k_proj(h), self.n_kv_heads), cos, sin)
+        return q, k, self._heads(self.v_proj(h), self.n_kv_heads)
+
+    def attention_probs(self, x: torch.Tensor, cos: torch.Tensor,
+                        sin: torch.Tensor) -> torch.Tensor:
+        """softmax(q k^T / sqrt(D)) [B, H, L, L] of full (unmasked) attention for the block's
+        input x: what each query would attend to if no document mask held it back."""
+        q, k, _ = self._qkv(x, cos, sin)
+        k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+        return torch.softmax(q.float() @ k.float().transpose(-1, -2) / self.head_dim**0.5, dim=-1)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -135,10 +150,7 @@ class LLaDABlock(nn.Module):
         sin: torch.Tensor,
         mask: DocumentMask | None,
     ) -> torch.Tensor:
-        h = self.attn_norm(x)
-        q = apply_rotary(self._heads(self.q_proj(h), self.n_heads), cos, sin)
-        k = apply_rotary(self._heads(self.k_proj(h), self.n_kv_heads), cos, sin)
-        v = self._heads(self.v_proj(h), self.n_kv_heads)
+        q, k, v = self._qkv(x, cos, sin)
         attended = masked_attention(q, k, v, mask).transpose(1, 2).flatten(2)
         x = x + self.attn_out(attended)
         h = self.ff_norm(x)

@@ -350,3 +350,46 @@ def test_retrieval_grid_bad_input_fails_before_any_work(tmp_path):
                                 fit_gen_length=True, **dict(run, lengths=[16], depths=[100],
                                                             repeats=1))
     assert fitted["gen_length"].tolist() == [4]  # 3 answer tokens at 2 per step -> 4
+
+
+# ------------------------------------------------------------------------------ leakage
+
+
+def _tiny_llada(**overrides):
+    from minillada.model import LLaDAConfig, LLaDAModelLM
+
+    torch.manual_seed(0)
+    config = LLaDAConfig(vocab_size=50, d_model=32, n_heads=4, n_kv_heads=2, n_layers=2,
+                         mlp_hidden_size=64, max_sequence_length=16, **overrides)
+    return LLaDAModelLM(config).eval()
+
+
+def test_attention_probs_reproduce_the_blocks_attention():
+    from minillada.attention import masked_attention
+
+    model = _tiny_llada()
+    block = model.model.transformer.blocks[0]
+    x = torch.randn(2, 10, 32)
+    cos, sin = model.model.rotary(torch.arange(10))
+    q, k, v = block._qkv(x, cos, sin)
+    expected = masked_attention(q, k, v, None)
+    probs = block.attention_probs(x, cos, sin)
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 4, 10), atol=1e-6)
+    assert torch.allclose(probs @ v.repeat_interleave(2, dim=1), expected, atol=1e-5)
+
+
+def test_cross_document_share_is_closed_form_for_uniform_attention():
+    model = _tiny_llada()
+    for block in model.model.transformer.blocks:  # q = 0: every query spreads evenly over keys
+        torch.nn.init.zeros_(block.q_proj.weight)
+    a, b = 3, 9
+    doc_ids = torch.tensor([[0] * a + [1] * b, [0] * 12])
+    tokens = torch.randint(4, 50, (2, 12))
+    positions = torch.arange(12).repeat(2, 1)
+    table = evals.cross_document_attention(model, tokens, positions, doc_ids)
+    assert sorted(set(table["layer"])) == [0, 1]
+    for layer in (0, 1):
+        values = table[table["layer"] == layer].sort_values("row")["value"].tolist()
+        assert values == pytest.approx([2 * a * b / 12**2, 0.0], abs=1e-6)
+    with pytest.raises(ValueError, match=r"must all be the same \[B, L\]"):
+        evals.cross_document_attention(model, tokens, positions[:, :5], doc_ids)
