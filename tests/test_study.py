@@ -1,0 +1,79 @@
+"""The study cache: finished runs are reused, changed configs get new folders, tables are
+recomputed exactly when their inputs change."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from minillada import study
+from minillada import train as trainer
+
+FAST = dict(steps=2, batch_size=2, micro_batch_size=2, warmup_steps=1, save_every=1,
+            val_every=2, val_rows=2, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("MINILLADA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_cached_table_recomputes_only_when_inputs_change(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"length": [1, 2], "value": [0.5, 0.25]})
+
+    path = tmp_path / "t.csv"
+    first = study.cached_table(path, {"mc": 2}, compute)
+    again = study.cached_table(path, {"mc": 2}, compute)
+    pd.testing.assert_frame_equal(first, again)
+    assert len(calls) == 1
+    study.cached_table(path, {"mc": 3}, compute)
+    assert len(calls) == 2
+    # A table whose inputs file is missing (an interrupted write) is recomputed.
+    path.with_name("t.csv.inputs.json").unlink()
+    study.cached_table(path, {"mc": 3}, compute)
+    assert len(calls) == 3
+
+
+def test_cached_table_keeps_the_old_file_when_compute_fails(tmp_path):
+    path = tmp_path / "t.csv"
+    study.cached_table(path, {"v": 1}, lambda: pd.DataFrame({"a": [1]}))
+
+    def broken():
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        study.cached_table(path, {"v": 2}, broken)
+    assert pd.read_csv(path)["a"].tolist() == [1]
+    assert not path.with_name("t.csv.inputs.json").exists()  # not mistaken for v=2 results
+
+
+def test_runs_are_reused_resumed_and_separated_by_config(tmp_path, monkeypatch):
+    base = study.ensure_trained("smoke", "pretrain", "base", tmp_path, **FAST)
+    assert (base / "model" / "config.json").is_file()
+    calls = []
+    real_train = trainer.train
+    monkeypatch.setattr(study, "train", lambda *a, **k: calls.append(a) or real_train(*a, **k))
+    assert study.ensure_trained("smoke", "pretrain", "base", tmp_path, **FAST) == base
+    assert calls == []  # finished: reused
+    other = study.ensure_trained("smoke", "pretrain", "base", tmp_path, **{**FAST, "lr": 1e-3})
+    assert other != base and len(calls) == 1
+    # Only run-control fields differ: the same folder.
+    assert study.ensure_trained("smoke", "pretrain", "base", tmp_path,
+                                **{**FAST, "val_every": 1}) == base
+
+    extended = study.ensure_trained("smoke", "extend", "ext", tmp_path, init=str(base),
+                                    **{**FAST, "seq_len": 128})
+    # An interrupted run (model not yet exported) resumes from its checkpoint.
+    checkpoints = sorted((extended / "checkpoints").glob("step_*"))
+    assert checkpoints
+    shutil.rmtree(extended / "model")
+    assert study.ensure_trained("smoke", "extend", "ext", tmp_path, init=str(base),
+                                **{**FAST, "seq_len": 128}) == extended
+    assert (extended / "model" / "config.json").is_file()
+    assert [r["step"] for r in trainer.read_metrics(extended)] == [1, 2]
