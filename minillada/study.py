@@ -24,8 +24,16 @@ from typing import Any
 
 import pandas as pd
 
+from minillada import data
 from minillada.model import LLaDAModelLM
-from minillada.train import RUN_CONTROL_FIELDS, TrainConfig, make_config, model_folder, train
+from minillada.train import (
+    RUN_CONTROL_FIELDS,
+    TrainConfig,
+    make_config,
+    model_folder,
+    tokenized_split,
+    train,
+)
 
 
 def digest(value: Any, length: int = 10) -> str:
@@ -107,3 +115,10 @@ def cached_table(path: str | os.PathLike, inputs: Mapping[str, Any],
     atomic_write(stamp, lambda p: p.write_text(json.dumps(wanted, indent=1, sort_keys=True)))
     return pd.read_csv(path)  # the same dtypes whether computed now or read back later
 
+
+
+def split_documents(tokenizer, split: str = "test", corpus: str = data.STDLIB,
+                    split_seed: int = 0) -> list[list[int]]:
+    """Token ids of one corpus split's non-empty documents (the test split is never trained on;
+    tokenized once and cached, like the trainer's rows)."""
+    return [doc.tolist() for doc in tokenized_split(tokenizer, corpus, split_seed, split)]

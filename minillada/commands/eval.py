@@ -36,6 +36,7 @@ from minillada.evals import (
 from minillada.llada import load_llada_checkpoint, weight_files
 from minillada.presets import PRESETS, get_preset
 from minillada.rope import ROPE_VARIANTS
+from minillada.study import split_documents
 
 CORPUS_TASKS = ("loss", "ppl")
 
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = []
     for task in plan.tasks:
         if task in CORPUS_TASKS:
-            documents = test_documents(tokenizer, args.corpus, args.split_seed)
+            documents = split_documents(tokenizer, "test", args.corpus, args.split_seed)
             run_task = _loss_task if task == "loss" else _ppl_task
             summaries.append(run_task(models, documents, plan, args, model.config, train_len))
         else:
@@ -187,12 +188,6 @@ def _tokenizer(checkpoint: Path, vocab_size: int) -> PreTrainedTokenizerFast:
     if (checkpoint / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(checkpoint)
     return data.get_tokenizer(vocab_size)
-
-
-def test_documents(tokenizer, corpus: str = data.STDLIB, split_seed: int = 0) -> list[list[int]]:
-    """The token ids of the test split's non-empty documents (never seen in training)."""
-    texts = data.split_corpus(data.load_corpus(corpus), seed=split_seed).test
-    return [doc for doc in data.tokenize_documents(tokenizer, texts) if doc]
 
 
 def _loss_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[int]], plan: Plan,
