@@ -437,6 +437,30 @@ TASKS: dict[str, TaskBuilder] = {
 }
 
 
+def _task_parts(tokenizer, task: str, depth: float | None, seed: int, key_digits: int,
+                params: dict[str, Any]) -> tuple[float, TaskSpec, list[list[int]], list[int],
+                                                 list[int]]:
+    """The depth, the builder's spec and the token ids of needles, question and answer."""
+    rng = random.Random(seed)
+    depth = rng.uniform(0, 100) if depth is None else float(depth)
+    spec = TASKS[task](tokenizer, rng, depth, key_digits, **params)
+    needles = [_encode(tokenizer, text) for text in spec.needles]
+    question = _encode(tokenizer, spec.question)
+    answer = _encode(tokenizer, spec.answer_prefix + spec.answer_text)
+    return depth, spec, needles, question, answer
+
+
+def min_task_length(tokenizer: PreTrainedTokenizerFast, task: str, key_digits: int = 5,
+                    seeds: Sequence[int] = range(16), **params: Any) -> int:
+    """The shortest length that holds the needles, question and answer of `task` for every one of
+    `seeds` (needle words and names vary with the seed)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
+    return max(sum(map(len, needles)) + len(question) + len(answer)
+               for _, _, needles, question, answer in
+               (_task_parts(tokenizer, task, 50.0, seed, key_digits, params) for seed in seeds))
+
+
 def make_task_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
                      depth: float | None = None, seed: int = 0, *, key_digits: int = 5,
                      **params: Any) -> TaskSample:
@@ -457,13 +481,8 @@ def make_task_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
         raise ValueError(f"key_digits must be a positive integer, got {key_digits!r}")
     if not isinstance(length, (int, np.integer)) or length < 1:
         raise ValueError(f"length must be a positive integer, got {length!r}")
-    rng = random.Random(seed)
-    depth = rng.uniform(0, 100) if depth is None else float(depth)
-    spec = TASKS[task](tokenizer, rng, depth, key_digits, **params)
-
-    needles = [_encode(tokenizer, text) for text in spec.needles]
-    question = _encode(tokenizer, spec.question)
-    answer = _encode(tokenizer, spec.answer_prefix + spec.answer_text)
+    depth, spec, needles, question, answer = _task_parts(tokenizer, task, depth, seed,
+                                                         key_digits, params)
     minimum = sum(map(len, needles)) + len(question) + len(answer)
     if length < minimum:
         raise ValueError(f"length={length} is too short for task {task!r}: its needles, "

@@ -122,3 +122,13 @@ def split_documents(tokenizer, split: str = "test", corpus: str = data.STDLIB,
     """Token ids of one corpus split's non-empty documents (the test split is never trained on;
     tokenized once and cached, like the trainer's rows)."""
     return [doc.tolist() for doc in tokenized_split(tokenizer, corpus, split_seed, split)]
+
+
+def cached_grid(path: str | os.PathLike, inputs: Mapping[str, Any],
+                run: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
+    """`cached_table` for a resumable grid: `run(partial)` appends its rows to a JSON-lines file
+    named by the digest of `inputs` (in `.partial/` beside `path`), so an interrupted grid
+    continues where it stopped and a grid with other inputs never reads its rows."""
+    path = Path(path)
+    partial = path.parent / ".partial" / f"{path.stem}-{digest(dict(inputs))}.jsonl"
+    return cached_table(path, inputs, lambda: run(partial))

@@ -159,6 +159,11 @@ def test_shortest_length_fills_nothing_and_shorter_is_refused(tokenizer, task):
     assert shortest.length == minimum and shortest.metadata["filler_tokens"] == 0
     with pytest.raises(ValueError, match=f"at least {minimum} tokens"):
         data.make_task_sample(tokenizer, task, minimum - 1, 50, seed=3)
+    # min_task_length is the largest such minimum over its seeds.
+    assert data.min_task_length(tokenizer, task, seeds=[3]) == minimum
+    longest = data.min_task_length(tokenizer, task, seeds=range(8))
+    for seed in range(8):
+        data.make_task_sample(tokenizer, task, longest, 50, seed=seed)
 
 
 @pytest.mark.parametrize("task", ["passkey", "niah"])

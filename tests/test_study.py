@@ -77,3 +77,16 @@ def test_runs_are_reused_resumed_and_separated_by_config(tmp_path, monkeypatch):
                                 **{**FAST, "seq_len": 128}) == extended
     assert (extended / "model" / "config.json").is_file()
     assert [r["step"] for r in trainer.read_metrics(extended)] == [1, 2]
+
+
+def test_cached_grid_resumes_its_partial_rows_and_separates_inputs(tmp_path):
+    seen = []
+
+    def run(partial):
+        seen.append(partial)
+        return pd.DataFrame({"x": [1]})
+
+    study.cached_grid(tmp_path / "g.csv", {"a": 1}, run)
+    study.cached_grid(tmp_path / "g.csv", {"a": 2}, run)
+    assert seen[0] != seen[1] and all(p.parent == tmp_path / ".partial" for p in seen)
+    assert seen[0].name.startswith("g-") and seen[0].suffix == ".jsonl"
