@@ -19,6 +19,23 @@ LLaDA defaults (AdamW, weight decay 0.1, warmup-stable-decay lr, eps 1e-3, 1 % r
   the five extension runs near 2-4 minutes.
 - gpu: one large GPU.
 
+Retrieval inside the window (the `cpu` pretrain stage). With LLaDA's plain recipe the mini model
+never retrieved a passkey (MINI_STUDY_NOTES: 0 of 1,300+ samples). The cpu preset departs from
+LLaDA in these documented, switchable ways (TrainConfig fields), measured on this machine with
+`val_task_exact` (held-out passkey rows, answer fully masked, one forward pass, 64 rows):
+
+- `model.include_qkv_bias=True` (LLaDA's own config field; false for LLaDA-8B): a content-free
+  part in q/k from which position-selective heads can form. Not ablated here; the prototype's copy
+  test went from 21% to 94% with it (MINI_STUDY_NOTES).
+- synthetic passkey rows (`tasks`, `task_fraction` 0.6 decaying linearly to
+  `task_fraction_final` 0.2: a curriculum), half of them answer-only (`answer_only_fraction` 0.5:
+  only the answer may be masked, and the row's loss is normalised by its answer length, LLaDA's
+  SFT loss), `stratified_t=True`.
+- `task_key_digits=1`: one-digit keys. With every lever above and two-digit keys, exact match stayed
+  at 0-3% through 400 steps (1.6M tokens); with one-digit keys it rose 17, 22, 34, 38, 59% at
+  steps 100-500 of a 600-step run (chance: 10%). Longer keys need the model to order the copied
+  digits, which it had not learned at this budget (a 5-digit prototype reached 1 of 400).
+
 `evaluation` is the grid every evaluation reads (NIAH depths, repeats, Monte-Carlo draws, windows).
 """
 
@@ -100,7 +117,10 @@ PRESETS: dict[str, Preset] = {
                    rope_theta=500.0, max_sequence_length=128),
         train_len=128,
         pretrain=dict(steps=2000, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=100,
-                      dtype="bfloat16", val_every=200, val_rows=64, save_every=200),
+                      dtype="bfloat16", val_every=200, val_rows=64, val_task_rows=64,
+                      save_every=200, model=dict(include_qkv_bias=True), stratified_t=True,
+                      tasks=("passkey",), task_key_digits=1, task_fraction=0.6,
+                      task_fraction_final=0.2, answer_only_fraction=0.5),
         extend=dict(steps=60, batch_size=8, micro_batch_size=4, lr=5e-4, warmup_steps=6,
                     packing="adaptive", rope="diffusion_ntk", dtype="bfloat16", val_every=20,
                     val_rows=8, save_every=20),

@@ -44,7 +44,8 @@ def study(tmp_path: Path) -> Path:
 def run(study: Path, *options: str) -> int:
     root = study.parent
     return main(["reproduce", "--notebook-dir", str(study), "--out", str(root / "out"),
-                 "--figures", str(root / "figures"), *options])
+                 "--figures", str(root / "figures"), "--results", str(root / "results"),
+                 "--runs", str(root / "runs"), *options])
 
 
 def test_parameters_reach_the_notebook_and_the_executed_copy_is_written(study, capsys):
@@ -55,6 +56,7 @@ def test_parameters_reach_the_notebook_and_the_executed_copy_is_written(study, c
     executed = nbformat.read(root / "out" / "01_echo.ipynb", as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and 'preset = "smoke"' in injected[0].source
+    assert "runs_dir" not in injected[0].source  # only the parameters the notebook declares
     assert executed.metadata.papermill.parameters["seed"] == 7
     assert "01_echo.ipynb done in" in capsys.readouterr().out
     assert sorted(p.name for p in (root / "out").iterdir()) == ["01_echo.ipynb"]

@@ -7,7 +7,13 @@ the parameters every study notebook declares in its `parameters` cell:
     preset       name of a preset in minillada.presets
     seed         random seed
     figures_dir  absolute path of the folder for its figures
-    output_dir   absolute path of the folder for the executed notebooks and its result files
+    output_dir   absolute path of the folder for the executed notebooks
+    runs_dir     absolute path of the training runs (the notebooks use runs_dir/<preset>)
+    results_dir  absolute path of the folder for result tables and results/summary.md
+
+A notebook receives only the parameters it declares. The default preset `cpu` writes to figures/
+and results/ (what the repository commits); other presets write to figures/<preset>/ and
+results/<preset>/, so a smoke run never overwrites the committed study.
 
 Executed copies keep the notebook's name in `output_dir`; a failed run stops the reproduction with
 a message naming the notebook, whose executed copy holds the traceback.
@@ -63,10 +69,11 @@ def run_notebook(notebook: Path, executed: Path, parameters: dict[str, object]) 
     import papermill  # heavy import (nbclient, jupyter): only when a run is asked for
 
     start = time.perf_counter()
+    declared = papermill.inspect_notebook(str(notebook))
     papermill.execute_notebook(
         str(notebook),
         str(executed),
-        parameters=parameters,
+        parameters={name: value for name, value in parameters.items() if name in declared},
         kernel_name=KERNEL,
         language="python",
         cwd=str(notebook.parent),
@@ -86,11 +93,15 @@ def _describe(error: Exception) -> str:
 
 def reproduce(args: argparse.Namespace) -> int:
     notebooks = select_notebooks(find_study_notebooks(Path(args.notebook_dir)), args.notebooks)
-    output, figures = Path(args.out).resolve(), Path(args.figures).resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    figures.mkdir(parents=True, exist_ok=True)
-    parameters = {"preset": args.preset, "seed": args.seed,
-                  "figures_dir": str(figures), "output_dir": str(output)}
+    own = "" if args.preset == "cpu" else args.preset
+    output = Path(args.out or Path("notebooks/output", own)).resolve()
+    figures = Path(args.figures or Path("figures", own)).resolve()
+    results = Path(args.results or Path("results", own)).resolve()
+    runs = Path(args.runs).resolve()
+    for folder in (output, figures, results, runs):
+        folder.mkdir(parents=True, exist_ok=True)
+    parameters = {"preset": args.preset, "seed": args.seed, "figures_dir": str(figures),
+                  "output_dir": str(output), "runs_dir": str(runs), "results_dir": str(results)}
     print(f"reproducing {len(notebooks)} notebook(s) at preset {args.preset!r}, seed {args.seed}; "
           f"executed copies in {output}, figures in {figures}")
     for index, notebook in enumerate(notebooks, start=1):
@@ -121,8 +132,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--notebook-dir", default="notebooks",
                         help="folder of the study notebooks (default: notebooks)")
-    parser.add_argument("--out", default="notebooks/output",
-                        help="executed notebooks and results (default: notebooks/output)")
-    parser.add_argument("--figures", default="figures", help="figures (default: figures)")
+    parser.add_argument("--out", help="executed notebooks (default: notebooks/output, "
+                        "notebooks/output/<preset> for presets other than cpu)")
+    parser.add_argument("--figures", help="figures (default: figures, or figures/<preset>)")
+    parser.add_argument("--results", help="result tables (default: results, or results/<preset>)")
+    parser.add_argument("--runs", default="runs",
+                        help="training runs, by preset; finished runs are reused (default: runs)")
     parser.set_defaults(func=reproduce)
 
