@@ -15,17 +15,31 @@ stopped and a re-run with unchanged inputs recomputes nothing:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from minillada import data
+from minillada.evals import (
+    GenerationSettings,
+    ModelAtLength,
+    cross_document_attention,
+    fixed_model,
+    paired_loss_grid,
+    ppl_at_lengths,
+    rope_variants,
+    run_retrieval_grid,
+)
 from minillada.model import LLaDAModelLM
+from minillada.packing import pack_documents
+from minillada.presets import Preset, get_preset
 from minillada.train import (
     RUN_CONTROL_FIELDS,
     TrainConfig,
@@ -132,3 +146,161 @@ def cached_grid(path: str | os.PathLike, inputs: Mapping[str, Any],
     path = Path(path)
     partial = path.parent / ".partial" / f"{path.stem}-{digest(dict(inputs))}.jsonl"
     return cached_table(path, inputs, lambda: run(partial))
+
+
+# ---------------------------------------------------------------------------------------------
+# What the study notebooks share
+# ---------------------------------------------------------------------------------------------
+
+# The training-free methods compared in notebook 03 (UltraLLaDA's and LongLLaDA's baselines).
+TRAINING_FREE = ("default", "linear", "ntk", "dynamic", "yarn", "ntk_critical", "diffusion_ntk",
+                 "diffusion_yarn")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model under evaluation: a run's exported model, with `rope` set for `target_len` (None:
+    the evaluation length, as LongLLaDA scales per length), or as saved when `rope` is None."""
+
+    run: Path
+    rope: str | None = None
+    target_len: int | None = None
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": model_fingerprint(self.run), "rope": self.rope,
+                "target_len": self.target_len}
+
+    def at_length(self) -> ModelAtLength:
+        model = load_model(self.run)
+        if self.rope is None:
+            return fixed_model(model)
+        return rope_variants(model, [self.rope], self.target_len)[self.rope]
+
+
+@dataclass
+class Study:
+    """One preset and seed of the study, its folders, and cached runs and evaluations.
+
+    Every notebook builds one from its parameters; `base()` is the pre-trained model (trained
+    once, shared by all notebooks), `extension()` a post-training run, and the evaluation methods
+    return tidy tables cached in `results` under the name given.
+    """
+
+    preset: Preset
+    seed: int
+    runs: Path
+    results: Path
+    figures: Path
+
+    @classmethod
+    def create(cls, preset: str, seed: int, runs_dir: str | os.PathLike,
+               results_dir: str | os.PathLike, figures_dir: str | os.PathLike) -> Study:
+        study = cls(get_preset(preset), seed, Path(runs_dir) / preset, Path(results_dir),
+                    Path(figures_dir))
+        for folder in (study.runs, study.results, study.figures):
+            folder.mkdir(parents=True, exist_ok=True)
+        return study
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def base(self, **overrides: Any) -> Path:
+        """The pre-trained base model's run (the preset's pretrain stage + overrides)."""
+        return ensure_trained(self.preset.name, "pretrain", "base", self.runs, seed=self.seed,
+                              **overrides)
+
+    def extension(self, base: Path, rope: str, packing: str, **overrides: Any) -> Path:
+        """A post-training run of `base` at the target length with a RoPE variant and packing."""
+        return ensure_trained(self.preset.name, "extend", f"extend-{rope}-{packing}", self.runs,
+                              init=str(base), rope=rope, packing=packing, seed=self.seed,
+                              **overrides)
+
+    @functools.cached_property
+    def tokenizer(self):
+        return data.load_tokenizer(model_folder(self.base()))
+
+    @functools.cached_property
+    def test_documents(self) -> list[list[int]]:
+        saved = json.loads((self.base() / "config.json").read_text())
+        return split_documents(self.tokenizer, "test", saved["corpus"], saved["split_seed"])
+
+    def sample_maker(self, key_digits: int):
+        """make_sample(task, length, depth, seed) for retrieval grids."""
+        def make(task: str, length: int, depth: float, seed: int) -> data.TaskSample:
+            return data.make_task_sample(self.tokenizer, task, length, depth, seed,
+                                         key_digits=key_digits)
+        return make
+
+    # -- evaluations ---------------------------------------------------------------------------
+
+    def _inputs(self, candidates: Mapping[str, Candidate], **settings: Any) -> dict[str, Any]:
+        return {"candidates": {label: c.identity() for label, c in candidates.items()},
+                "seed": self.seed, **settings}
+
+    def loss_grid(self, name: str, candidates: Mapping[str, Candidate],
+                  lengths: Sequence[int]) -> pd.DataFrame:
+        """`evals.paired_loss_grid` on the test split: every candidate, the same windows/masks."""
+        grid = self.preset.evaluation
+        inputs = self._inputs(candidates, lengths=list(lengths), mc=grid.mc, windows=grid.windows)
+        return cached_table(self.results / f"{name}.csv", inputs, lambda: paired_loss_grid(
+            {label: c.at_length() for label, c in candidates.items()}, self.test_documents,
+            lengths, mask_token_id=self.tokenizer.mask_token_id,
+            eod_token_id=self.tokenizer.eod_token_id, mc=grid.mc, seed=self.seed,
+            max_windows=grid.windows))
+
+    def ppl(self, name: str, candidates: Mapping[str, Candidate], lengths: Sequence[int],
+            elbo: bool = False) -> pd.DataFrame:
+        """`evals.ppl_at_lengths` (LongLLaDA's chunk PPL, and LLaDA's bound with `elbo`)."""
+        grid = self.preset.evaluation
+        inputs = self._inputs(candidates, lengths=list(lengths), mc=grid.mc, windows=grid.windows,
+                              chunk=grid.chunk, elbo=elbo)
+        return cached_table(self.results / f"{name}.csv", inputs, lambda: ppl_at_lengths(
+            {label: c.at_length() for label, c in candidates.items()}, self.test_documents,
+            lengths, mask_token_id=self.tokenizer.mask_token_id,
+            eod_token_id=self.tokenizer.eod_token_id, chunk=grid.chunk, mc=grid.mc,
+            seed=self.seed, max_windows=grid.windows, elbo=elbo))
+
+    def retrieval(self, name: str, candidates: Mapping[str, Candidate], tasks: Sequence[str],
+                  lengths: Sequence[int], depths: Sequence[float], repeats: int,
+                  key_digits: int) -> pd.DataFrame:
+        """`evals.run_retrieval_grid` with UltraLLaDA's sampler settings fitted to the answer."""
+        settings = GenerationSettings()
+        inputs = self._inputs(candidates, tasks=list(tasks), lengths=list(lengths),
+                              depths=list(depths), repeats=repeats, key_digits=key_digits,
+                              settings=dataclasses.asdict(settings))
+        return cached_grid(self.results / f"{name}.csv", inputs, lambda partial: (
+            run_retrieval_grid(
+                {label: c.at_length() for label, c in candidates.items()},
+                self.sample_maker(key_digits),
+                lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
+                tasks=tasks, lengths=lengths, depths=depths, repeats=repeats,
+                settings=settings, fit_gen_length=True, results_path=partial,
+                mask_token_id=self.tokenizer.mask_token_id, seed=self.seed)))
+
+    def leakage(self, name: str, candidates: Mapping[str, Candidate], length: int,
+                rows: int) -> pd.DataFrame:
+        """`evals.cross_document_attention` on `rows` held-out rows of `length` tokens packed
+        with `adaptive` (documents marked, positions restarting), every candidate unmasked."""
+        inputs = self._inputs(candidates, length=length, rows=rows)
+
+        def compute() -> pd.DataFrame:
+            packed = pack_documents(self.test_documents, length, "adaptive",
+                                    eod_token_id=self.tokenizer.eod_token_id,
+                                    pad_token_id=self.tokenizer.pad_token_id)
+            several = (packed.doc_ids.max(dim=1).values > 0).nonzero().flatten()[:rows]
+            frames = [cross_document_attention(c.at_length()(length), packed.tokens[several],
+                                               packed.positions[several],
+                                               packed.doc_ids[several]).assign(model=label)
+                      for label, c in candidates.items()]
+            return pd.concat(frames, ignore_index=True)
+
+        return cached_table(self.results / f"{name}.csv", inputs, compute)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of `frame`, its index as the first column."""
+    header = [str(frame.index.name or ""), *map(str, frame.columns)]
+    rows = [[str(index), *map(str, values)]
+            for index, values in zip(frame.index, frame.to_numpy().tolist(), strict=True)]
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |"
+                     for line in lines)

@@ -90,3 +90,9 @@ def test_cached_grid_resumes_its_partial_rows_and_separates_inputs(tmp_path):
     study.cached_grid(tmp_path / "g.csv", {"a": 2}, run)
     assert seen[0] != seen[1] and all(p.parent == tmp_path / ".partial" for p in seen)
     assert seen[0].name.startswith("g-") and seen[0].suffix == ".jsonl"
+
+
+def test_markdown_table():
+    frame = pd.DataFrame({"a": [1, 2], "b|c": ["x", "y"]}, index=pd.Index(["r1", "r2"], name="k"))
+    assert study.markdown_table(frame) == (
+        "| k | a | b\\|c |\n| --- | --- | --- |\n| r1 | 1 | x |\n| r2 | 2 | y |")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from transformers import PreTrainedTokenizerFast
 
 from minillada import data, plots
@@ -39,6 +40,7 @@ from minillada.rope import ROPE_VARIANTS
 from minillada.study import split_documents
 
 CORPUS_TASKS = ("loss", "ppl")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _names(text: str) -> list[str]:
@@ -94,6 +96,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split-seed", type=int, default=0,
                         help="the corpus split seed the model was trained with (default 0)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda[:N] (default: cuda when available)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+                        help="weights' dtype (bfloat16 for LLaDA-8B on a GPU; default float32)")
     parser.set_defaults(func=run)
 
 
@@ -160,7 +166,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
 def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
-    model = load_llada_checkpoint(args.checkpoint)
+    model = load_llada_checkpoint(args.checkpoint, dtype=DTYPES[args.dtype]).to(args.device)
     tokenizer = _tokenizer(args.checkpoint, model.config.vocab_size)
     models = rope_variants(model, args.rope, args.target_len)
     for task in plan.tasks:  # a retrieval length too short for the task fails before any work
