@@ -112,6 +112,31 @@ def forward_process(input_ids: Tensor, mask_token_id: int, *, eps: float = 1e-3,
     return NoisedBatch(noisy_ids, masked, p_mask.contiguous())
 
 
+def mask_exactly(maskable: Tensor,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """LLaDA's low-variance masking of a response (its SFT and likelihood estimator): in each row
+    with n >= 1 maskable tokens draw l ~ U{1..n}, mask exactly l of them chosen uniformly, and give
+    them p = l / n (so CE / p, summed and divided by n, is (1 / l) x the sum of their CE).
+
+    Returns (masked [B, L] bool, p_mask [B, L] float32, 1 where nothing is masked). A 1-token
+    answer is then always masked with weight 1, where p-masking would mask it only a fraction t of
+    the time, with weight 1 / p.
+    """
+    if maskable.ndim != 2:
+        raise ValueError(f"maskable must be [B, L], got shape {tuple(maskable.shape)}")
+    maskable = maskable.bool()
+    device = maskable.device
+    counts = maskable.sum(dim=1)
+    u = _rand((maskable.shape[0],), generator, device)
+    chosen = (u * counts).floor().long() + 1  # l ~ U{1..n}
+    # Rank the maskable positions of each row in a random order; the first l are masked.
+    keys = _rand(tuple(maskable.shape), generator, device).masked_fill(~maskable, 2.0)
+    rank = keys.argsort(dim=1).argsort(dim=1)
+    masked = maskable & (rank < chosen[:, None])
+    p_mask = torch.where(masked, (chosen / counts.clamp(min=1)).float()[:, None], 1.0)
+    return masked, p_mask
+
+
 def diffusion_loss(logits: Tensor, targets: Tensor, masked: Tensor, p_mask: Tensor,
                    row_tokens: Tensor | None = None) -> Tensor:
     """Mean over rows of (sum over the row's masked positions of CE(logits, target) / p_mask)

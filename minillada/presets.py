@@ -22,19 +22,24 @@ LLaDA defaults (AdamW, weight decay 0.1, warmup-stable-decay lr, eps 1e-3, 1 % r
 Retrieval inside the window (the `cpu` pretrain stage). With LLaDA's plain recipe the mini model
 never retrieved a passkey (MINI_STUDY_NOTES: 0 of 1,300+ samples). The cpu preset departs from
 LLaDA in these documented, switchable ways (TrainConfig fields), measured on this machine with
-`val_task_exact` (held-out passkey rows, answer fully masked, one forward pass, 64 rows):
+`val_task_exact` (64 held-out passkey rows at T_train, answer fully masked, one forward pass):
 
-- `model.include_qkv_bias=True` (LLaDA's own config field; false for LLaDA-8B): a content-free
-  part in q/k from which position-selective heads can form. Not ablated here; the prototype's copy
-  test went from 21% to 94% with it (MINI_STUDY_NOTES).
-- synthetic passkey rows (`tasks`, `task_fraction` 0.6 decaying linearly to
-  `task_fraction_final` 0.2: a curriculum), half of them answer-only (`answer_only_fraction` 0.5:
-  only the answer may be masked, and the row's loss is normalised by its answer length, LLaDA's
-  SFT loss), `stratified_t=True`.
-- `task_key_digits=1`: one-digit keys. With every lever above and two-digit keys, exact match stayed
-  at 0-3% through 400 steps (1.6M tokens); with one-digit keys it rose 17, 22, 34, 38, 59% at
-  steps 100-500 of a 600-step run (chance: 10%). Longer keys need the model to order the copied
-  digits, which it had not learned at this budget (a 5-digit prototype reached 1 of 400).
+- synthetic passkey rows (`tasks`), `task_fraction` 0.6 decaying linearly to
+  `task_fraction_final` 0.2 over the run (a curriculum), half of them answer-only
+  (`answer_only_fraction` 0.5) and trained as LLaDA trains SFT responses: exactly l ~ U{1..n} of
+  the n answer tokens masked, weight n / l, the row's loss divided by n (`diffusion.mask_exactly`).
+  This masking was the decisive lever: with answer tokens masked independently with p(t) instead
+  (weight 1 / p), one-digit keys reached 17, 22, 34, 38, 59% exact at steps 100-500 of a 600-step
+  run and 20-41% over 1,400 steps of a 2,000-step run; with exact-count masking, 80, 89, 100, 94%
+  at steps 100-400 of a 400-step run.
+- `model.include_qkv_bias=True` (LLaDA's own config field; false for LLaDA-8B), a content-free part
+  in q/k from which position-selective heads can form; `stratified_t=True`. Both were on in every
+  run above and were not ablated here (the prototype's copy test went from 21% to 94% with the
+  bias, MINI_STUDY_NOTES).
+- `task_key_digits=1`: one-digit keys (chance 10%). With the same recipe, five-digit keys stayed at
+  0% exact (15-18% of digits) through 300 steps and two-digit keys at 0-3% through 400 steps (with
+  p-masking): the model must also put the copied digits in order, which it had not learned at
+  this budget.
 
 `evaluation` is the grid every evaluation reads (NIAH depths, repeats, Monte-Carlo draws, windows).
 """
@@ -116,15 +121,17 @@ PRESETS: dict[str, Preset] = {
         model=dict(vocab_size=2048, d_model=256, n_heads=4, n_layers=4, mlp_hidden_size=768,
                    rope_theta=500.0, max_sequence_length=128),
         train_len=128,
-        pretrain=dict(steps=2000, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=100,
-                      dtype="bfloat16", val_every=200, val_rows=64, val_task_rows=64,
-                      save_every=200, model=dict(include_qkv_bias=True), stratified_t=True,
+        pretrain=dict(steps=1500, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=100,
+                      dtype="bfloat16", val_every=150, val_rows=64, val_task_rows=64,
+                      save_every=150, model=dict(include_qkv_bias=True), stratified_t=True,
                       tasks=("passkey",), task_key_digits=1, task_fraction=0.6,
                       task_fraction_final=0.2, answer_only_fraction=0.5),
-        extend=dict(steps=60, batch_size=8, micro_batch_size=4, lr=5e-4, warmup_steps=6,
+        extend=dict(steps=40, batch_size=8, micro_batch_size=4, lr=5e-4, warmup_steps=4,
                     packing="adaptive", rope="diffusion_ntk", dtype="bfloat16", val_every=20,
                     val_rows=8, save_every=20),
-        evaluation=EvalGrid(chunk=32),
+        # Sized so that notebooks 03-05 evaluate in about 6 minutes each on 2 cores.
+        evaluation=EvalGrid(depths=(0.0, 25.0, 50.0, 75.0, 100.0), repeats=2, mc=4, windows=4,
+                            chunk=32),
     ),
     "gpu": Preset(
         name="gpu",

@@ -68,7 +68,7 @@ from tqdm.auto import tqdm
 
 from minillada import data
 from minillada.attention import ATTENTION_BACKENDS
-from minillada.diffusion import NoisedBatch, diffusion_loss, forward_process
+from minillada.diffusion import NoisedBatch, diffusion_loss, forward_process, mask_exactly
 from minillada.model import LLaDAConfig, LLaDAModelLM
 from minillada.packing import PACKING_STRATEGIES, pack_documents
 from minillada.presets import get_preset
@@ -436,19 +436,31 @@ class BatchSource:
 def row_tokens(rows: Rows) -> torch.Tensor:
     """The loss normaliser of each row: its length L (LLaDA pre-training), or for an answer-only
     row its number of answer tokens (LLaDA SFT), so that a 5-token answer weighs like a row."""
-    length = rows.tokens.shape[1]
-    answer_only = (~rows.maskable & (rows.doc_ids >= 0)).any(dim=1)
-    return torch.where(answer_only, rows.maskable.sum(dim=1), length)
+    return torch.where(answer_only_rows(rows), rows.maskable.sum(dim=1), rows.tokens.shape[1])
+
+
+def answer_only_rows(rows: Rows) -> torch.Tensor:
+    """[B] bool: rows where some real token is not maskable (SFT-style task rows)."""
+    return (~rows.maskable & (rows.doc_ids >= 0)).any(dim=1)
 
 
 def noise(rows: Rows, config: TrainConfig, mask_token_id: int, generator_seed: int) -> NoisedBatch:
-    """LLaDA's forward process on `rows` with a generator seeded by `generator_seed`."""
+    """LLaDA's forward process on `rows` with a generator seeded by `generator_seed`; answer-only
+    rows are masked as LLaDA's SFT estimator does (`diffusion.mask_exactly`)."""
     generator = torch.Generator().manual_seed(generator_seed)
-    return forward_process(
+    noised = forward_process(
         rows.tokens.long(), mask_token_id, eps=config.eps, generator=generator,
         doc_ids=rows.doc_ids.long(), t_per=config.t_per, stratified=config.stratified_t,
         maskable=rows.maskable,
     )
+    sft = answer_only_rows(rows)
+    if not sft.any():
+        return noised
+    masked, p_mask = mask_exactly(rows.maskable[sft], generator)
+    all_masked, all_p = noised.masked.clone(), noised.p_mask.clone()
+    all_masked[sft], all_p[sft] = masked, p_mask
+    noisy = torch.where(all_masked, mask_token_id, rows.tokens.long())
+    return NoisedBatch(noisy, all_masked, all_p)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from minillada.diffusion import (
     diffusion_loss,
     document_runs,
     forward_process,
+    mask_exactly,
     mc_log_likelihood,
     random_length_crop,
 )
@@ -305,3 +306,33 @@ def test_likelihood_rejects_bad_input():
         _likelihood(model, torch.tensor([1]), torch.tensor([2]), 0, mc=0)
     with pytest.raises(ValueError, match=r"\[N, Lp\]"):
         _likelihood(model, torch.tensor([[1], [2]]), torch.tensor([[2]]), 0)
+
+
+def test_mask_exactly_masks_l_uniform_of_the_maskable_tokens():
+    maskable = torch.tensor([[False, True, True, True, False], [False] * 4 + [True], [False] * 5])
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(4)
+    for _ in range(3000):
+        masked, p_mask = mask_exactly(maskable, generator)
+        assert not (masked & ~maskable).any()
+        assert masked[1, 4]  # a one-token answer is always masked, with p = 1
+        assert p_mask[1, 4] == 1.0 and not masked[2].any()
+        chosen = int(masked[0].sum())
+        counts[chosen] += 1
+        assert torch.allclose(p_mask[0][masked[0]], torch.tensor(chosen / 3))
+    assert counts[0] == 0
+    assert torch.allclose(counts[1:] / 3000, torch.full((3,), 1 / 3), atol=0.04)  # l ~ U{1..3}
+    with pytest.raises(ValueError, match=r"maskable must be \[B, L\]"):
+        mask_exactly(maskable[0])
+
+
+def test_mask_exactly_makes_the_sft_loss_an_unbiased_answer_nll():
+    # Context-free model: the per-row SFT loss averages to the answer's summed CE / n.
+    maskable = torch.tensor([[False, True, True, True]])
+    ce_per_token = torch.tensor([0.0, 1.0, 2.0, 4.0])
+    generator = torch.Generator().manual_seed(1)
+    draws = []
+    for _ in range(4000):
+        masked, p_mask = mask_exactly(maskable, generator)
+        draws.append(float((ce_per_token[masked[0]] / p_mask[0][masked[0]]).sum() / 3))
+    assert sum(draws) / len(draws) == pytest.approx(7.0 / 3, rel=0.02)

@@ -45,6 +45,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("study")
+    (root / "out").mkdir()
     with pytest.MonkeyPatch.context() as patch:  # the kernels inherit the test token cache
         patch.setenv("MINILLADA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
         for name, (parameters, _, _) in CASES.items():

@@ -216,3 +216,20 @@ def test_answer_only_rows_are_normalised_by_their_answer_length():
     rows = trainer.Rows(tokens, doc_ids, torch.zeros_like(tokens), maskable)
     # corpus row: L; answer-only row: its 2 answer tokens; a padded corpus row stays at L.
     assert trainer.row_tokens(rows).tolist() == [6, 2, 6]
+
+
+def test_answer_only_rows_always_mask_part_of_their_answer():
+    tokens = torch.arange(4, 16, dtype=torch.int32).view(2, 6)
+    doc_ids = torch.zeros(2, 6, dtype=torch.int32)
+    maskable = torch.tensor([[True] * 6, [False] * 4 + [True] * 2])
+    rows = trainer.Rows(tokens, doc_ids, torch.zeros_like(tokens), maskable)
+    config = TrainConfig()
+    for seed in range(50):
+        noised = trainer.noise(rows, config, mask_token_id=0, generator_seed=seed)
+        answer = noised.masked[1, 4:]
+        assert answer.any() and not noised.masked[1, :4].any()
+        assert noised.p_mask[1, 4:][answer].tolist() == [int(answer.sum()) / 2] * int(answer.sum())
+        assert torch.equal(noised.noisy_ids[noised.masked], torch.zeros(int(noised.masked.sum()),
+                                                                       dtype=torch.long))
+    again = trainer.noise(rows, config, mask_token_id=0, generator_seed=3)
+    assert torch.equal(again.masked, trainer.noise(rows, config, 0, 3).masked)  # seeded
