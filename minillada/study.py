@@ -30,6 +30,7 @@ from minillada import data
 from minillada.evals import (
     GenerationSettings,
     ModelAtLength,
+    atomic_write_text,
     cross_document_attention,
     fixed_model,
     paired_loss_grid,
@@ -100,17 +101,6 @@ def load_model(run: str | os.PathLike) -> LLaDAModelLM:
     return model.eval()
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(temporary)`, then move the temporary file onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def cached_table(path: str | os.PathLike, inputs: Mapping[str, Any],
                  compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     """`path` (a CSV) if it was computed from `inputs`, else `compute()` written there.
@@ -125,8 +115,8 @@ def cached_table(path: str | os.PathLike, inputs: Mapping[str, Any],
         return pd.read_csv(path)
     stamp.unlink(missing_ok=True)
     table = compute()
-    atomic_write(path, lambda p: table.to_csv(p, index=False))
-    atomic_write(stamp, lambda p: p.write_text(json.dumps(wanted, indent=1, sort_keys=True)))
+    atomic_write_text(path, table.to_csv(index=False))
+    atomic_write_text(stamp, json.dumps(wanted, indent=1, sort_keys=True))
     return pd.read_csv(path)  # the same dtypes whether computed now or read back later
 
 
