@@ -11,7 +11,7 @@ Every variant is a pure function registered in `ROPE_VARIANTS`:
 
 The attention factor multiplies both cos and sin (YaRN's and LongRoPE's temperature). `compute_rope`
 validates arguments and parameter names before calling a variant; the parameters a variant accepts
-are exactly its keyword-only arguments.
+are exactly its keyword-only arguments. Checks that need no torch live in `minillada.rope_checks`.
 """
 
 from __future__ import annotations
@@ -24,11 +24,16 @@ from typing import Any
 import torch
 from torch import nn
 
-RopeFunction = Callable[..., tuple[torch.Tensor, float]]
+from minillada.rope_checks import KNOWN_MODELS as KNOWN_MODELS  # re-exported
+from minillada.rope_checks import (
+    check_base,
+    check_critical_dim,
+    check_head_dim,
+    check_param_values,
+    check_rope_values,
+)
 
-KNOWN_MODELS: dict[str, dict[str, Any]] = {
-    "llada-8b": {"head_dim": 128, "base": 500000.0, "train_len": 4096},
-}
+RopeFunction = Callable[..., tuple[torch.Tensor, float]]
 
 
 # ----------------------------------------------------------------------------- shared laws
@@ -46,9 +51,32 @@ def critical_dim(head_dim: int, base: float, train_len: int, span: float = 1.0) 
     Pairs below d_c complete a full period inside the trained span of relative positions. span = 1
     is the causal/LongLLaDA law; span = 2 is UltraLLaDA's diffusion-aware law, because bidirectional
     attention trains relative positions in (-T, T).
+
+    The law needs 2 pi < span * T <= 2 pi * b, so that 0 < log_b(span * T / (2 pi)) <= 1:
+    a shorter span leaves no pair a full period (d_c <= 0), a base below span * T / (2 pi) gives
+    every pair a full period (d_c > d). Either raises ValueError naming the bound and the value;
+    pass an explicit `d_crit` to `ntk_scale` instead. The ceiling makes d_c at least the exact
+    value, which is why `ntk_scale` at T' = T gives lambda < 1.
     """
-    half = head_dim / 2 * math.log(span * train_len / (2 * math.pi)) / math.log(base)
-    return 2 * math.ceil(half)
+    check_head_dim(head_dim)
+    check_base(base)
+    trained = span * train_len
+    if not trained > 2 * math.pi:
+        raise ValueError(
+            f"the critical-dimension law needs span * train_len > 2*pi = {2 * math.pi:.4f} "
+            f"(log_b(span * T / 2pi) > 0), got span * train_len = {span} * {train_len} = "
+            f"{trained:g}; use a longer train_len or give critical_dim"
+        )
+    half = head_dim / 2 * math.log(trained / (2 * math.pi)) / math.log(base)
+    d_c = 2 * math.ceil(half)
+    if d_c > head_dim:
+        raise ValueError(
+            f"critical dimension 2*ceil((d/2) log_b(span * T / 2pi)) = {d_c} exceeds head_dim = "
+            f"{head_dim}: base {base:g} is below span * train_len / 2pi = "
+            f"{trained / (2 * math.pi):.4g}, so every pair already turns a full period; use a "
+            f"base >= {trained / (2 * math.pi):.4g} or give critical_dim <= {head_dim}"
+        )
+    return d_c
 
 
 def ntk_scale(
@@ -62,8 +90,15 @@ def ntk_scale(
     """Base scale lambda = b^-1 * (span * T' / (2 pi))^(d / d_c); the new base is lambda * b.
 
     It stretches the critical pair's period to exactly span * T'. `d_crit` overrides d_c
-    (UltraLLaDA's sweep preferred 73 over the analytic 70 for LLaDA-8B).
+    (UltraLLaDA's sweep preferred 73 over the analytic 70 for LLaDA-8B); it must lie in
+    [1, head_dim].
+
+    At T' = T the law gives lambda < 1 (= 1 only when the ceiling in d_c is exact): d_c rounds
+    (d/2) log_b(span T / 2pi) up, so the "extended" base lambda * b is below the original b.
+    LLaDA-8B: lambda = 0.850 (span 1, d_c = 64) and 0.994 (span 2, d_c = 70).
     """
+    if d_crit is not None:
+        check_critical_dim(d_crit, head_dim)
     d_c = d_crit if d_crit is not None else critical_dim(head_dim, base, train_len, span)
     return (span * target_len / (2 * math.pi)) ** (head_dim / d_c) / base
 
@@ -301,7 +336,8 @@ def rope_ntk_critical(
     critical_dim: int | None = None,
 ) -> tuple[torch.Tensor, float]:
     """LongLLaDA's critical-dimension NTK: new base lambda * b with
-    d_c = 2 ceil((d/2) log_b(T/2pi)) and lambda = b^-1 (T'/2pi)^(d/d_c)."""
+    d_c = 2 ceil((d/2) log_b(T/2pi)) and lambda = b^-1 (T'/2pi)^(d/d_c); lambda < 1 at T' = T
+    (see `ntk_scale`)."""
     scale = ntk_scale(head_dim, base, train_len, _target(train_len, target_len), 1.0, critical_dim)
     return default_inv_freq(head_dim, scale * base), 1.0
 
@@ -316,7 +352,8 @@ def rope_diffusion_ntk(
     critical_dim: int | None = None,
 ) -> tuple[torch.Tensor, float]:
     """UltraLLaDA's diffusion-aware NTK: the critical-dimension law on the bidirectional span,
-    T_cap = span*T and T_Ecap = span*T' (span 2 by default)."""
+    T_cap = span*T and T_Ecap = span*T' (span 2 by default); lambda < 1 at T' = T (see
+    `ntk_scale`)."""
     scale = ntk_scale(head_dim, base, train_len, _target(train_len, target_len), span, critical_dim)
     return default_inv_freq(head_dim, scale * base), 1.0
 
@@ -370,16 +407,9 @@ def validate_rope_args(
 ) -> None:
     """Raise ValueError naming the bad value and what is allowed."""
     _lookup(variant)
-    if not isinstance(head_dim, int) or head_dim <= 0 or head_dim % 2:
-        raise ValueError(f"rotary dim must be a positive even integer, got {head_dim!r}")
+    check_rope_values(head_dim, base, train_len, target_len)
     if variant in ("ntk", "dynamic") and head_dim <= 2:
         raise ValueError(f"{variant} needs a rotary dim above 2 (exponent d/(d-2)), got {head_dim}")
-    if not base > 1:
-        raise ValueError(f"RoPE base must be > 1, got {base!r}")
-    if not isinstance(train_len, int) or train_len < 1:
-        raise ValueError(f"train_len must be a positive integer, got {train_len!r}")
-    if target_len is not None and (not isinstance(target_len, int) or target_len < 1):
-        raise ValueError(f"target_len must be a positive integer or None, got {target_len!r}")
     if variant in _EXTENDING and target_len is not None and target_len < train_len:
         raise ValueError(
             f"{variant} extends the context: target_len must be >= train_len ({train_len}), "
@@ -395,14 +425,13 @@ def validate_rope_args(
     missing = required - set(params)
     if missing:
         raise ValueError(f"RoPE variant {variant!r} needs parameter(s) {sorted(missing)}")
-    factor = params.get("factor")
-    if factor is not None and factor < 1:
-        raise ValueError(f"factor must be >= 1, got {factor!r}")
-    if params.get("span") is not None and params["span"] <= 0:
-        raise ValueError(f"span must be > 0, got {params['span']!r}")
-    d_c = params.get("critical_dim")
-    if d_c is not None and (not isinstance(d_c, int) or not 0 < d_c <= head_dim):
-        raise ValueError(f"critical_dim must be an integer in (0, {head_dim}], got {d_c!r}")
+    check_param_values(params, head_dim)
+    if variant in ("ntk_critical", "diffusion_ntk") and params.get("critical_dim") is None:
+        span = params.get("span", 2.0) if variant == "diffusion_ntk" else 1.0
+        try:
+            critical_dim(head_dim, base, train_len, span)
+        except ValueError as error:
+            raise ValueError(f"{variant}: {error}") from None
 
 
 def compute_rope(

@@ -258,13 +258,13 @@ def test_base_only_variants_export_as_new_rope_theta():
         ({"variant": "ntk_magic"}, r"unknown RoPE variant 'ntk_magic'.*diffusion_ntk"),
         ({"head_dim": 63}, "positive even integer, got 63"),
         ({"head_dim": 0}, "positive even integer, got 0"),
-        ({"base": 1.0}, "base must be > 1, got 1.0"),
-        ({"variant": "linear", "params": {"factor": 0.5}}, "factor must be >= 1, got 0.5"),
+        ({"base": 1.0}, "base must be a finite number > 1, got 1.0"),
+        ({"variant": "linear", "params": {"factor": 0.5}}, "finite number >= 1, got 0.5"),
         ({"variant": "yarn", "target_len": 64}, "target_len must be >= train_len"),
         ({"variant": "ntk", "params": {"beta_fast": 3}}, r"unknown parameter\(s\) \['beta_fast'\]"),
         ({"variant": "longrope"}, r"needs parameter\(s\) \['long_factor', 'short_factor'\]"),
         ({"variant": "diffusion_ntk", "params": {"critical_dim": 99}}, "critical_dim must be"),
-        ({"variant": "diffusion_ntk", "params": {"span": -1}}, "span must be > 0"),
+        ({"variant": "diffusion_ntk", "params": {"span": -1}}, "span must be a finite number > 0"),
     ],
 )
 def test_bad_input_names_the_value(kwargs, message):

@@ -1,4 +1,7 @@
-"""`minillada rope`: the RoPE calculator (critical dim, lambda, new base, attention factor)."""
+"""`minillada rope`: the RoPE calculator (critical dim, lambda, new base, attention factor).
+
+Bad numbers are refused by `minillada.rope_checks` before `minillada.rope` (and torch) is imported.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,12 @@ import argparse
 import json
 import math
 
-from minillada.rope import KNOWN_MODELS, ROPE_VARIANTS, rope_summary, variant_parameters
+from minillada.rope_checks import (
+    KNOWN_MODELS,
+    VARIANT_NAMES,
+    check_param_values,
+    check_rope_values,
+)
 
 COLUMNS = ("method", "critical_dim", "scale", "new_base", "attention_factor")
 
@@ -27,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--method",
         default="all",
-        help=f"one of {', '.join(ROPE_VARIANTS)}, or 'all' (one row per variant; default)",
+        help=f"one of {', '.join(VARIANT_NAMES)}, or 'all' (one row per variant; default)",
     )
     parser.add_argument("--factor", type=float, help="explicit extension factor s (default T'/T)")
     parser.add_argument("--span", type=float, help="diffusion-aware span multiplier (default 2.0)")
@@ -49,11 +57,17 @@ def _setup(args: argparse.Namespace) -> dict:
     return setup
 
 
+def _given_params(args: argparse.Namespace) -> dict:
+    given = {"factor": args.factor, "span": args.span, "critical_dim": args.critical_dim}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _params_for(method: str, args: argparse.Namespace) -> dict:
     """The options the user gave that this method accepts (others apply to other methods)."""
+    from minillada.rope import variant_parameters
+
     accepted, _ = variant_parameters(method)
-    given = {"factor": args.factor, "span": args.span, "critical_dim": args.critical_dim}
-    return {k: v for k, v in given.items() if v is not None and k in accepted}
+    return {k: v for k, v in _given_params(args).items() if k in accepted}
 
 
 def _format(value: object) -> str:
@@ -68,13 +82,20 @@ def _format(value: object) -> str:
 
 def run(args: argparse.Namespace) -> int:
     setup = _setup(args)
-    if args.method not in ROPE_VARIANTS and args.method != "all":
+    if args.method not in VARIANT_NAMES and args.method != "all":
         args.parser.error(
-            f"unknown --method {args.method!r}; choose 'all' or one of {', '.join(ROPE_VARIANTS)}"
+            f"unknown --method {args.method!r}; choose 'all' or one of {', '.join(VARIANT_NAMES)}"
         )
+    try:  # the checks that need no torch, before importing it
+        check_rope_values(setup["head_dim"], setup["base"], setup["train_len"], args.target_len)
+        check_param_values(_given_params(args), setup["head_dim"])
+    except ValueError as error:
+        args.parser.error(str(error))
+    from minillada.rope import rope_summary
+
     # longrope's per-pair factors come from a search, not from a command-line law.
     methods = (
-        [m for m in ROPE_VARIANTS if m != "longrope"] if args.method == "all" else [args.method]
+        [m for m in VARIANT_NAMES if m != "longrope"] if args.method == "all" else [args.method]
     )
     try:
         rows = [
