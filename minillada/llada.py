@@ -112,8 +112,8 @@ def scaled_rope_config(config: Mapping[str, Any], variant: str, target_len: int,
 # Loading LLaDA-format checkpoints
 # ----------------------------------------------------------------------------------------------
 
-LLADA_REQUIRED_FIELDS = ("d_model", "n_heads", "n_layers", "mlp_hidden_size", "vocab_size",
-                         "max_sequence_length", "rope_theta")
+LLADA_REQUIRED_FIELDS = ("d_model", "n_heads", "n_layers", "vocab_size", "max_sequence_length",
+                         "rope_theta")
 # Options of LLaDA's (OLMo-derived) configuration that the minillada model does not implement:
 # field -> the only value it may have (a missing field is taken to have it).
 LLADA_FIXED_FIELDS = {
@@ -124,16 +124,58 @@ LLADA_FIXED_FIELDS = {
 }
 
 
+def _n_kv_heads(fields: Mapping[str, Any]) -> int:
+    """LLaDA's effective number of key/value heads: `n_kv_heads` (null: `n_heads`), or 1 with
+    `multi_query_attention: true`, n_heads with `false`; a disagreeing pair is refused."""
+    n_heads, n_kv_heads = fields["n_heads"], fields.get("n_kv_heads")
+    multi_query = fields.get("multi_query_attention")
+    if multi_query is None:
+        return n_heads if n_kv_heads is None else n_kv_heads
+    if not isinstance(multi_query, bool):
+        raise ValueError(f"multi_query_attention must be true, false or null, got {multi_query!r}")
+    implied = 1 if multi_query else n_heads
+    if n_kv_heads is not None and n_kv_heads != implied:
+        raise ValueError(f"multi_query_attention={multi_query} means n_kv_heads = {implied}, but "
+                         f"the config has n_kv_heads = {n_kv_heads}; set only one of the two")
+    return implied
+
+
+def _mlp_hidden_size(fields: Mapping[str, Any]) -> int:
+    """`mlp_hidden_size`, or LLaDA's fallback `mlp_ratio * d_model` when it is null or absent."""
+    if fields.get("mlp_hidden_size") is not None:
+        return fields["mlp_hidden_size"]
+    ratio = fields.get("mlp_ratio")
+    if ratio is None:
+        raise ValueError("config has no mlp_hidden_size (null or absent) and no mlp_ratio; LLaDA "
+                         "then uses mlp_ratio * d_model: give mlp_hidden_size or mlp_ratio")
+    d_model = fields["d_model"]
+    real = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (ratio, d_model))
+    hidden = ratio * d_model if real else None
+    if hidden is None or not float(hidden).is_integer() or hidden < 1:
+        raise ValueError(f"mlp_hidden_size is null, so it is mlp_ratio * d_model = {ratio!r} * "
+                         f"{d_model!r}, which must be a positive integer")
+    return int(hidden)
+
+
 def llada_config(fields: Mapping[str, Any]) -> LLaDAConfig:
     """A `LLaDAConfig` from a LLaDA config.json dict (or one minillada wrote).
 
     Refuses architecture options minillada does not implement, naming them. The embedding table
     size is `embedding_size` when the checkpoint pads it beyond `vocab_size`, as OLMo does.
+    Null fields mean what LLaDA's configuration code makes of them: `bias_for_layer_norm: null`
+    takes `include_bias` (false), `mlp_hidden_size: null` is `mlp_ratio * d_model`, and
+    `n_kv_heads` follows `multi_query_attention` (true: 1 key/value head, i.e. multi-query
+    attention, which the model runs as grouped-query attention with one group).
     """
     missing = [name for name in LLADA_REQUIRED_FIELDS if name not in fields]
     if missing:
         raise ValueError(f"config lacks LLaDA field(s) {missing}; required: "
                          f"{list(LLADA_REQUIRED_FIELDS)}")
+    fields = dict(fields)
+    if fields.get("bias_for_layer_norm") is None:  # LLaDA: null inherits include_bias
+        fields["bias_for_layer_norm"] = fields.get("include_bias", False)
+    fields["mlp_hidden_size"] = _mlp_hidden_size(fields)
+    fields["n_kv_heads"] = _n_kv_heads(fields)
     unsupported = {name: fields[name] for name, allowed in LLADA_FIXED_FIELDS.items()
                    if fields.get(name, allowed) != allowed}
     if unsupported:

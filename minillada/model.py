@@ -93,6 +93,11 @@ class LLaDAConfig(PretrainedConfig):
                 f"d_model ({self.d_model}) must split into n_heads ({self.n_heads}) heads of an "
                 "even size (RoPE rotates pairs)"
             )
+        if not isinstance(self.n_kv_heads, int) or not 1 <= self.n_kv_heads <= self.n_heads:
+            raise ValueError(
+                f"n_kv_heads must be an integer in [1, n_heads = {self.n_heads}], "
+                f"got {self.n_kv_heads!r}"
+            )
         if self.n_heads % self.n_kv_heads:
             raise ValueError(
                 f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
