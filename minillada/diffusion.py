@@ -14,6 +14,8 @@ A "model" is any callable `model(input_ids, positions=None, doc_ids=None)` whose
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -277,12 +279,21 @@ def generate(model, prompt_ids: Tensor, gen_length: int, block_length: int, step
     random (`random`); the top-k committed. A step that commits nothing (more steps than tokens
     in a block) is skipped, forward pass included. Deterministic at temperature 0 with
     `low_confidence`.
+
+    The mask token is never a prediction: its logit is -inf for the choice (LLaDA's own loop
+    re-masks a position that predicts it, since it re-reads `x == mask_id` every step), while the
+    confidence stays the model's probability of the chosen token.
     """
     schedule = transfer_schedule(gen_length, block_length, steps)
     if remasking not in REMASKING:
         raise ValueError(f"unknown remasking {remasking!r}; choose one of {REMASKING}")
-    if temperature < 0 or cfg_scale < 0:
-        raise ValueError(f"temperature and cfg_scale must be >= 0, got {temperature}, {cfg_scale}")
+    for name, value in (("temperature", temperature), ("cfg_scale", cfg_scale)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if (isinstance(mask_token_id, bool) or not isinstance(mask_token_id, numbers.Integral)
+            or mask_token_id < 0):
+        raise ValueError(f"mask_token_id must be an integer >= 0, got {mask_token_id!r}")
+    mask_token_id = int(mask_token_id)
     if prompt_ids.ndim != 2:
         raise ValueError(f"prompt_ids must be [B, Lp], got shape {tuple(prompt_ids.shape)}")
     batch, prompt_length = prompt_ids.shape
@@ -296,21 +307,31 @@ def generate(model, prompt_ids: Tensor, gen_length: int, block_length: int, step
         for count in counts:
             if count == 0:  # more steps than tokens in the block: nothing to commit
                 continue
-            logits = _guided_logits(model, x, prompt_length, cfg_scale, mask_token_id).double()
+            logits = _guided_logits(model, x, prompt_length, cfg_scale, mask_token_id)
+            logits = logits.to(torch.float64, copy=True)  # our own copy: masked in place below
+            if not mask_token_id < logits.shape[-1]:
+                raise ValueError(f"mask_token_id {mask_token_id} is outside the model's "
+                                 f"vocabulary [0, {logits.shape[-1]})")
+            log_norm = logits.logsumexp(dim=-1)  # of every token, the mask included
+            logits[..., mask_token_id] = -torch.inf  # never chosen
             if temperature > 0:
                 uniform = _rand(logits.shape, generator, device, torch.float64)
                 gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float64).tiny)))
                 chosen = (logits / temperature + gumbel).argmax(dim=-1)
             else:
                 chosen = logits.argmax(dim=-1)
-            if remasking == "low_confidence":
-                score = logits.softmax(dim=-1).gather(-1, chosen[..., None])[..., 0]
+            chosen_logit = logits.gather(-1, chosen[..., None])[..., 0]
+            if remasking == "low_confidence":  # the model's probability of the chosen token
+                score = (chosen_logit - log_norm).exp()
             else:
                 score = _rand(chosen.shape, generator, device, torch.float64)
             score = score.masked_fill(~still_masked, -torch.inf)
             score[:, block_end:] = -torch.inf
             commit = torch.zeros_like(still_masked)
             commit.scatter_(1, score.topk(count, dim=1).indices, True)
+            if not bool(chosen_logit[commit].isfinite().all()):
+                raise ValueError("the model's logits at a position to commit hold no finite value "
+                                 "outside the mask token (or a NaN / inf): cannot decode them")
             x = torch.where(commit, chosen, x)
             still_masked &= ~commit
     return x
