@@ -24,13 +24,14 @@ import random
 import shutil
 import string
 import sysconfig
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
 # ---------------------------------------------------------------------------------------------
@@ -58,23 +59,30 @@ def load_corpus(source: str | os.PathLike = STDLIB) -> list[str]:
     `source` is `"stdlib"` (sources sorted by relative path, then pydoc topics sorted by name),
     a folder of `.txt` files (searched recursively, sorted by relative path) or a `.jsonl` file
     whose lines are objects with a string `text` (file order). Blank documents are dropped.
-    Raises FileNotFoundError for a missing path, ValueError for an unsupported file or a source
-    without any non-blank document.
+    Files are read one at a time (a .jsonl file line by line), so the documents are the only copy
+    of the corpus held. Raises FileNotFoundError for a missing path; ValueError for an unsupported
+    file, a folder without .txt files, a file that is binary or not UTF-8 (naming it and the byte
+    offset), a .jsonl line that is no object with a string "text" (naming file and line), or a
+    source without any non-blank document.
     """
     if str(source) == STDLIB:
-        docs = _stdlib_documents()
+        texts: Iterator[str] = iter(_stdlib_documents())
     else:
         path = Path(source)
         if not path.exists():
             raise FileNotFoundError(f"corpus path {str(path)!r} does not exist")
         if path.is_dir():
-            docs = [p.read_text(encoding="utf-8") for p in sorted(path.rglob("*.txt"))]
+            files = sorted(path.rglob("*.txt"))
+            if not files:
+                raise ValueError(f"corpus folder {str(path)!r} holds no .txt files (searched "
+                                 "recursively); give a folder of .txt files or a .jsonl file")
+            texts = (_read_text(file) for file in files)
         elif path.suffix == ".jsonl":
-            docs = _jsonl_texts(path)
+            texts = _jsonl_texts(path)
         else:
             raise ValueError(f"corpus file {str(path)!r} is not a .jsonl file; give 'stdlib', "
                              "a folder of .txt files or a .jsonl file with a 'text' field")
-    docs = [doc for doc in docs if doc.strip()]
+    docs = [doc for doc in texts if doc.strip()]
     if not docs:
         raise ValueError(f"corpus {str(source)!r} holds no non-blank document")
     return docs
@@ -93,24 +101,60 @@ def _stdlib_documents() -> list[str]:
             if (name.endswith(".py") and not name.startswith(_STDLIB_SKIPPED_PREFIXES)
                     and relative not in _STDLIB_SKIPPED_FILES):
                 sources.append((relative, path))
-    texts = [path.read_text(encoding="utf-8") for _, path in sorted(sources)]
+    texts = [_read_text(path) for _, path in sorted(sources)]
     topics = pydoc_data.topics.topics
     return [text for text in texts if len(text) >= MIN_STDLIB_CHARS] + [
         topics[name] for name in sorted(topics)
     ]
 
 
-def _jsonl_texts(path: Path) -> list[str]:
-    texts = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file; ValueError naming the file and the byte offset of a NUL byte (a binary
+    file) or of the first byte that is not UTF-8."""
+    data = path.read_bytes()
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ValueError(f"corpus file {str(path)!r} is binary (a NUL byte at byte offset {nul}); "
+                         "corpus files must be UTF-8 text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(_not_utf8(path, error, error.start)) from None
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError, offset: int) -> str:
+    bad = error.object[error.start:error.start + 1]
+    return (f"corpus file {str(path)!r} is not UTF-8 text: byte {bad!r} at byte offset {offset} "
+            f"({error.reason}); corpus files must be UTF-8")
+
+
+def _jsonl_texts(path: Path) -> Iterator[str]:
+    """The `text` of each non-blank line of a .jsonl file, read one line at a time."""
+    offset = 0
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(_not_utf8(path, error, offset + error.start)
+                                 + f" (line {number})") from None
+            offset += len(raw)
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not a JSON value ({error.msg} at column "
+                                 f"{error.colno}; a half-written line?); expected one object "
+                                 'with a string "text" field per line') from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise ValueError(f"{path}:{number}: expected an object with a string 'text' field")
-            texts.append(record["text"])
-    return texts
+                found = (f"an object whose 'text' is {type(record['text']).__name__}"
+                         if isinstance(record, dict) and "text" in record else
+                         "an object without 'text'" if isinstance(record, dict) else
+                         f"a JSON {type(record).__name__}")
+                raise ValueError(f"{path}:{number}: expected an object with a string 'text' field, "
+                                 f"got {found}")
+            yield record["text"]
 
 
 class CorpusSplit(NamedTuple):
@@ -223,8 +267,11 @@ def load_tokenizer(folder: str | os.PathLike,
     """Load a tokenizer saved by `save_pretrained` (e.g. next to a checkpoint); with
     `vocab_size`, check that it fits a model of that vocabulary."""
     path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"tokenizer folder {str(path)!r} does not exist (or is no folder)")
     if not (path / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"no tokenizer.json in {str(path)!r}")
+        raise FileNotFoundError(f"no tokenizer.json in {str(path)!r}: a tokenizer folder holds "
+                                "the tokenizer.json that save_pretrained writes")
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     missing = [token for token in SPECIAL_TOKENS.values()
                if tokenizer.convert_tokens_to_ids(token) in (None, tokenizer.unk_token_id)]
@@ -236,9 +283,26 @@ def load_tokenizer(folder: str | os.PathLike,
     return tokenizer
 
 
-def tokenize_documents(tokenizer: PreTrainedTokenizerFast, docs: Sequence[str]) -> list[list[int]]:
-    """Token ids of each document, without special tokens (packing adds separators)."""
-    return tokenizer(list(docs), add_special_tokens=False)["input_ids"]
+# Documents tokenized per call of the tokenizer; more documents than this also show progress.
+TOKENIZE_BATCH = 1000
+
+
+def tokenize_documents(tokenizer: PreTrainedTokenizerFast, docs: Sequence[str],
+                       progress: bool | None = None) -> list[list[int]]:
+    """Token ids of each document, without special tokens (packing adds separators).
+
+    Documents go to the tokenizer in batches of TOKENIZE_BATCH; a progress bar (on stderr) shows
+    with `progress=True`, or by default when there are more than TOKENIZE_BATCH documents.
+    """
+    if progress is None:
+        progress = len(docs) > TOKENIZE_BATCH
+    ids: list[list[int]] = []
+    with tqdm(total=len(docs), desc="tokenizing", unit="doc", disable=not progress) as bar:
+        for start in range(0, len(docs), TOKENIZE_BATCH):
+            batch = list(docs[start:start + TOKENIZE_BATCH])
+            ids += tokenizer(batch, add_special_tokens=False)["input_ids"]
+            bar.update(len(batch))
+    return ids
 
 
 # ---------------------------------------------------------------------------------------------

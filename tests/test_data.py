@@ -65,6 +65,9 @@ def test_bad_corpora(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         data.load_corpus(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"holds no \.txt files"):
+        data.load_corpus(tmp_path / "empty")
+    (tmp_path / "empty" / "blank.txt").write_text(" \n")
     with pytest.raises(ValueError, match="no non-blank document"):
         data.load_corpus(tmp_path / "empty")
     bad = tmp_path / "bad.jsonl"
