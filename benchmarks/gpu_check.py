@@ -235,7 +235,7 @@ def compare_attention(doc_ids: torch.Tensor, heads: int, head_dim: int, dtype: t
     upstream = torch.randn(batch, heads, length, head_dim, device=device, generator=generator)
 
     def run(backend: str, cast: torch.dtype) -> tuple[torch.Tensor, ...]:
-        q, k, v = (x.to(cast).requires_grad_(backward) for x in reference)
+        q, k, v = (x.detach().to(cast).requires_grad_(backward) for x in reference)
         mask = build_document_mask(doc_ids, backend)
         out = masked_attention(q, k, v, mask)
         if not backward:
@@ -264,7 +264,7 @@ def compare_attention(doc_ids: torch.Tensor, heads: int, head_dim: int, dtype: t
                        for n in names)
     del results, exact
     for backend in ("flex", "per_document"):
-        q, k, v = (x.to(dtype).requires_grad_(backward) for x in reference)
+        q, k, v = (x.detach().to(dtype).requires_grad_(backward) for x in reference)
         mask = build_document_mask(doc_ids, backend)
         graphs = _compiled_graphs()
         timings: dict[str, Any] = {"first_call_s": first_call_s[backend]}
