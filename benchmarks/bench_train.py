@@ -27,14 +27,19 @@ import torch
 from minillada.train import PRECISIONS, Trainer, make_config, start_runtime, stop_runtime
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a size x size x size matmul in `dtype` (best of `repeats`)."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10,
+                device: str | torch.device = "cpu") -> float:
+    """FLOP/s of a size x size x size matmul in `dtype` on `device` (best of `repeats`)."""
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+    cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     a @ b  # warm-up
+    sync()
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 

@@ -2,7 +2,9 @@
 
 Pre-norm blocks x + attn(rms(x)), x + swiglu(rms(x)); RoPE from `minillada.rope` (the variant is
 configuration, swappable with `set_rope` or at load time); attention restricted to documents by
-`minillada.attention`; untied output head; no biases unless `include_qkv_bias`. Config fields and
+`minillada.attention`; untied output head; no biases unless `include_qkv_bias`. With
+`activation_checkpointing` each block's activations are recomputed in backward instead of stored
+(training only; for long sequences). Config fields and
 weight names are LLaDA's, so the same class holds a LLaDA-8B checkpoint:
 
     model.transformer.wte
@@ -19,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import MaskedLMOutput
@@ -36,7 +39,8 @@ class LLaDAConfig(PretrainedConfig):
     """LLaDA's configuration fields, plus the RoPE variant and the attention backend.
 
     `max_sequence_length` is the pre-training length T_train that RoPE variants extend from;
-    `rope_variant`/`rope_target_len`/`rope_params` select a variant of `minillada.rope`.
+    `rope_variant`/`rope_target_len`/`rope_params` select a variant of `minillada.rope`;
+    `activation_checkpointing` recomputes each block in backward (saves only block inputs).
     """
 
     model_type = "llada"
@@ -56,6 +60,7 @@ class LLaDAConfig(PretrainedConfig):
         rope_params: dict[str, Any] | None = None,
         include_qkv_bias: bool = False,
         attention_backend: str = "per_document",
+        activation_checkpointing: bool = False,
         rms_norm_eps: float = 1e-5,
         init_std: float = 0.02,
         mask_token_id: int | None = None,
@@ -71,6 +76,7 @@ class LLaDAConfig(PretrainedConfig):
         self.rope_theta, self.rope_variant = float(rope_theta), rope_variant
         self.rope_target_len, self.rope_params = rope_target_len, dict(rope_params or {})
         self.include_qkv_bias, self.attention_backend = include_qkv_bias, attention_backend
+        self.activation_checkpointing = bool(activation_checkpointing)
         self.rms_norm_eps, self.init_std = rms_norm_eps, init_std
         self.mask_token_id = mask_token_id
         kwargs.setdefault("tie_word_embeddings", False)
@@ -260,6 +266,10 @@ class LLaDAModelLM(PreTrainedModel):
         mask = build_document_mask(doc_ids, self.config.attention_backend)
         transformer = self.model.transformer
         x = transformer.wte(input_ids)
+        # Recompute each block in backward: only its input x stays saved per layer.
+        recompute = (self.config.activation_checkpointing and self.training
+                     and torch.is_grad_enabled())
         for block in transformer.blocks:
-            x = block(x, cos, sin, mask)
+            x = (checkpoint(block, x, cos, sin, mask, use_reentrant=False) if recompute
+                 else block(x, cos, sin, mask))
         return MaskedLMOutput(logits=transformer.ff_out(transformer.ln_f(x)))

@@ -114,6 +114,7 @@ class TrainConfig:
     rope: str = "default"  # extend: the RoPE variant set for seq_len
     rope_params: dict[str, Any] = field(default_factory=dict)
     attention_backend: str = "per_document"
+    activation_checkpointing: bool = False  # recompute blocks in backward (long sequences)
     # optimisation (LLaDA: AdamW, weight decay 0.1, warmup-stable-decay lr)
     steps: int = 100
     batch_size: int = 8  # global rows per optimizer step
@@ -682,6 +683,7 @@ class Trainer:
         self.tokenizer = self._tokenizer()
         self.block_diagonal = PACKING_STRATEGIES[config.packing].block_diagonal
         self.model = build_model(config, self.tokenizer).to(runtime.device)
+        self.model.config.activation_checkpointing = config.activation_checkpointing
         self.mask_token_id = self.model.config.mask_token_id
         precision = PRECISIONS[config.dtype]
         fsdp_precision = runtime.distributed and runtime.device.type == "cuda"

@@ -162,3 +162,28 @@ def test_bad_input_is_named():
 def test_bad_config_is_named(overrides, message):
     with pytest.raises(ValueError, match=message):
         LLaDAConfig(**{**TINY, **overrides})
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    ids = random_ids()
+    doc_ids = torch.tensor([[0] * 10 + [1] * 14, [2] * 7 + [3] * 7 + [-1] * 10])
+    grads, calls = [], []
+    for checkpointing in (False, True):
+        model = tiny_model(activation_checkpointing=checkpointing)
+        model.train()
+        calls.append(0)
+        block = model.model.transformer.blocks[0]
+        forward = block.forward
+
+        def counted(*args, forward=forward):
+            calls[-1] += 1
+            return forward(*args)
+
+        block.forward = counted  # forward hooks do not fire again when a checkpoint recomputes
+        model(ids, doc_ids=doc_ids).logits.square().mean().backward()
+        grads.append({name: p.grad for name, p in model.named_parameters()})
+    assert calls == [1, 2]  # checkpointed: the block runs again in backward
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        assert (grad - grads[1][name]).abs().max() <= 1e-6, name
+    assert tiny_model(activation_checkpointing=True).config.activation_checkpointing is True

@@ -1,0 +1,124 @@
+"""benchmarks/gpu_check.py on CPU: arguments, the report with the CUDA sections skipped, the
+closed-form memory plan, and its flex comparison (forward only: CPU flex has no backward)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import gpu_check
+
+no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA report")
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--skip", "bogus"], "bogus"),
+    (["--steps", "0"], "'0'"),
+    (["--steps", "many"], "many"),
+    (["--lengths", "8"], "8"),
+])
+def test_bad_arguments_are_named(argv, named, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main(argv)
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+
+
+def test_out_must_not_be_a_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--out", str(tmp_path)])
+    assert "is a folder" in capsys.readouterr().err
+
+
+@no_cuda
+def test_report_without_cuda_skips_the_cuda_sections(tmp_path, capsys):
+    out = tmp_path / "results" / "gpu_check.json"
+    assert gpu_check.main(["--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report) >= {"schema", "command", "date", "quick", "machine", "sections", "seconds"}
+    machine = report["machine"]
+    for key in ("gpu", "torch", "cuda", "bf16_matmul_peak_flops", "cpu_count"):
+        assert key in machine
+    assert machine["gpu"] is None and machine["bf16_matmul_peak_flops"] > 0
+    assert list(report["sections"]) == list(gpu_check.SECTIONS)
+    for name in ("flex", "fsdp", "train"):
+        assert report["sections"][name] == {**report["sections"][name], "status": "skipped",
+                                            "skipped": "no CUDA"}
+    memory = report["sections"]["memory"]
+    assert memory["status"] == "ok" and memory["measured"]["skipped"] == "no CUDA"
+    assert [(p["world_size"], p["activation_checkpointing"]) for p in memory["plan_llada_8b_64k"]] \
+        == [(w, ac) for ac in (False, True) for w in (1, 2, 4, 8)]
+    table = capsys.readouterr().out
+    assert "skipped | no CUDA" in table and "plan 64K W=8 AC=on" in table
+    assert not list(out.parent.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+@no_cuda
+def test_quick_report_marks_skip_and_keeps_other_sections(tmp_path):
+    out = tmp_path / "q.json"
+    assert gpu_check.main(["--quick", "--skip", "fsdp", "train", "--out", str(out)]) == 0
+    sections = json.loads(out.read_text())["sections"]
+    assert sections["fsdp"]["skipped"] == sections["train"]["skipped"] == "--skip"
+    assert sections["flex"]["skipped"] == "no CUDA"
+    assert json.loads(out.read_text())["quick"] is True
+
+
+@no_cuda
+@pytest.mark.slow
+def test_quick_train_section_runs_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINILLADA_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "q.json"
+    assert gpu_check.main(["--quick", "--skip", "fsdp", "flex", "memory", "--out", str(out)]) == 0
+    runs = json.loads(out.read_text())["sections"]["train"]["runs"]
+    assert runs["pretrain"]["steps"] == 3 and runs["pretrain"]["tokens_per_s"] > 0
+    assert runs["extend_per_document"]["seq_len"] == 1024
+    assert runs["extend_flex"]["status"] == "skipped"
+
+
+def test_memory_plan_closed_form():
+    dims = dict(mlp_hidden_size=8, vocab_size=10, n_heads=2, n_kv_heads=2)
+    counts = gpu_check.param_counts(2, 4, **dims)
+    assert counts == {"block": 168, "root": 84, "total": 420}
+    plan = gpu_check.memory_plan(420, 2, 4, seq_len=16, world_size=2,
+                                 activation_checkpointing=False, **dims)
+    assert plan["bytes_per_param"] == {"weights": 4, "gradients": 4, "adamw": 8, "total": 16}
+    assert plan["sharded_bytes"] == {"weights": 840, "gradients": 840, "adamw": 1680}
+    assert plan["layer_bytes_per_token"] == 2 * (7 * 4 + 2 * 4 + 4 * 8) + 4 * 2 + 8 == 152
+    assert plan["head_bytes_per_token"] == 4 * 4 + 12 * 10 == 136
+    assert plan["transient_bytes"] == 2 * (84 + 2 * 168) + 6 * 168 == 1848
+    assert plan["activation_bytes"] == {"layers": 16 * 2 * 152, "recompute": 0, "head": 16 * 136}
+    assert plan["activation_bytes_per_1k_tokens"] == 1024 * (2 * 152 + 136)
+    assert plan["total_bytes"] == 3360 + 1848 + 4864 + 2176
+    checkpointed = gpu_check.memory_plan(420, 2, 4, seq_len=16, world_size=2,
+                                         activation_checkpointing=True, **dims)
+    assert checkpointed["activation_bytes"] == {"layers": 16 * 2 * 8, "recompute": 16 * 152,
+                                                "head": 16 * 136}
+    assert checkpointed["total_bytes"] == 3360 + 1848 + 256 + 2432 + 2176
+    with pytest.raises(ValueError, match="masked_fraction"):
+        gpu_check.memory_plan(420, 2, 4, 16, 2, False, masked_fraction=2.0, **dims)
+
+
+def test_llada_8b_has_8b_parameters_and_sharding_divides_the_states():
+    assert gpu_check.param_counts(**gpu_check.LLADA_8B)["total"] == pytest.approx(8.02e9, rel=1e-3)
+    plans = {(p["world_size"], p["activation_checkpointing"]): p
+             for p in gpu_check.llada_8b_plans(65536)}
+    one, eight = plans[1, True], plans[8, True]
+    assert eight["sharded_bytes"]["adamw"] * 8 == pytest.approx(one["sharded_bytes"]["adamw"])
+    assert eight["activation_bytes"] == one["activation_bytes"]  # FSDP shards no activations
+    assert plans[8, False]["total_bytes"] > plans[8, True]["total_bytes"]
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize("strategy", gpu_check.PACKINGS)
+def test_flex_block_mask_forward_matches_per_document_on_packed_rows(strategy):
+    doc_ids = gpu_check.packed_doc_ids(strategy, 256, rows=2, mean_doc=48)
+    assert doc_ids.shape == (2, 256) and len(doc_ids[0].unique()) > 2
+    result = gpu_check.compare_attention(doc_ids, heads=2, head_dim=16, dtype=torch.float32,
+                                         device=torch.device("cpu"), backward=False, repeats=1)
+    assert result["max_abs_diff"]["out"] <= 1e-5 and result["ok"]
+    assert result["flex"]["forward_s"] > 0 and result["flex"]["forward_peak_bytes"] is None
