@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from minillada import data
 from minillada.evals import (
@@ -276,7 +277,7 @@ class Study:
             packed = pack_documents(self.test_documents, length, "adaptive",
                                     eod_token_id=self.tokenizer.eod_token_id,
                                     pad_token_id=self.tokenizer.pad_token_id)
-            several = (packed.doc_ids.max(dim=1).values > 0).nonzero().flatten()[:rows]
+            several = multi_document_rows(packed.doc_ids)[:rows]
             frames = [cross_document_attention(c.at_length()(length), packed.tokens[several],
                                                packed.positions[several],
                                                packed.doc_ids[several]).assign(model=label)
@@ -284,6 +285,14 @@ class Study:
             return pd.concat(frames, ignore_index=True)
 
         return cached_table(self.results / f"{name}.csv", inputs, compute)
+
+
+def multi_document_rows(doc_ids: torch.Tensor, minimum: int = 2) -> torch.Tensor:
+    """Indices of the rows of `doc_ids` [B, L] holding at least `minimum` distinct real documents
+    (ids >= 0; padding is -1), in order."""
+    counts = torch.tensor([int(torch.unique(row[row >= 0]).numel()) for row in doc_ids],
+                          dtype=torch.long)
+    return (counts >= minimum).nonzero().flatten()
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

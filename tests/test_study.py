@@ -7,6 +7,7 @@ import shutil
 
 import pandas as pd
 import pytest
+import torch
 
 from minillada import study
 from minillada import train as trainer
@@ -96,3 +97,15 @@ def test_markdown_table():
     frame = pd.DataFrame({"a": [1, 2], "b|c": ["x", "y"]}, index=pd.Index(["r1", "r2"], name="k"))
     assert study.markdown_table(frame) == (
         "| k | a | b\\|c |\n| --- | --- | --- |\n| r1 | 1 | x |\n| r2 | 2 | y |")
+
+
+def test_leakage_keeps_only_rows_with_two_or_more_real_documents():
+    doc_ids = torch.tensor([
+        [0, 0, 0, 0, 0, 0],  # one document (id 0)
+        [3, 3, 3, 3, -1, -1],  # one document that is not id 0, then padding
+        [4, 4, 5, 5, 5, -1],  # two documents, then padding
+        [-1, -1, -1, -1, -1, -1],  # padding only
+        [6, 6, 6, 7, 8, 8],  # three documents
+    ])
+    assert study.multi_document_rows(doc_ids).tolist() == [2, 4]
+    assert study.multi_document_rows(doc_ids, minimum=3).tolist() == [4]
