@@ -8,8 +8,8 @@ checkpoints, exported models) goes through these three helpers: write into a tem
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +19,10 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     """Write `payload` to `path` through a temporary file, fsync, then `os.replace`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # A fresh name opened exclusively ("x"): unlike mkstemp, the file gets the umask's mode.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(temporary, "xb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
