@@ -20,13 +20,9 @@ from types import SimpleNamespace
 
 import torch
 
-from minillada.evals import (
-    GenerationSettings,
-    fixed_model,
-    paired_loss_grid,
-    ppl_at_lengths,
-    run_retrieval_grid,
-)
+from minillada.evals.models import fixed_model
+from minillada.evals.perplexity import paired_loss_grid, ppl_at_lengths
+from minillada.evals.retrieval import GenerationSettings, run_retrieval_grid
 from minillada.model import LLaDAConfig, LLaDAModelLM
 from minillada.presets import get_preset
 

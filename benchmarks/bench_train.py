@@ -24,7 +24,9 @@ import time
 
 import torch
 
-from minillada.train import PRECISIONS, Trainer, make_config, start_runtime, stop_runtime
+from minillada.config import PRECISIONS, make_config
+from minillada.distributed import start_runtime, stop_runtime
+from minillada.train import Trainer
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10,

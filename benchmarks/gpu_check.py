@@ -58,21 +58,15 @@ import torch  # noqa: E402
 from bench_attention import random_doc_ids  # noqa: E402
 from bench_train import matmul_peak, model_flops_per_token  # noqa: E402
 
+from minillada.atomic import atomic_write_text  # noqa: E402
 from minillada.attention import build_document_mask, masked_attention  # noqa: E402
+from minillada.checkpoint import export_model  # noqa: E402
+from minillada.config import TrainConfig, make_config  # noqa: E402
 from minillada.diffusion import diffusion_loss  # noqa: E402
-from minillada.evals import atomic_write_text  # noqa: E402
+from minillada.distributed import shard_model, start_runtime, stop_runtime  # noqa: E402
 from minillada.model import LLaDAConfig, LLaDAModelLM  # noqa: E402
 from minillada.packing import pack_documents  # noqa: E402
-from minillada.train import (  # noqa: E402
-    TrainConfig,
-    Trainer,
-    build_optimizer,
-    export_model,
-    make_config,
-    shard_model,
-    start_runtime,
-    stop_runtime,
-)
+from minillada.train import Trainer, build_optimizer  # noqa: E402
 
 SECTIONS = ("flex", "fsdp", "train", "memory")
 PACKINGS = ("adaptive", "adaptive_eod")

@@ -21,9 +21,9 @@ import itertools
 import json
 import os
 import random
-import shutil
 import string
 import sysconfig
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,8 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
+
+from minillada.atomic import atomic_folder
 
 # ---------------------------------------------------------------------------------------------
 # Corpora
@@ -222,12 +224,8 @@ def get_tokenizer(vocab_size: int, corpus: str | os.PathLike = STDLIB,
     digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
     folder = cache_dir() / "tokenizers" / f"{digest}-v{TOKENIZER_VERSION}-{vocab_size}"
     if not (folder / "tokenizer.json").is_file():
-        temporary = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        train_tokenizer(texts, vocab_size).save_pretrained(temporary)
-        try:
-            os.replace(temporary, folder)
-        except OSError:  # another process finished first: keep its copy
-            shutil.rmtree(temporary, ignore_errors=True)
+        with atomic_folder(folder, replace=False) as temporary:  # another process's copy stands
+            train_tokenizer(texts, vocab_size).save_pretrained(temporary)
     return load_tokenizer(folder)
 
 
@@ -579,3 +577,37 @@ def make_task_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
     return TaskSample(task=task, prompt_ids=prompt, answer_ids=answer,
                       answer_text=spec.answer_text, length=len(prompt) + len(answer),
                       depth=depth, metadata=metadata)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenized splits, cached
+# ---------------------------------------------------------------------------------------------
+
+
+def tokenized_split(tokenizer, corpus: str, split_seed: int, split: str) -> list[np.ndarray]:
+    """The documents of one split (`train`, `validation` or `test`) of `corpus` as token arrays,
+    tokenized once and cached under `$MINILLADA_CACHE/tokens` (keyed by corpus, split seed and
+    the tokenizer's exact vocabulary and rules). Documents that tokenize to nothing are dropped."""
+    if split not in CorpusSplit._fields:
+        raise ValueError(f"unknown split {split!r}; choose one of {CorpusSplit._fields}")
+    fingerprint = zlib.crc32(tokenizer.backend_tokenizer.to_str().encode())
+    source = str(Path(corpus).resolve()) if corpus != STDLIB else corpus
+    key = f"{zlib.crc32(source.encode()):08x}-{fingerprint:08x}-{split_seed}-{split}"
+    folder = cache_dir() / "tokens" / key
+    if not (folder / "offsets.npy").is_file():
+        texts = getattr(split_corpus(load_corpus(corpus), seed=split_seed), split)
+        docs = [doc for doc in tokenize_documents(tokenizer, texts) if doc]
+        offsets = np.cumsum([0] + [len(doc) for doc in docs]).astype(np.int64)
+        tokens = np.fromiter((t for doc in docs for t in doc), dtype=np.int32, count=offsets[-1])
+        with atomic_folder(folder) as temporary:
+            np.save(temporary / "tokens.npy", tokens)
+            np.save(temporary / "offsets.npy", offsets)
+    tokens, offsets = np.load(folder / "tokens.npy"), np.load(folder / "offsets.npy")
+    return [tokens[a:b] for a, b in itertools.pairwise(offsets)]
+
+
+def split_documents(tokenizer, split: str = "test", corpus: str = STDLIB,
+                    split_seed: int = 0) -> list[list[int]]:
+    """Token ids of one corpus split's non-empty documents as lists (the test split is never
+    trained on), from the `tokenized_split` cache."""
+    return [doc.tolist() for doc in tokenized_split(tokenizer, corpus, split_seed, split)]

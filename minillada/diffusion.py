@@ -163,28 +163,11 @@ def diffusion_loss(logits: Tensor, targets: Tensor, masked: Tensor, p_mask: Tens
     return (per_row / row_tokens.to(per_row)).mean()
 
 
-def random_length_crop(tensors: tuple[Tensor | None, ...], generator: torch.Generator,
-                       probability: float = 0.01) -> tuple[Tensor | None, ...]:
-    """With `probability`, crop every tensor (dim 1, length L) to the first l positions,
-    l ~ U{1..L} (LLaDA cuts 1% of pre-training batches so the model sees short sequences);
-    otherwise return them unchanged. None entries pass through."""
-    if not 0 <= probability <= 1:
-        raise ValueError(f"probability must be in [0, 1], got {probability}")
-    lengths = {x.shape[1] for x in tensors if x is not None}
-    if len(lengths) != 1:
-        raise ValueError(f"tensors must share one length along dim 1, got {sorted(lengths)}")
-    (full,) = lengths
-    draw = torch.rand((), generator=generator).item()
-    length = int(torch.randint(1, full + 1, (), generator=generator))
-    if draw >= probability:
-        return tensors
-    return tuple(None if x is None else x[:, :length] for x in tensors)
-
-
-def _model_device(model, fallback: torch.device) -> torch.device:
+def model_device(model, fallback: torch.device | str = "cpu") -> torch.device:
+    """The device of a model's first parameter; `fallback` for a model without parameters."""
     parameters = getattr(model, "parameters", None)
     first = next(iter(parameters()), None) if callable(parameters) else None
-    return first.device if first is not None else fallback
+    return first.device if first is not None else torch.device(fallback)
 
 
 @torch.no_grad()
@@ -211,7 +194,7 @@ def mc_log_likelihood(model, prompt_ids: Tensor, answer_ids: Tensor, mc: int = 1
     if mc < 1 or batch_size < 1:
         raise ValueError(f"mc and batch_size must be >= 1, got mc={mc}, batch_size={batch_size}")
     samples, answer_length = answers.shape
-    device = _model_device(model, answers.device)
+    device = model_device(model, answers.device)
 
     start = torch.randint(answer_length, (samples, 1), generator=generator,
                           device=generator.device if generator is not None else "cpu")

@@ -12,6 +12,7 @@ baseline LongLLaDA law, "bidirectional" (span 2T) UltraLLaDA's diffusion-aware l
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from minillada.atomic import atomic_write_bytes
 from minillada.rope import (
     angle_coverage,
     attention_decay_bound,
@@ -133,15 +135,9 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     path = Path(path)
     if path.suffix != ".png":
         raise ValueError(f"save_figure writes PNG files; {str(path)!r} does not end in .png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(temporary, format="png", dpi=dpi, metadata={"Software": None})
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def format_tokens(count: float) -> str:

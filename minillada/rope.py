@@ -375,8 +375,10 @@ ROPE_VARIANTS: dict[str, RopeFunction] = {
     "diffusion_yarn": rope_diffusion_yarn,
 }
 
+# Direct extrapolation has no target; dynamic NTK takes the running length at each forward.
+UNTARGETED = frozenset({"default", "dynamic"})
 # Variants that extend to a target and so refuse a target shorter than T.
-_EXTENDING = frozenset(ROPE_VARIANTS) - {"default", "dynamic"}
+_EXTENDING = frozenset(ROPE_VARIANTS) - UNTARGETED
 
 
 # ----------------------------------------------------------------------------- validation

@@ -8,8 +8,8 @@ stopped and a re-run with unchanged inputs recomputes nothing:
   from). A finished run (its exported `model/`) is reused; an interrupted one resumes from its
   latest checkpoint; a changed config gets a new folder.
 - A result table is a CSV beside a JSON file holding the inputs it was computed from (including
-  the fingerprints of the models it read); it is recomputed when those inputs change, and both
-  files are written atomically.
+  the fingerprints of the models it read; `minillada.results.cached_table`); it is recomputed
+  when those inputs change, and both files are written atomically.
 """
 
 from __future__ import annotations
@@ -19,42 +19,25 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from minillada import data
-from minillada.evals import (
-    GenerationSettings,
-    ModelAtLength,
-    atomic_write_text,
-    cross_document_attention,
-    fixed_model,
-    paired_loss_grid,
-    ppl_at_lengths,
-    rope_variants,
-    run_retrieval_grid,
-)
+from minillada.checkpoint import model_folder, saved_config
+from minillada.config import RUN_CONTROL_FIELDS, TrainConfig, make_config
+from minillada.evals.leakage import cross_document_attention, multi_document_rows
+from minillada.evals.models import ModelAtLength, fixed_model, rope_variants
+from minillada.evals.perplexity import paired_loss_grid, ppl_at_lengths
+from minillada.evals.retrieval import GenerationSettings, run_retrieval_grid
 from minillada.model import LLaDAModelLM
 from minillada.packing import pack_documents
 from minillada.presets import Preset, get_preset
-from minillada.train import (
-    RUN_CONTROL_FIELDS,
-    TrainConfig,
-    make_config,
-    model_folder,
-    tokenized_split,
-    train,
-)
-
-
-def digest(value: Any, length: int = 10) -> str:
-    """A short stable hash of a JSON-serialisable value (keys sorted)."""
-    text = json.dumps(value, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+from minillada.results import cached_grid, cached_table, digest
+from minillada.train import train
 
 
 def model_fingerprint(path: str | os.PathLike) -> str:
@@ -101,43 +84,6 @@ def load_model(run: str | os.PathLike) -> LLaDAModelLM:
     return model.eval()
 
 
-def cached_table(path: str | os.PathLike, inputs: Mapping[str, Any],
-                 compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """`path` (a CSV) if it was computed from `inputs`, else `compute()` written there.
-
-    The inputs are stored beside it as `<path>.inputs.json`; the CSV is written first, the inputs
-    last, so an interrupted write never passes for a finished one.
-    """
-    path = Path(path)
-    stamp = path.with_name(path.name + ".inputs.json")
-    wanted = json.loads(json.dumps(dict(inputs), sort_keys=True, default=str))
-    if path.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == wanted:
-        return pd.read_csv(path)
-    stamp.unlink(missing_ok=True)
-    table = compute()
-    atomic_write_text(path, table.to_csv(index=False))
-    atomic_write_text(stamp, json.dumps(wanted, indent=1, sort_keys=True))
-    return pd.read_csv(path)  # the same dtypes whether computed now or read back later
-
-
-
-def split_documents(tokenizer, split: str = "test", corpus: str = data.STDLIB,
-                    split_seed: int = 0) -> list[list[int]]:
-    """Token ids of one corpus split's non-empty documents (the test split is never trained on;
-    tokenized once and cached, like the trainer's rows)."""
-    return [doc.tolist() for doc in tokenized_split(tokenizer, corpus, split_seed, split)]
-
-
-def cached_grid(path: str | os.PathLike, inputs: Mapping[str, Any],
-                run: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
-    """`cached_table` for a resumable grid: `run(partial)` appends its rows to a JSON-lines file
-    named by the digest of `inputs` (in `.partial/` beside `path`), so an interrupted grid
-    continues where it stopped and a grid with other inputs never reads its rows."""
-    path = Path(path)
-    partial = path.parent / ".partial" / f"{path.stem}-{digest(dict(inputs))}.jsonl"
-    return cached_table(path, inputs, lambda: run(partial))
-
-
 # ---------------------------------------------------------------------------------------------
 # What the study notebooks share
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +127,7 @@ class Study:
     runs: Path
     results: Path
     figures: Path
+    trained_base: Path | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def create(cls, preset: str, seed: int, runs_dir: str | os.PathLike,
@@ -194,9 +141,18 @@ class Study:
     # -- runs ----------------------------------------------------------------------------------
 
     def base(self, **overrides: Any) -> Path:
-        """The pre-trained base model's run (the preset's pretrain stage + overrides)."""
-        return ensure_trained(self.preset.name, "pretrain", "base", self.runs, seed=self.seed,
-                              **overrides)
+        """The pre-trained base model's run (the preset's pretrain stage + overrides): trained
+        here unless finished (and, the first time, the BPE tokenizer with it). The tokenizer and
+        the held-out documents below are this run's."""
+        self.trained_base = ensure_trained(self.preset.name, "pretrain", "base", self.runs,
+                                           seed=self.seed, **overrides)
+        return self.trained_base
+
+    def _base_run(self) -> Path:
+        if self.trained_base is None:
+            raise RuntimeError("call study.base() first: it trains (or reuses) the base model, "
+                               "whose tokenizer and corpus split the evaluations use")
+        return self.trained_base
 
     def extension(self, base: Path, rope: str, packing: str, **overrides: Any) -> Path:
         """A post-training run of `base` at the target length with a RoPE variant and packing."""
@@ -206,12 +162,13 @@ class Study:
 
     @functools.cached_property
     def tokenizer(self):
-        return data.load_tokenizer(model_folder(self.base()))
+        """The base run's tokenizer (never trains anything: see `base()`)."""
+        return data.load_tokenizer(model_folder(self._base_run()))
 
     @functools.cached_property
     def test_documents(self) -> list[list[int]]:
-        saved = json.loads((self.base() / "config.json").read_text())
-        return split_documents(self.tokenizer, "test", saved["corpus"], saved["split_seed"])
+        saved = saved_config(self._base_run())
+        return data.split_documents(self.tokenizer, "test", saved["corpus"], saved["split_seed"])
 
     def sample_maker(self, key_digits: int):
         """make_sample(task, length, depth, seed) for retrieval grids."""
@@ -228,7 +185,7 @@ class Study:
 
     def loss_grid(self, name: str, candidates: Mapping[str, Candidate],
                   lengths: Sequence[int]) -> pd.DataFrame:
-        """`evals.paired_loss_grid` on the test split: every candidate, the same windows/masks."""
+        """`paired_loss_grid` on the test split: every candidate, the same windows and masks."""
         grid = self.preset.evaluation
         inputs = self._inputs(candidates, lengths=list(lengths), mc=grid.mc, windows=grid.windows)
         return cached_table(self.results / f"{name}.csv", inputs, lambda: paired_loss_grid(
@@ -239,7 +196,7 @@ class Study:
 
     def ppl(self, name: str, candidates: Mapping[str, Candidate], lengths: Sequence[int],
             elbo: bool = False) -> pd.DataFrame:
-        """`evals.ppl_at_lengths` (LongLLaDA's chunk PPL, and LLaDA's bound with `elbo`)."""
+        """`ppl_at_lengths` (LongLLaDA's chunk PPL, and LLaDA's bound with `elbo`)."""
         grid = self.preset.evaluation
         inputs = self._inputs(candidates, lengths=list(lengths), mc=grid.mc, windows=grid.windows,
                               chunk=grid.chunk, elbo=elbo)
@@ -252,7 +209,7 @@ class Study:
     def retrieval(self, name: str, candidates: Mapping[str, Candidate], tasks: Sequence[str],
                   lengths: Sequence[int], depths: Sequence[float], repeats: int,
                   key_digits: int) -> pd.DataFrame:
-        """`evals.run_retrieval_grid` with UltraLLaDA's sampler settings fitted to the answer."""
+        """`run_retrieval_grid` with UltraLLaDA's sampler settings fitted to the answer."""
         settings = GenerationSettings()
         inputs = self._inputs(candidates, tasks=list(tasks), lengths=list(lengths),
                               depths=list(depths), repeats=repeats, key_digits=key_digits,
@@ -268,15 +225,16 @@ class Study:
 
     def leakage(self, name: str, candidates: Mapping[str, Candidate], length: int,
                 rows: int) -> pd.DataFrame:
-        """`evals.cross_document_attention` on `rows` held-out rows of `length` tokens packed
-        with `adaptive` (documents marked, positions restarting), every candidate unmasked."""
+        """`cross_document_attention` on `rows` held-out rows of `length` tokens packed with
+        `adaptive` (documents marked, positions restarting) that hold two or more documents,
+        every candidate unmasked."""
         inputs = self._inputs(candidates, length=length, rows=rows)
 
         def compute() -> pd.DataFrame:
             packed = pack_documents(self.test_documents, length, "adaptive",
                                     eod_token_id=self.tokenizer.eod_token_id,
                                     pad_token_id=self.tokenizer.pad_token_id)
-            several = (packed.doc_ids.max(dim=1).values > 0).nonzero().flatten()[:rows]
+            several = multi_document_rows(packed.doc_ids)[:rows]
             frames = [cross_document_attention(c.at_length()(length), packed.tokens[several],
                                                packed.positions[several],
                                                packed.doc_ids[several]).assign(model=label)
@@ -284,13 +242,3 @@ class Study:
             return pd.concat(frames, ignore_index=True)
 
         return cached_table(self.results / f"{name}.csv", inputs, compute)
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of `frame`, its index as the first column."""
-    header = [str(frame.index.name or ""), *map(str, frame.columns)]
-    rows = [[str(index), *map(str, values)]
-            for index, values in zip(frame.index, frame.to_numpy().tolist(), strict=True)]
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |"
-                     for line in lines)

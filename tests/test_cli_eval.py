@@ -3,11 +3,16 @@ per task, resumable retrieval grids, and bad input named before any work."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from minillada import cli
-from minillada.train import make_config, train
+from minillada.config import make_config
+from minillada.train import train
 
 LENGTHS = "128,256"
 
@@ -77,3 +82,20 @@ def test_a_checkpoint_without_weights_is_named(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="safetensors"):
         evaluate(str(tmp_path), tmp_path / "out", "--tasks", "loss")
+
+
+def test_the_eval_command_does_not_import_the_trainer():
+    code = ("import sys\n"
+            "import minillada.commands.eval\n"
+            "from minillada import cli\n"
+            "try:\n"
+            "    cli.main(['eval', '--help'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "leaked = sorted(m for m in sys.modules if m in ('minillada.train', 'minillada.study',"
+            " 'minillada.batches', 'minillada.distributed'))\n"
+            "print('LEAKED', leaked)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "LEAKED []" in done.stdout, done.stdout[-500:]

@@ -15,7 +15,6 @@ from minillada.diffusion import (
     forward_process,
     mask_exactly,
     mc_log_likelihood,
-    random_length_crop,
 )
 
 MASK = 0
@@ -180,34 +179,6 @@ def test_loss_is_unbiased_for_a_context_free_model(options):
     mean, se = _mean_and_se(estimates)
     assert abs(mean - expected) < 4 * se, (mean, expected, se)
     assert se < 0.03 * expected  # the check has power: a missing 1/p would be off by ~50%
-
-
-# -- random-length batches ---------------------------------------------------------------------
-
-
-def test_random_length_crop():
-    tokens, doc_ids = torch.arange(20).view(2, 10), torch.zeros(2, 10, dtype=torch.long)
-    lengths = set()
-    for seed in range(200):
-        cropped = random_length_crop((tokens, None, doc_ids), torch.Generator().manual_seed(seed),
-                                     probability=1.0)
-        assert cropped[1] is None and cropped[0].shape == cropped[2].shape
-        assert torch.equal(cropped[0], tokens[:, : cropped[0].shape[1]])
-        lengths.add(cropped[0].shape[1])
-    assert lengths == set(range(1, 11))
-    kept = random_length_crop((tokens,), torch.Generator().manual_seed(0), probability=0.0)
-    assert kept[0] is tokens
-    again = [random_length_crop((tokens,), torch.Generator().manual_seed(3), probability=0.5)[0]
-             for _ in range(2)]
-    assert torch.equal(*again)
-    # about 1% of batches are cut at the default probability
-    cut = sum(random_length_crop((tokens,), torch.Generator().manual_seed(s))[0].shape[1] < 10
-              for s in range(3000))
-    assert 10 <= cut <= 55
-    with pytest.raises(ValueError, match="share one length"):
-        random_length_crop((tokens, tokens[:, :3]), torch.Generator())
-    with pytest.raises(ValueError, match="probability"):
-        random_length_crop((tokens,), torch.Generator(), probability=1.5)
 
 
 # -- Monte-Carlo likelihood --------------------------------------------------------------------

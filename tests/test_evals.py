@@ -9,24 +9,28 @@ import pandas as pd
 import pytest
 import torch
 
-from minillada import evals
-from minillada.evals import (
-    GenerationSettings,
-    LikelihoodScoring,
-    ResultLog,
-    by_needle_distance,
+from minillada.diffusion import model_device
+from minillada.evals import leakage, retrieval
+from minillada.evals.models import fixed_model, rope_columns, rope_variants
+from minillada.evals.perplexity import (
     eval_windows,
-    fixed_model,
-    levenshtein,
     masked_chunk_losses,
-    needle_score,
     paired_loss_grid,
     paired_summary,
     ppl_at_lengths,
     ppl_curve,
+)
+from minillada.evals.retrieval import (
+    GenerationSettings,
+    LikelihoodScoring,
+    by_needle_distance,
+    chance_level,
+    levenshtein,
+    needle_score,
     run_retrieval_grid,
     token_match,
 )
+from minillada.results import ResultLog
 
 MASK = 0
 EOD = 15
@@ -297,10 +301,10 @@ def test_retrieval_grid_scores_and_resumes_to_the_same_table(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_retrieval_grid({"local": fixed_model(Retriever(8, fail_after=3))}, fake_sample,
                            decode, results_path=path, **GRID)
-    assert 0 < len(ResultLog(path, evals.RETRIEVAL_KEY).rows) < len(clean)
+    assert 0 < len(ResultLog(path, retrieval.RETRIEVAL_KEY).rows) < len(clean)
     resumed = run_retrieval_grid(models, fake_sample, decode, results_path=path, **GRID)
-    pd.testing.assert_frame_equal(resumed.sort_values(list(evals.RETRIEVAL_KEY)).reset_index(
-        drop=True), clean.sort_values(list(evals.RETRIEVAL_KEY)).reset_index(drop=True))
+    pd.testing.assert_frame_equal(resumed.sort_values(list(retrieval.RETRIEVAL_KEY)).reset_index(
+        drop=True), clean.sort_values(list(retrieval.RETRIEVAL_KEY)).reset_index(drop=True))
 
     idle = Retriever(8)
     run_retrieval_grid({"local": fixed_model(idle)}, fake_sample, decode, results_path=path,
@@ -386,10 +390,50 @@ def test_cross_document_share_is_closed_form_for_uniform_attention():
     doc_ids = torch.tensor([[0] * a + [1] * b, [0] * 12])
     tokens = torch.randint(4, 50, (2, 12))
     positions = torch.arange(12).repeat(2, 1)
-    table = evals.cross_document_attention(model, tokens, positions, doc_ids)
+    table = leakage.cross_document_attention(model, tokens, positions, doc_ids)
     assert sorted(set(table["layer"])) == [0, 1]
     for layer in (0, 1):
         values = table[table["layer"] == layer].sort_values("row")["value"].tolist()
         assert values == pytest.approx([2 * a * b / 12**2, 0.0], abs=1e-6)
     with pytest.raises(ValueError, match=r"must all be the same \[B, L\]"):
-        evals.cross_document_attention(model, tokens, positions[:, :5], doc_ids)
+        leakage.cross_document_attention(model, tokens, positions[:, :5], doc_ids)
+
+
+def test_rope_variants_are_distinct_objects_each_with_its_own_rope():
+    model = _tiny_llada()
+    variants = rope_variants(model, ["default", "ntk", "diffusion_ntk"])
+    ids = torch.randint(4, 50, (1, 64))
+    default, ntk, diffusion = (variants[v](64) for v in ("default", "ntk", "diffusion_ntk"))
+    assert len({id(default), id(ntk), id(diffusion)}) == 3  # never one object under two names
+    assert (ntk.rope_variant, ntk.rope_target_len) == ("ntk", 64)
+    assert (default.rope_variant, default.rope_target_len) == ("default", None)
+    # Each set up alone on fresh copies of the weights: the reference logits.
+    expected = {}
+    for variant, target in (("default", None), ("ntk", 64), ("diffusion_ntk", 64)):
+        fresh = _tiny_llada()
+        fresh.set_rope(variant, target_len=target)
+        expected[variant] = fresh(ids).logits
+    # Interleaved use of the shared weights: each call runs its own variant.
+    for wrapped, variant in ((ntk, "ntk"), (default, "default"), (diffusion, "diffusion_ntk"),
+                             (ntk, "ntk"), (default, "default")):
+        torch.testing.assert_close(wrapped(ids).logits, expected[variant])
+    assert not torch.allclose(expected["default"], expected["ntk"])
+    # Columns name each variant's own RoPE, whichever ran last.
+    assert rope_columns(ntk, "x") == {"model": "x", "rope": "ntk", "rope_target_len": 64}
+    assert model_device(ntk) == torch.device("cpu")
+
+
+@pytest.mark.parametrize(("task", "digits", "expected"), [
+    ("passkey", 1, 10.0), ("passkey", 5, 1e-3), ("niah", 2, 1.0), ("niah_multikey", 3, 0.1),
+])
+def test_chance_level_of_exact_match_is_ten_to_the_minus_k(task, digits, expected):
+    assert chance_level(task, digits) == pytest.approx(expected)
+
+
+def test_chance_level_of_likelihood_scoring_and_bad_input():
+    assert chance_level("passkey", 5, metric="likelihood", n_distractors=9) == pytest.approx(10.0)
+    assert 0 < chance_level("variable_tracking", 5) < 1e-30
+    with pytest.raises(ValueError, match="unknown metric"):
+        chance_level("passkey", 1, metric="value")
+    with pytest.raises(ValueError, match="no chance level for task 'sudoku'"):
+        chance_level("sudoku", 1)

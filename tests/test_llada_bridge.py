@@ -30,7 +30,7 @@ LLADA_8B = {
 
 
 @pytest.mark.parametrize(("variant", "lambdas"), [
-    # RESEARCH.md section 2: LongLLaDA's and UltraLLaDA's scales for LLaDA-8B.
+    # LongLLaDA's and UltraLLaDA's scales for LLaDA-8B (docs/science.md, RoPE section).
     ("ntk_critical", {8192: 3.40, 16384: 13.60, 24576: 30.60, 32768: 54.40}),
     ("diffusion_ntk", {8192: 3.53, 16384: 12.54, 32768: 44.54, 65536: 158.2, 131072: 561.9}),
 ])

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
+import torch
 
+from minillada.config import lr_at, make_config
+from minillada.evals.models import fixed_model
+from minillada.evals.perplexity import ppl_at_lengths
 from minillada.presets import PRESETS, get_preset
 from minillada.rope import critical_dim
-from minillada.train import make_config
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -31,16 +35,27 @@ def test_every_stage_builds_a_valid_run(name, tmp_path):
     (tmp_path / "model" / "config.json").write_text(json.dumps(preset.model))
     extend = make_config(name, "extend", tmp_path / "extend", init=str(tmp_path))
     assert extend.seq_len == preset.target_len and extend.model == {}
-    for config in (pretrain, extend):
-        assert config.batch_size % config.micro_batch_size == 0
-        assert config.warmup_steps < config.steps
+    for config in (pretrain, extend):  # the schedule reaches its peak, then ends at its floor
+        assert lr_at(config, config.warmup_steps - 1) == pytest.approx(config.lr)
+        assert lr_at(config, config.steps - 1) == pytest.approx(config.lr * config.min_lr_ratio)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_evaluation_grid(name):
-    grid = get_preset(name).evaluation
-    assert all(0 <= depth <= 100 for depth in grid.depths)
-    assert min(grid.repeats, grid.mc, grid.windows) >= 1
+def test_the_evaluation_grid_runs_at_t_train(name):
+    """The preset's PPL chunk and Monte-Carlo draws run the PPL protocol at T_train: a model with
+    uniform logits scores PPL = vocabulary size exactly, under both estimators."""
+    preset, grid = get_preset(name), get_preset(name).evaluation
+    vocab, length = 16, preset.train_len
+
+    def uniform(input_ids, positions=None, doc_ids=None):
+        return SimpleNamespace(logits=torch.zeros(*input_ids.shape, vocab))
+
+    documents = [list(range(4, 14)) * (length // 10 + 1)]
+    table = ppl_at_lengths({"uniform": fixed_model(uniform)}, documents, [length],
+                           mask_token_id=0, eod_token_id=1, chunk=grid.chunk, mc=grid.mc,
+                           max_windows=1)
+    assert table["value"].tolist() == pytest.approx([vocab, vocab])  # chunk_ppl and elbo
+    assert set(table["mc"]) == {grid.mc}
 
 
 def test_unknown_preset_lists_the_choices():

@@ -280,9 +280,18 @@ def test_bad_input_names_the_value(kwargs, message):
         compute_rope(**args)
 
 
-def test_every_variant_is_registered_with_a_docstring():
-    assert set(ROPE_VARIANTS) == {
-        "default", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope",
-        "ntk_critical", "diffusion_ntk", "diffusion_yarn",
-    }  # fmt: skip
-    assert all(fn.__doc__ for fn in ROPE_VARIANTS.values())
+@pytest.mark.parametrize("variant", sorted(ROPE_VARIANTS))
+def test_every_variant_gives_valid_frequencies_that_never_speed_up_the_slowest_pair(variant):
+    d, b, t = 64, 500.0, 128
+    target = None if variant in rope.UNTARGETED else 4 * t
+    params = ({"long_factor": [1.0 + 3.0 * n / (d // 2 - 1) for n in range(d // 2)],
+               "short_factor": [1.0] * (d // 2)} if variant == "longrope" else {})
+    inv_freq, factor = compute_rope(variant, d, b, t, target, params)
+    original = rope.default_inv_freq(d, b)
+    assert inv_freq.dtype == torch.float32 and inv_freq.shape == (d // 2,)
+    assert torch.isfinite(inv_freq).all() and (inv_freq > 0).all() and factor > 0
+    assert (inv_freq[1:] <= inv_freq[:-1] * (1 + 1e-6)).all()  # pair n+1 turns no faster than n
+    if target is None:
+        assert torch.equal(inv_freq, original) and factor == 1.0  # no target: RoPE unchanged
+    else:  # extending to 4x T slows the slowest pair, and speeds none up
+        assert inv_freq[-1] < original[-1] and (inv_freq <= original * (1 + 1e-6)).all()

@@ -7,9 +7,12 @@ import shutil
 
 import pandas as pd
 import pytest
+import torch
 
-from minillada import study
+from minillada import results, study
 from minillada import train as trainer
+from minillada.checkpoint import read_metrics
+from minillada.evals.leakage import multi_document_rows
 
 FAST = dict(steps=2, batch_size=2, micro_batch_size=2, warmup_steps=1, save_every=1,
             val_every=2, val_rows=2, progress=False)
@@ -28,27 +31,27 @@ def test_cached_table_recomputes_only_when_inputs_change(tmp_path):
         return pd.DataFrame({"length": [1, 2], "value": [0.5, 0.25]})
 
     path = tmp_path / "t.csv"
-    first = study.cached_table(path, {"mc": 2}, compute)
-    again = study.cached_table(path, {"mc": 2}, compute)
+    first = results.cached_table(path, {"mc": 2}, compute)
+    again = results.cached_table(path, {"mc": 2}, compute)
     pd.testing.assert_frame_equal(first, again)
     assert len(calls) == 1
-    study.cached_table(path, {"mc": 3}, compute)
+    results.cached_table(path, {"mc": 3}, compute)
     assert len(calls) == 2
     # A table whose inputs file is missing (an interrupted write) is recomputed.
     path.with_name("t.csv.inputs.json").unlink()
-    study.cached_table(path, {"mc": 3}, compute)
+    results.cached_table(path, {"mc": 3}, compute)
     assert len(calls) == 3
 
 
 def test_cached_table_keeps_the_old_file_when_compute_fails(tmp_path):
     path = tmp_path / "t.csv"
-    study.cached_table(path, {"v": 1}, lambda: pd.DataFrame({"a": [1]}))
+    results.cached_table(path, {"v": 1}, lambda: pd.DataFrame({"a": [1]}))
 
     def broken():
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError):
-        study.cached_table(path, {"v": 2}, broken)
+        results.cached_table(path, {"v": 2}, broken)
     assert pd.read_csv(path)["a"].tolist() == [1]
     assert not path.with_name("t.csv.inputs.json").exists()  # not mistaken for v=2 results
 
@@ -76,7 +79,7 @@ def test_runs_are_reused_resumed_and_separated_by_config(tmp_path, monkeypatch):
     assert study.ensure_trained("smoke", "extend", "ext", tmp_path, init=str(base),
                                 **{**FAST, "seq_len": 128}) == extended
     assert (extended / "model" / "config.json").is_file()
-    assert [r["step"] for r in trainer.read_metrics(extended)] == [1, 2]
+    assert [r["step"] for r in read_metrics(extended)] == [1, 2]
 
 
 def test_cached_grid_resumes_its_partial_rows_and_separates_inputs(tmp_path):
@@ -86,13 +89,19 @@ def test_cached_grid_resumes_its_partial_rows_and_separates_inputs(tmp_path):
         seen.append(partial)
         return pd.DataFrame({"x": [1]})
 
-    study.cached_grid(tmp_path / "g.csv", {"a": 1}, run)
-    study.cached_grid(tmp_path / "g.csv", {"a": 2}, run)
+    results.cached_grid(tmp_path / "g.csv", {"a": 1}, run)
+    results.cached_grid(tmp_path / "g.csv", {"a": 2}, run)
     assert seen[0] != seen[1] and all(p.parent == tmp_path / ".partial" for p in seen)
     assert seen[0].name.startswith("g-") and seen[0].suffix == ".jsonl"
 
 
-def test_markdown_table():
-    frame = pd.DataFrame({"a": [1, 2], "b|c": ["x", "y"]}, index=pd.Index(["r1", "r2"], name="k"))
-    assert study.markdown_table(frame) == (
-        "| k | a | b\\|c |\n| --- | --- | --- |\n| r1 | 1 | x |\n| r2 | 2 | y |")
+def test_leakage_keeps_only_rows_with_two_or_more_real_documents():
+    doc_ids = torch.tensor([
+        [0, 0, 0, 0, 0, 0],  # one document (id 0)
+        [3, 3, 3, 3, -1, -1],  # one document that is not id 0, then padding
+        [4, 4, 5, 5, 5, -1],  # two documents, then padding
+        [-1, -1, -1, -1, -1, -1],  # padding only
+        [6, 6, 6, 7, 8, 8],  # three documents
+    ])
+    assert multi_document_rows(doc_ids).tolist() == [2, 4]
+    assert multi_document_rows(doc_ids, minimum=3).tolist() == [4]

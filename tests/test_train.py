@@ -8,20 +8,14 @@ import math
 import pytest
 import torch
 
-from minillada import cli
+from minillada import batches, cli
 from minillada import train as trainer
+from minillada.checkpoint import latest_checkpoint, load_checkpoint, read_metrics, save_checkpoint
+from minillada.config import TrainConfig, lr_at, make_config, task_fraction_at
+from minillada.distributed import Runtime
 from minillada.model import LLaDAModelLM
-from minillada.train import (
-    TrainConfig,
-    latest_checkpoint,
-    load_checkpoint,
-    lr_at,
-    make_config,
-    read_metrics,
-    save_checkpoint,
-    task_fraction_at,
-    train,
-)
+from minillada.seeds import derived_seed
+from minillada.train import train
 
 # A few steps of the smoke model exercising every data path: task rows, answer-only masking,
 # randomly cut steps, epochs of a tiny corpus, micro-batches, validation, checkpoints.
@@ -69,10 +63,20 @@ def test_task_fraction_curriculum():
 
 
 def test_derived_seed_is_stable_and_distinct():
-    assert trainer.derived_seed(0, "mask", 3) == trainer.derived_seed(0, "mask", 3)
-    seeds = {trainer.derived_seed(s, p, k) for s in (0, 1) for p in ("mask", "batch")
+    assert derived_seed(0, "mask", 3) == derived_seed(0, "mask", 3)
+    seeds = {derived_seed(s, p, k) for s in (0, 1) for p in ("mask", "batch")
              for k in range(50)}
     assert len(seeds) == 200
+
+
+def test_loss_decreases_over_a_smoke_pretrain(tmp_path):
+    """The smoke preset's 40 pre-training steps learn: the mean loss of the last 10 steps is
+    well below that of the first 10."""
+    train(make_config("smoke", "pretrain", tmp_path, progress=False))
+    loss = losses(tmp_path)
+    assert len(loss) == 40
+    first, last = sum(loss[:10]) / 10, sum(loss[-10:]) / 10
+    assert last < first - 0.5, (first, last)
 
 
 # ------------------------------------------------------------------------------ resume
@@ -182,7 +186,7 @@ def test_bad_names_and_paths_are_named(tmp_path):
 
 def test_batch_must_split_over_ranks(tmp_path):
     config = make_config("smoke", "pretrain", tmp_path, batch_size=3, val_rows=4)
-    runtime = trainer.Runtime(rank=0, world=2, device=torch.device("cpu"), distributed=False)
+    runtime = Runtime(rank=0, world=2, device=torch.device("cpu"), distributed=False)
     with pytest.raises(ValueError, match=r"batch_size \(3\).*world size \(2\)"):
         trainer.Trainer(config, runtime)
 
@@ -209,27 +213,46 @@ def test_cli_pretrain_then_extend(tmp_path, capsys):
     assert all(math.isfinite(r["loss"]) for r in records)
 
 
+def test_a_cut_step_is_a_prefix_of_corpus_rows_and_never_holds_task_rows():
+    tokens = torch.arange(8 * 16, dtype=torch.int32).view(8, 16)
+    rows = batches.Rows(tokens, torch.zeros_like(tokens), torch.zeros_like(tokens),
+                        torch.ones(8, 16, dtype=torch.bool))
+    never = batches.BatchSource(rows, TrainConfig(seq_len=16, batch_size=4,
+                                                  random_length_fraction=0.0), tokenizer=None)
+    assert {never.batch(step)[0].tokens.shape[1] for step in range(30)} == {16}
+    # Every step cut; task rows asked for, but a cut retrieval row would lose its answer.
+    config = TrainConfig(seq_len=16, batch_size=4, random_length_fraction=1.0, task_fraction=0.5)
+    always, lengths = batches.BatchSource(rows, config, tokenizer=None), set()
+    for step in range(30):
+        batch, task_rows = always.batch(step)
+        length = batch.tokens.shape[1]
+        assert task_rows == 0 and 1 <= length <= 16
+        assert torch.equal(batch.tokens, tokens[batch.tokens[:, 0].long() // 16, :length])
+        lengths.add(length)
+    assert len(lengths) > 5
+
+
 def test_answer_only_rows_are_normalised_by_their_answer_length():
     tokens = torch.zeros(3, 6, dtype=torch.int32)
     doc_ids = torch.tensor([[0] * 6, [0] * 6, [0, 0, 0, 0, -1, -1]], dtype=torch.int32)
     maskable = torch.tensor([[True] * 6, [False] * 4 + [True] * 2, [True] * 4 + [False] * 2])
-    rows = trainer.Rows(tokens, doc_ids, torch.zeros_like(tokens), maskable)
+    rows = batches.Rows(tokens, doc_ids, torch.zeros_like(tokens), maskable)
     # corpus row: L; answer-only row: its 2 answer tokens; a padded corpus row stays at L.
-    assert trainer.row_tokens(rows).tolist() == [6, 2, 6]
+    assert batches.row_tokens(rows).tolist() == [6, 2, 6]
 
 
 def test_answer_only_rows_always_mask_part_of_their_answer():
     tokens = torch.arange(4, 16, dtype=torch.int32).view(2, 6)
     doc_ids = torch.zeros(2, 6, dtype=torch.int32)
     maskable = torch.tensor([[True] * 6, [False] * 4 + [True] * 2])
-    rows = trainer.Rows(tokens, doc_ids, torch.zeros_like(tokens), maskable)
+    rows = batches.Rows(tokens, doc_ids, torch.zeros_like(tokens), maskable)
     config = TrainConfig()
     for seed in range(50):
-        noised = trainer.noise(rows, config, mask_token_id=0, generator_seed=seed)
+        noised = batches.noise(rows, config, mask_token_id=0, generator_seed=seed)
         answer = noised.masked[1, 4:]
         assert answer.any() and not noised.masked[1, :4].any()
         assert noised.p_mask[1, 4:][answer].tolist() == [int(answer.sum()) / 2] * int(answer.sum())
         assert torch.equal(noised.noisy_ids[noised.masked], torch.zeros(int(noised.masked.sum()),
                                                                        dtype=torch.long))
-    again = trainer.noise(rows, config, mask_token_id=0, generator_seed=3)
-    assert torch.equal(again.masked, trainer.noise(rows, config, 0, 3).masked)  # seeded
+    again = batches.noise(rows, config, mask_token_id=0, generator_seed=3)
+    assert torch.equal(again.masked, batches.noise(rows, config, 0, 3).masked)  # seeded

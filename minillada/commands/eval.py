@@ -23,21 +23,18 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from minillada import data, plots
-from minillada.evals import (
+from minillada.evals.models import ModelAtLength, rope_variants
+from minillada.evals.perplexity import paired_loss_grid, paired_summary, ppl_at_lengths
+from minillada.evals.retrieval import (
     GenerationSettings,
     LikelihoodScoring,
-    ModelAtLength,
     by_needle_distance,
-    paired_loss_grid,
-    paired_summary,
-    ppl_at_lengths,
-    rope_variants,
+    chance_level,
     run_retrieval_grid,
 )
 from minillada.llada import load_llada_checkpoint, weight_files
 from minillada.presets import PRESETS, get_preset
 from minillada.rope import ROPE_VARIANTS
-from minillada.study import split_documents
 
 CORPUS_TASKS = ("loss", "ppl")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -179,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = []
     for task in plan.tasks:
         if task in CORPUS_TASKS:
-            documents = split_documents(tokenizer, "test", args.corpus, args.split_seed)
+            documents = data.split_documents(tokenizer, "test", args.corpus, args.split_seed)
             run_task = _loss_task if task == "loss" else _ppl_task
             summaries.append(run_task(models, documents, plan, args, model.config, train_len))
         else:
@@ -265,6 +262,9 @@ def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan
         axes[-1].remove()
     plots.save_figure(fig, args.out / f"{task}.png")
     scores = table.groupby(["model", "method"], sort=False)[["value", "exact"]].mean()
-    parts = [f"{model} {method} {row.value:.1f} (exact {100 * row.exact:.0f}%)"
-             for (model, method), row in scores.iterrows()]
+    chance = {"generate": chance_level(task, args.key_digits),
+              "likelihood": likelihood and chance_level(task, args.key_digits, metric="likelihood",
+                                                        n_distractors=likelihood.n_distractors)}
+    parts = [f"{model} {method} {row.value:.1f} (exact {100 * row.exact:.0f}%, "
+             f"chance {chance[method]:.3g}%)" for (model, method), row in scores.iterrows()]
     return f"{task}: " + "; ".join(parts)

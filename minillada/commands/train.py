@@ -63,7 +63,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minillada.train import make_config, train  # torch-heavy: import only when training
+    from minillada.config import make_config  # torch-heavy: import only when training
+    from minillada.train import train
 
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,

@@ -1,0 +1,239 @@
+"""What a training run is: `TrainConfig`, built by `make_config(preset, stage, out, **overrides)`,
+validated before any work, and the learning-rate and task-fraction schedules (pure functions of
+the step).
+
+Stages: `pretrain` trains a fresh model on documents packed to T_train; `extend` loads a pretrained
+model (`init`), sets its RoPE variant for the target length (`seq_len`) and post-trains on
+documents packed to that length with a packing strategy (UltraLLaDA).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minillada import data
+from minillada.attention import ATTENTION_BACKENDS
+from minillada.checkpoint import model_folder
+from minillada.packing import PACKING_STRATEGIES
+from minillada.presets import get_preset
+from minillada.rope import ROPE_VARIANTS
+
+STAGES = ("pretrain", "extend")
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+T_PER = ("sequence", "document")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a run. Defaults are LLaDA's where LLaDA states one.
+
+    Build one with `make_config(preset, stage, out, **overrides)`: TrainConfig defaults, then the
+    preset's stage settings, then the overrides. Retrieval levers (docs/recipe.md): the
+    model's `include_qkv_bias` (preset model dims, pretrain only), `task_fraction` of synthetic
+    retrieval rows (`tasks`), decaying linearly to `task_fraction_final` over
+    `task_curriculum_steps` (a curriculum), `answer_only_fraction` of those rows where only the
+    answer may be masked (SFT-style), `stratified_t`, `grad_clip`, and the lr schedule.
+    """
+
+    # what and where
+    preset: str = "smoke"
+    stage: str = "pretrain"
+    out: str = "runs/smoke/pretrain"
+    init: str | None = None  # extend: a pretrained run folder or exported model folder
+    corpus: str = "stdlib"  # data.load_corpus source
+    split_seed: int = 0  # train/held-out document split (evaluations use the same split)
+    seed: int = 0  # model init, data order, masks, task rows
+    model: dict[str, Any] = field(default_factory=dict)  # LLaDAConfig fields (pretrain)
+    # sequences
+    seq_len: int = 32  # T_train for pretrain, the target length for extend
+    packing: str = "eod"  # a PACKING_STRATEGIES name
+    restart_positions: bool = True  # RoPE positions restart at each document
+    rope: str = "default"  # extend: the RoPE variant set for seq_len
+    rope_params: dict[str, Any] = field(default_factory=dict)
+    attention_backend: str = "per_document"
+    activation_checkpointing: bool = False  # recompute blocks in backward (long sequences)
+    # optimisation (LLaDA: AdamW, weight decay 0.1, warmup-stable-decay lr)
+    steps: int = 100
+    batch_size: int = 8  # global rows per optimizer step
+    micro_batch_size: int = 8  # rows per forward/backward on one rank
+    lr: float = 4e-4
+    schedule: str = "wsd"  # an LR_SCHEDULES name
+    warmup_steps: int = 10
+    decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
+    min_lr_ratio: float = 0.1  # final lr / lr
+    weight_decay: float = 0.1  # on matrices only (nanoGPT)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    # objective (LLaDA: t ~ U[0, 1] per sequence, p = (1 - eps) t + eps, 1 % random lengths)
+    eps: float = 1e-3
+    t_per: str = "sequence"  # or "document": one t per packed document
+    stratified_t: bool = False  # antithetic t across the global batch
+    random_length_fraction: float = 0.01
+    # synthetic retrieval rows (off by default, as in LLaDA pre-training)
+    tasks: tuple[str, ...] = ("passkey",)
+    task_fraction: float = 0.0
+    task_fraction_final: float | None = None  # None: constant task_fraction
+    task_curriculum_steps: int | None = None  # None: the whole run
+    answer_only_fraction: float = 0.0
+    task_key_digits: int = 5  # digits of passkey / NIAH numbers in task rows
+    # validation, checkpoints, precision
+    val_every: int = 50
+    val_rows: int = 16  # held-out corpus rows, masked with a fixed seed
+    val_task_rows: int = 0  # held-out task rows, answer fully masked: answer accuracy
+    save_every: int = 50
+    keep_checkpoints: int = 2
+    dtype: str = "float32"  # or bfloat16: autocast (CPU, or one GPU), FSDP2 policy (GPUs)
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Raise ValueError (FileNotFoundError for paths) naming every problem, before any work."""
+        choices = {
+            "stage": (self.stage, STAGES),
+            "packing": (self.packing, tuple(PACKING_STRATEGIES)),
+            "rope": (self.rope, tuple(ROPE_VARIANTS)),
+            "attention_backend": (self.attention_backend, tuple(ATTENTION_BACKENDS)),
+            "schedule": (self.schedule, tuple(LR_SCHEDULES)),
+            "dtype": (self.dtype, tuple(PRECISIONS)),
+            "t_per": (self.t_per, T_PER),
+        }
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+        unknown_tasks = [task for task in self.tasks if task not in data.TASKS]
+        if unknown_tasks:
+            raise ValueError(f"unknown task(s) {unknown_tasks}; choose from {list(data.TASKS)}")
+        if self.seq_len < 2:
+            raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
+        for name in ("steps", "batch_size", "micro_batch_size", "save_every", "val_every",
+                     "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.task_key_digits < 1:
+            raise ValueError(f"task_key_digits must be >= 1, got {self.task_key_digits}")
+        for name in ("warmup_steps", "val_rows", "val_task_rows"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        fractions = ("decay_fraction", "min_lr_ratio", "random_length_fraction", "task_fraction",
+                     "answer_only_fraction")
+        for name in (*fractions, "task_fraction_final"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value}")
+        if not 0.0 < self.eps < 1.0:
+            raise ValueError(f"eps must lie in (0, 1), got {self.eps}")
+        if self.lr <= 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError(
+                f"need lr > 0, grad_clip >= 0, weight_decay >= 0; got lr {self.lr}, "
+                f"grad_clip {self.grad_clip}, weight_decay {self.weight_decay}"
+            )
+        if self.stage == "extend":
+            if self.init is None:
+                raise ValueError("stage 'extend' needs init: a pretrained run or model folder")
+            model_folder(self.init)  # FileNotFoundError naming it
+            if self.model:
+                raise ValueError(
+                    f"stage 'extend' takes the model from init; drop model overrides {self.model}"
+                )
+        elif self.rope != "default":
+            raise ValueError(
+                f"stage 'pretrain' trains at T_train with rope 'default', got rope {self.rope!r}"
+            )
+        if self.corpus != "stdlib" and not Path(self.corpus).exists():
+            raise FileNotFoundError(f"corpus {self.corpus!r} does not exist")
+
+
+def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: Any) -> TrainConfig:
+    """TrainConfig for `stage` at `preset`: defaults < preset stage settings < overrides.
+
+    Raises ValueError naming unknown fields; the result is validated.
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    chosen = get_preset(preset)
+    stage_settings = getattr(chosen, stage)
+    settings = {"seq_len": chosen.train_len if stage == "pretrain" else chosen.target_len,
+                **stage_settings, **overrides}
+    # Model fields merge (preset dims < stage < overrides); extend takes init's model, so any
+    # model override there is left for validate() to reject.
+    base_model = chosen.model if stage == "pretrain" else {}
+    settings["model"] = {**base_model, **stage_settings.get("model", {}),
+                         **overrides.get("model", {})}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
+    if "tasks" in settings:
+        settings["tasks"] = tuple(settings["tasks"])
+    if "betas" in settings:
+        settings["betas"] = tuple(settings["betas"])
+    config = TrainConfig(preset=preset, stage=stage, out=str(out), **settings)
+    config.validate()
+    return config
+
+
+# Fields that do not change the trajectory: a run may resume with other values for them.
+# Activation checkpointing recomputes the same values: memory, not the trajectory.
+RUN_CONTROL_FIELDS = frozenset({"out", "save_every", "keep_checkpoints", "val_every", "progress",
+                                "activation_checkpointing"})
+
+
+def incompatible_fields(saved: Mapping[str, Any], config: TrainConfig) -> list[str]:
+    """Names of the trajectory fields whose values differ between a checkpoint and `config`."""
+    current = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, like saved
+    names = sorted(set(saved) | set(current))
+    return [n for n in names if n not in RUN_CONTROL_FIELDS and saved.get(n) != current.get(n)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules: pure functions of the step
+# ---------------------------------------------------------------------------------------------
+
+
+def _warmup_cosine(
+    step: int, steps: int, warmup: int, decay_fraction: float, floor: float
+) -> float:
+    """Linear warmup, then cosine from 1 to `floor` over the remaining steps."""
+    progress = (step - warmup + 1) / max(1, steps - warmup)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _warmup_stable_decay(
+    step: int, steps: int, warmup: int, decay_fraction: float, floor: float
+) -> float:
+    """Linear warmup, constant, then linear decay to `floor` over the last `decay_fraction`."""
+    decay_steps = max(1, round(decay_fraction * steps))
+    decayed = (step - (steps - decay_steps) + 1) / decay_steps
+    return 1.0 - (1.0 - floor) * min(1.0, max(0.0, decayed))
+
+
+LR_SCHEDULES = {"cosine": _warmup_cosine, "wsd": _warmup_stable_decay}
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """Learning rate of (0-based) `step`: warmup (step + 1) / warmup_steps, then the schedule."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    shape = LR_SCHEDULES[config.schedule]
+    return config.lr * shape(
+        step, config.steps, config.warmup_steps, config.decay_fraction, config.min_lr_ratio
+    )
+
+
+def task_fraction_at(config: TrainConfig, step: int) -> float:
+    """Fraction of task rows at `step`: linear from task_fraction to task_fraction_final over
+    task_curriculum_steps (default the whole run), then constant."""
+    if config.task_fraction_final is None:
+        return config.task_fraction
+    span = config.task_curriculum_steps or config.steps
+    progress = min(1.0, step / max(1, span - 1))
+    return config.task_fraction + (config.task_fraction_final - config.task_fraction) * progress
+

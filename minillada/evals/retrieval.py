@@ -1,0 +1,346 @@
+"""Retrieval grids (passkey, NIAH, ...) and their scoring.
+
+`run_retrieval_grid` runs every model over tasks x lengths x depths x repeats, scored from generated
+text (`needle_score`, NeedleBench style; `token_match`) and, optionally, by likelihood against
+distractor answers (`LikelihoodScoring`); rows are appended atomically to a JSON-lines file
+(`results.ResultLog`) so an interrupted grid resumes where it stopped. `by_needle_distance`
+re-bins retrieval by the needle's distance from the question (LongLLaDA's "local perception").
+Every retrieval number should be read beside its `chance_level`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from minillada.data import TaskSample
+from minillada.diffusion import generate, mc_log_likelihood, model_device
+from minillada.evals.models import Model, ModelAtLength, check_lengths, rope_columns
+from minillada.results import ResultLog
+from minillada.seeds import derived_seed
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+# ----------------------------------------------------------------------------------------------
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions, each cost 1) between two strings."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, start=1):
+        current = [i]
+        for j, char_b in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (char_a != char_b)))
+        previous = current
+    return previous[-1]
+
+
+def needle_score(prediction: str, answer: str, reference: str | None = None,
+                 partial_weight: float = 0.2) -> float:
+    """OpenCompass NeedleBench score in [0, 100].
+
+    100 when `answer` occurs in `prediction`; otherwise `partial_weight * 100 * (1 - d / m)` where d
+    is the edit distance between prediction and `reference` (default: the answer) with all
+    whitespace removed and m the longer of the two lengths.
+    """
+    if not answer:
+        raise ValueError("answer must be a non-empty string")
+    if not 0.0 <= partial_weight <= 1.0:
+        raise ValueError(f"partial_weight={partial_weight} must lie in [0, 1]")
+    if answer in prediction:
+        return 100.0
+    squeeze = re.compile(r"\s+")
+    pred = squeeze.sub("", prediction)
+    ref = squeeze.sub("", answer if reference is None else reference)
+    longest = max(len(pred), len(ref))
+    similarity = 1.0 - levenshtein(pred, ref) / longest if longest else 1.0
+    return partial_weight * 100.0 * similarity
+
+
+def token_match(generated_ids: Sequence[int], answer_ids: Sequence[int]) -> tuple[bool, float]:
+    """(exact match, token accuracy) of the first len(answer) generated tokens vs the answer."""
+    if not answer_ids:
+        raise ValueError("answer_ids must not be empty")
+    head = list(generated_ids[: len(answer_ids)])
+    hits = sum(g == a for g, a in zip(head, answer_ids, strict=False))
+    return head == list(answer_ids), hits / len(answer_ids)
+
+
+
+DIGIT_KEY_TASKS = ("passkey", "niah", "niah_multikey")  # the answer is a k-digit number
+
+
+def chance_level(task: str, key_digits: int, *, metric: str = "exact",
+                 n_distractors: int | None = None, hops: int = 4) -> float:
+    """The score (in %) of a uniformly random guess, to read beside a retrieval number.
+
+    `exact` (exact match of the generated answer, the `exact` column): 100 x 10^-k for the tasks
+    whose answer is a k-digit number (`DIGIT_KEY_TASKS`); for variable tracking, whose answer is
+    hops + 1 names of 5 random capitals, 100 x 26^-(5 (hops + 1)). `likelihood` (the answer more
+    likely than `n_distractors` random answers): 100 / (n_distractors + 1), for any task. The
+    NeedleBench score (`value`) has no closed-form chance: a generation that happens to contain
+    the key scores 100, and other outputs earn partial credit.
+    """
+    if not isinstance(key_digits, int) or key_digits < 1:
+        raise ValueError(f"key_digits must be a positive integer, got {key_digits!r}")
+    if metric == "likelihood":
+        if not isinstance(n_distractors, int) or n_distractors < 1:
+            raise ValueError(f"likelihood chance needs n_distractors >= 1, got {n_distractors!r}")
+        return 100.0 / (n_distractors + 1)
+    if metric != "exact":
+        raise ValueError(f"unknown metric {metric!r}; choose exact or likelihood")
+    if task in DIGIT_KEY_TASKS:
+        return 100.0 * 10.0 ** -key_digits
+    if task == "variable_tracking":
+        return 100.0 * 26.0 ** -(5 * (hops + 1))
+    raise ValueError(f"no chance level for task {task!r}; known: "
+                     f"{', '.join((*DIGIT_KEY_TASKS, 'variable_tracking'))}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """LLaDA sampler settings for a retrieval answer; defaults are UltraLLaDA's NIAH settings
+    (generate 32 tokens, one block of 32, 16 steps, temperature 0, low-confidence remasking)."""
+
+    gen_length: int = 32
+    block_length: int = 32
+    steps: int = 16
+    temperature: float = 0.0
+    remasking: str = "low_confidence"
+
+    def __post_init__(self) -> None:
+        for name in ("gen_length", "block_length", "steps"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.gen_length % self.block_length:
+            raise ValueError(f"gen_length={self.gen_length} is not a multiple of "
+                             f"block_length={self.block_length}")
+        blocks = self.gen_length // self.block_length
+        if self.steps % blocks:
+            raise ValueError(f"steps={self.steps} is not divisible by the number of blocks "
+                             f"{blocks} (gen_length / block_length)")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.remasking not in ("low_confidence", "random"):
+            raise ValueError(f"remasking={self.remasking!r}; choose low_confidence or random")
+
+    def fitted_to(self, answer_length: int) -> GenerationSettings:
+        """One block just long enough for the answer, rounded up to whole steps, committing the
+        same number of tokens per step (gen_length / steps): the cheap mini-scale setting."""
+        rate, remainder = divmod(self.gen_length, self.steps)
+        if remainder:
+            raise ValueError(f"gen_length={self.gen_length} / steps={self.steps} is not a whole "
+                             "number of tokens per step; cannot keep the rate when shortening")
+        length = math.ceil(answer_length / rate) * rate
+        return GenerationSettings(length, length, length // rate, self.temperature,
+                                  self.remasking)
+
+
+@dataclass(frozen=True)
+class LikelihoodScoring:
+    """Score a sample by Monte-Carlo likelihood: correct when its answer is more likely than each
+    of `n_distractors` random strings of the same length over `alphabet` (e.g. the digit tokens),
+    all estimated with the same masks (`mc` draws)."""
+
+    alphabet: tuple[int, ...]
+    n_distractors: int = 9
+    mc: int = 32
+
+    def __post_init__(self) -> None:
+        if len(set(self.alphabet)) < 2 or self.n_distractors < 1 or self.mc < 1:
+            raise ValueError("likelihood scoring needs >= 2 distinct alphabet tokens, "
+                             f"n_distractors >= 1 and mc >= 1; got {len(set(self.alphabet))}, "
+                             f"{self.n_distractors}, {self.mc}")
+
+    def distractors(self, answer: Sequence[int], generator: torch.Generator) -> list[list[int]]:
+        if len(set(self.alphabet)) ** len(answer) <= self.n_distractors:
+            raise ValueError(f"an answer of {len(answer)} tokens over {len(set(self.alphabet))} "
+                             f"symbols has fewer than {self.n_distractors} distractors")
+        alphabet, seen, out = torch.tensor(sorted(set(self.alphabet))), {tuple(answer)}, []
+        while len(out) < self.n_distractors:
+            draw = alphabet[torch.randint(len(alphabet), (len(answer),), generator=generator)]
+            if tuple(draw.tolist()) not in seen:
+                seen.add(tuple(draw.tolist()))
+                out.append(draw.tolist())
+        return out
+
+
+SampleMaker = Callable[[str, int, float, int], TaskSample]
+RETRIEVAL_KEY = ("model", "method", "task", "length", "depth", "repeat", "seed")
+
+
+def _check_grid(tasks: Sequence[str], lengths: Sequence[int], depths: Sequence[float],
+                repeats: int) -> None:
+    if not tasks:
+        raise ValueError("give at least one task")
+    check_lengths(lengths, 0, "zero")
+    outside = [d for d in depths if not 0 <= d <= 100]
+    if not depths or outside:
+        raise ValueError(f"depths are percentages in [0, 100]; got {list(depths)}")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
+
+
+def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleMaker,
+                       decode: Callable[[Sequence[int]], str], *, tasks: Sequence[str],
+                       lengths: Sequence[int], depths: Sequence[float], repeats: int,
+                       settings: GenerationSettings, results_path: str | Path,
+                       mask_token_id: int, seed: int = 0, batch_size: int = 8,
+                       fit_gen_length: bool = False,
+                       likelihood: LikelihoodScoring | None = None) -> pd.DataFrame:
+    """Every model on tasks x lengths x depths x repeats; one row per (model, method, cell).
+
+    `make_sample(task, length, depth, seed)` builds a cell's sample (the same for every model).
+    Method `generate` runs the LLaDA sampler, batching prompts of equal length, and scores the
+    decoded text (`needle_score` as `value`, `exact` and `token_acc` on tokens); method
+    `likelihood` (when given) scores by `LikelihoodScoring`. Rows are appended to
+    `results_path` (JSON lines) as batches finish; a rerun skips the cells already there.
+    `fit_gen_length` shortens generation to the grid's longest answer (`settings.fitted_to`).
+    All samples are built and checked before any model runs.
+    """
+    _check_grid(tasks, lengths, depths, repeats)
+    cells = [(t, n, d, r) for t in tasks for n in lengths for d in depths for r in range(repeats)]
+    samples = {cell: make_sample(*cell[:3], derived_seed(seed, *cell)) for cell in cells}
+    if fit_gen_length:
+        settings = settings.fitted_to(max(len(s.answer_ids) for s in samples.values()))
+    for cell, sample in samples.items():
+        _check_fits(sample, settings, cell)
+    fixed = {"gen_length": settings.gen_length, "block_length": settings.block_length,
+             "steps": settings.steps, "temperature": settings.temperature,
+             "remasking": settings.remasking}
+    log = ResultLog(results_path, RETRIEVAL_KEY)
+    for row in log.rows:
+        changed = {k: (row.get(k), v) for k, v in fixed.items() if row.get(k) != v}
+        if changed:
+            raise ValueError(f"{log.path} holds results made with other sampler settings "
+                             f"(file vs now: {changed}); write to another file")
+    methods = ("generate", "likelihood") if likelihood else ("generate",)
+    done = log.done()
+    todo = [(label, method, cell) for cell in cells for label in models for method in methods
+            if (label, method, *cell, seed) not in done]
+    progress = tqdm(total=len(todo), desc="retrieval")
+    for length in lengths:
+        for label, model_at in models.items():
+            mine = [(method, cell) for (lab, method, cell) in todo
+                    if lab == label and cell[1] == length]
+            if not mine:
+                continue
+            model = model_at(length)
+            generate_cells = [cell for method, cell in mine if method == "generate"]
+            for batch in _equal_length_batches(generate_cells, samples, batch_size):
+                rows = _generate_rows(model, label, batch, samples, decode, settings,
+                                      mask_token_id, seed)
+                log.extend(dict(row, **fixed) for row in rows)
+                progress.update(len(rows))
+            for cell in (cell for method, cell in mine if method == "likelihood"):
+                row = _likelihood_row(model, label, cell, samples[cell], likelihood,
+                                      mask_token_id, seed)
+                log.extend([dict(row, **fixed)])
+                progress.update()
+    progress.close()
+    return log.frame()
+
+
+def _check_fits(sample: TaskSample, settings: GenerationSettings, cell: tuple) -> None:
+    if len(sample.answer_ids) > settings.gen_length:
+        raise ValueError(f"the answer of {cell[0]} has {len(sample.answer_ids)} tokens, more "
+                         f"than gen_length={settings.gen_length}")
+
+
+def _equal_length_batches(cells: list[tuple], samples: Mapping[tuple, TaskSample],
+                          batch_size: int) -> list[list[tuple]]:
+    by_length: dict[int, list[tuple]] = {}
+    for cell in cells:
+        by_length.setdefault(len(samples[cell].prompt_ids), []).append(cell)
+    return [group[i:i + batch_size] for group in by_length.values()
+            for i in range(0, len(group), batch_size)]
+
+
+def _cell_columns(cell: tuple, sample: TaskSample, seed: int) -> dict[str, Any]:
+    task, length, depth, repeat = cell
+    return {"task": task, "length": length, "depth": depth, "repeat": repeat, "seed": seed,
+            "prompt_tokens": len(sample.prompt_ids), "answer": sample.answer_text,
+            "needle_distance": needle_distance(sample)}
+
+
+@torch.no_grad()
+def _generate_rows(model: Model, label: str, cells: list[tuple],
+                   samples: Mapping[tuple, TaskSample], decode: Callable[[Sequence[int]], str],
+                   settings: GenerationSettings, mask_token_id: int,
+                   seed: int) -> list[dict[str, Any]]:
+    prompts = torch.tensor([list(samples[cell].prompt_ids) for cell in cells], dtype=torch.long)
+    generator = torch.Generator().manual_seed(derived_seed(seed, "generate", *cells[0]))
+    output = generate(model, prompts.to(model_device(model)), gen_length=settings.gen_length,
+                      block_length=settings.block_length, steps=settings.steps,
+                      temperature=settings.temperature, remasking=settings.remasking,
+                      mask_token_id=mask_token_id, generator=generator)
+    rows = []
+    for cell, generated in zip(cells, output[:, prompts.shape[1]:].tolist(), strict=True):
+        sample = samples[cell]
+        text = decode(generated)
+        exact, accuracy = token_match(generated, sample.answer_ids)
+        rows.append(dict(rope_columns(model, label), method="generate",
+                         **_cell_columns(cell, sample, seed),
+                         value=needle_score(text, sample.answer_text), exact=float(exact),
+                         token_acc=accuracy, prediction=text, mc=None))
+    return rows
+
+
+@torch.no_grad()
+def _likelihood_row(model: Model, label: str, cell: tuple, sample: TaskSample,
+                    scoring: LikelihoodScoring, mask_token_id: int, seed: int) -> dict[str, Any]:
+    answer = list(sample.answer_ids)
+    candidates = [answer, *scoring.distractors(
+        answer, torch.Generator().manual_seed(derived_seed(seed, "distractors", *cell)))]
+    prompt = torch.tensor(list(sample.prompt_ids), dtype=torch.long)
+    # Common random numbers: every candidate is scored under the same masks.
+    log_likelihoods = [float(mc_log_likelihood(
+        model, prompt, torch.tensor(candidate), mc=scoring.mc, mask_token_id=mask_token_id,
+        generator=torch.Generator().manual_seed(derived_seed(seed, "likelihood", *cell))))
+        for candidate in candidates]
+    margin = log_likelihoods[0] - max(log_likelihoods[1:])
+    return dict(rope_columns(model, label), method="likelihood",
+                **_cell_columns(cell, sample, seed), value=100.0 * (margin > 0),
+                exact=float(margin > 0), margin=margin, mc=scoring.mc)
+
+
+def needle_distance(sample: TaskSample) -> int | None:
+    """Tokens between the end of the needle and the end of the prompt (where the answer starts),
+    or None for a sample without a single needle."""
+    end = sample.metadata.get("needle_end")
+    return None if end is None else len(sample.prompt_ids) - end
+
+
+def by_needle_distance(frame: pd.DataFrame, bin_width: int) -> pd.DataFrame:
+    """Retrieval re-binned by the needle's distance from the question instead of its depth.
+
+    LongLLaDA's "local perception": under direct extrapolation a diffusion LM still retrieves a
+    needle, but only within about T_train tokens of the question, whatever the total length.
+    `distance` is the start of each bin of `bin_width` tokens; value and exact are means.
+    """
+    if not isinstance(bin_width, int) or bin_width < 1:
+        raise ValueError(f"bin_width must be a positive integer, got {bin_width!r}")
+    known = frame.dropna(subset=["needle_distance"])
+    if known.empty:
+        raise ValueError("no row has a needle_distance (single-needle tasks only)")
+    binned = known.assign(distance=(known["needle_distance"] // bin_width * bin_width).astype(int))
+    groups = binned.groupby(["model", "rope", "method", "task", "distance"], dropna=False)
+    return groups.agg(value=("value", "mean"), exact=("exact", "mean"),
+                      n=("value", "size")).reset_index()
