@@ -91,6 +91,27 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def announce_estimate(preset: str, notebooks: list[Path], results: Path) -> tuple[float, str]:
+    """Measure this machine's training throughput, print the expected wall time of the run and
+    of each notebook; returns (tokens/s, resolved dtype) for the timings file."""
+    from minillada import estimate
+    from minillada.config import make_config
+    from minillada.precision import describe_machine
+
+    print(f"machine: {describe_machine()}", flush=True)
+    tokens_per_s, dtype = estimate.probe_throughput(preset)
+    config = make_config(preset, "pretrain", "unused")
+    pretrain_tokens = config.steps * config.batch_size * config.seq_len
+    expected = estimate.estimate_reproduction([n.name for n in notebooks], tokens_per_s,
+                                              estimate.read_timings(results), pretrain_tokens)
+    parts = ", ".join(f"{name[:2]} {estimate.format_duration(s) if s is not None else '?'}"
+                      for name, s in expected.seconds.items())
+    lower = "" if expected.complete else "at least "
+    print(f"expected wall time from scratch: {lower}{estimate.format_duration(expected.total)} "
+          f"({parts}); {dtype} at {tokens_per_s:.0f} tokens/s; from {expected.basis}", flush=True)
+    return tokens_per_s, dtype
+
+
 def reproduce(args: argparse.Namespace) -> int:
     notebooks = select_notebooks(find_study_notebooks(Path(args.notebook_dir)), args.notebooks)
     own = "" if args.preset == "cpu" else args.preset
@@ -104,6 +125,10 @@ def reproduce(args: argparse.Namespace) -> int:
                   "output_dir": str(output), "runs_dir": str(runs), "results_dir": str(results)}
     print(f"reproducing {len(notebooks)} notebook(s) at preset {args.preset!r}, seed {args.seed}; "
           f"executed copies in {output}, figures in {figures}")
+    throughput = announce_estimate(args.preset, notebooks, results) if args.estimate else None
+    # Only a reproduction that trains from scratch times what the next estimate scales.
+    from_scratch = not any(runs.glob(f"{args.preset}/*/model/config.json"))
+    seconds_per_notebook: dict[str, float] = {}
     for index, notebook in enumerate(notebooks, start=1):
         executed = output / notebook.name
         print(f"[{index}/{len(notebooks)}] {notebook.name}", flush=True)
@@ -115,7 +140,22 @@ def reproduce(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         print(f"[{index}/{len(notebooks)}] {notebook.name} done in {seconds:.1f} s", flush=True)
+        seconds_per_notebook[notebook.name] = seconds
+        if throughput is not None and from_scratch:
+            from minillada.estimate import write_timings
+            from minillada.precision import describe_machine
+
+            write_timings(results, seconds_per_notebook, throughput[0], describe_machine(),
+                          throughput[1])
+    print(f"reproduce: done in {sum(seconds_per_notebook.values()) / 60:.1f} min; wrote "
+          f"{_listing(figures)} figures in {figures}, {_listing(results)} result files in "
+          f"{results}" + (f" (summary: {results / 'summary.md'})"
+                          if (results / "summary.md").exists() else ""))
     return 0
+
+
+def _listing(folder: Path) -> int:
+    return sum(1 for path in folder.iterdir() if path.is_file())
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -138,5 +178,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results", help="result tables (default: results, or results/<preset>)")
     parser.add_argument("--runs", default="runs",
                         help="training runs, by preset; finished runs are reused (default: runs)")
+    parser.add_argument("--no-estimate", dest="estimate", action="store_false",
+                        help="skip the throughput probe and the expected wall time printed "
+                        "before the work (a few seconds)")
     parser.set_defaults(func=reproduce)
 
