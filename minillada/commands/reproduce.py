@@ -11,9 +11,12 @@ the parameters every study notebook declares in its `parameters` cell:
     runs_dir     absolute path of the training runs (the notebooks use runs_dir/<preset>)
     results_dir  absolute path of the folder for result tables and results/summary.md
 
-A notebook receives only the parameters it declares. The default preset `cpu` writes to figures/
-and results/ (what the repository commits); other presets write to figures/<preset>/ and
-results/<preset>/, so a smoke run never overwrites the committed study.
+A notebook receives only the parameters it declares. Everything is written under one study
+folder (`--out`): the repository when run inside its checkout, else `./minillada-study`. The
+default preset `cpu` writes to figures/ and results/ there (what the repository commits); other
+presets write to figures/<preset>/ and results/<preset>/, so a smoke run never overwrites the
+committed study. The notebooks are read from the checkout's notebooks/ or, for an installed
+package, from the copy the wheel installs (`<prefix>/share/minillada/notebooks`).
 
 Executed copies keep the notebook's name in `output_dir`; a failed run stops the reproduction with
 a message naming the notebook, whose executed copy holds the traceback.
@@ -27,10 +30,31 @@ import sys
 import time
 from pathlib import Path
 
+import minillada
+
 from minillada.presets import PRESETS
 
 STUDY_NOTEBOOK = re.compile(r"^(0[1-9])_.+\.ipynb$")
 KERNEL = "python3"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (editable install or the repository itself)."""
+    root = Path(minillada.__file__).resolve().parent.parent
+    return root if (root / "notebooks").is_dir() and (root / "pyproject.toml").is_file() else None
+
+
+def default_notebook_dir() -> Path:
+    """The checkout's notebooks/, else the copy installed with the wheel."""
+    root = checkout_root()
+    return root / "notebooks" if root else Path(sys.prefix, "share", "minillada", "notebooks")
+
+
+def default_study_dir(cwd: Path | None = None) -> Path:
+    """The checkout when `cwd` lies inside it, else `cwd/minillada-study`."""
+    cwd = (cwd or Path.cwd()).resolve()
+    root = checkout_root()
+    return root if root is not None and cwd.is_relative_to(root) else cwd / "minillada-study"
 
 
 def find_study_notebooks(folder: Path) -> dict[str, Path]:
@@ -113,12 +137,14 @@ def announce_estimate(preset: str, notebooks: list[Path], results: Path) -> tupl
 
 
 def reproduce(args: argparse.Namespace) -> int:
-    notebooks = select_notebooks(find_study_notebooks(Path(args.notebook_dir)), args.notebooks)
+    notebook_dir = Path(args.notebook_dir) if args.notebook_dir else default_notebook_dir()
+    notebooks = select_notebooks(find_study_notebooks(notebook_dir), args.notebooks)
     own = "" if args.preset == "cpu" else args.preset
-    output = Path(args.out or Path("notebooks/output", own)).resolve()
-    figures = Path(args.figures or Path("figures", own)).resolve()
-    results = Path(args.results or Path("results", own)).resolve()
-    runs = Path(args.runs).resolve()
+    study = Path(args.out).resolve() if args.out else default_study_dir()
+    output = Path(args.executed or study / "notebooks" / "output" / own).resolve()
+    figures = Path(args.figures or study / "figures" / own).resolve()
+    results = Path(args.results or study / "results" / own).resolve()
+    runs = Path(args.runs or study / "runs").resolve()
     for folder in (output, figures, results, runs):
         folder.mkdir(parents=True, exist_ok=True)
     parameters = {"preset": args.preset, "seed": args.seed, "figures_dir": str(figures),
@@ -170,14 +196,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--notebooks", default=None, metavar="NN[,NN...]",
                         help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--notebook-dir", default="notebooks",
-                        help="folder of the study notebooks (default: notebooks)")
-    parser.add_argument("--out", help="executed notebooks (default: notebooks/output, "
-                        "notebooks/output/<preset> for presets other than cpu)")
-    parser.add_argument("--figures", help="figures (default: figures, or figures/<preset>)")
-    parser.add_argument("--results", help="result tables (default: results, or results/<preset>)")
-    parser.add_argument("--runs", default="runs",
-                        help="training runs, by preset; finished runs are reused (default: runs)")
+    parser.add_argument("--notebook-dir", default=None,
+                        help="folder of the study notebooks (default: the checkout's notebooks/, "
+                        "or the copy installed with the package)")
+    parser.add_argument("--out", help="study folder for everything below (default: the "
+                        "repository when run inside it, else ./minillada-study)")
+    parser.add_argument("--executed", help="executed notebooks (default: OUT/notebooks/output, "
+                        "OUT/notebooks/output/<preset> for presets other than cpu)")
+    parser.add_argument("--figures", help="figures (default: OUT/figures, or OUT/figures/<preset>)")
+    parser.add_argument("--results", help="result tables (default: OUT/results, or "
+                        "OUT/results/<preset>)")
+    parser.add_argument("--runs", help="training runs, by preset; finished runs are reused "
+                        "(default: OUT/runs)")
     parser.add_argument("--no-estimate", dest="estimate", action="store_false",
                         help="skip the throughput probe and the expected wall time printed "
                         "before the work (a few seconds)")
