@@ -102,3 +102,25 @@ def test_study_folder_is_the_checkout_inside_it_and_minillada_study_elsewhere(tm
     assert default_study_dir(root / "notebooks") == root
     assert default_study_dir(tmp_path) == tmp_path / "minillada-study"
     assert default_notebook_dir() == root / "notebooks"
+
+
+def test_notebook_parameters_are_checked_before_any_work(study, capsys):
+    assert run(study, "--notebooks", "01", "-p", "presett=smoke") == 2
+    error = capsys.readouterr().err
+    assert "-p presett: no selected notebook declares it" in error
+    assert run(study, "--notebooks", "01", "-p", "figures_dir=/tmp/x") == 2
+    assert "set it with --figures instead" in capsys.readouterr().err
+    assert run(study, "--notebooks", "01", "-p", "no value") == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert not (study.parent / "out").exists()
+
+
+def test_unknown_injected_names_are_refused():
+    from minillada.parameters import check_parameters, parse_assignment, unknown_parameters
+
+    namespace = {"preset": "smoke", "presett": "smoke", "In": [], "_i1": "", "get_ipython": 0}
+    assert unknown_parameters(namespace, ["preset", "seed"]) == ["presett"]
+    with pytest.raises(ValueError, match=r"\['presett'\]; this notebook takes preset, seed"):
+        check_parameters(namespace, ["preset", "seed"])
+    assert parse_assignment("variants=[default, ntk]") == ("variants", ["default", "ntk"])
+    assert parse_assignment("repeats=5") == ("repeats", 5)

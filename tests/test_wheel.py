@@ -40,8 +40,8 @@ def test_wheel_reproduces_the_smoke_study_from_another_folder(tmp_path):
     elsewhere.mkdir()
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     done = subprocess.run([str(env_dir / "bin" / "minillada"), "reproduce", "--preset", "smoke",
-                           "--no-estimate", "--notebooks", "01,02"], cwd=elsewhere, capture_output=True, text=True,
-                          env=environment, timeout=600)
+                           "--no-estimate", "--notebooks", "01,02"], cwd=elsewhere,
+                          capture_output=True, text=True, env=environment, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     study = elsewhere / "minillada-study"
     located = subprocess.run([str(python), "-c", "import minillada; print(minillada.__file__)"],

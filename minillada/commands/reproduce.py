@@ -31,9 +31,11 @@ import time
 from pathlib import Path
 
 import minillada
-
+from minillada.parameters import parse_assignment
 from minillada.presets import PRESETS
 
+FLAG_OF_PARAMETER = {"output_dir": "executed", "figures_dir": "figures", "runs_dir": "runs",
+                     "results_dir": "results"}
 STUDY_NOTEBOOK = re.compile(r"^(0[1-9])_.+\.ipynb$")
 KERNEL = "python3"
 
@@ -106,6 +108,26 @@ def run_notebook(notebook: Path, executed: Path, parameters: dict[str, object]) 
     return time.perf_counter() - start
 
 
+def notebook_overrides(notebooks: list[Path], assignments: list[str],
+                       reserved: set[str]) -> dict[str, object]:
+    """`-p NAME=VALUE` pairs checked against the parameters the selected notebooks declare."""
+    if not assignments:
+        return {}
+    import papermill
+
+    declared = {name for notebook in notebooks
+                for name in papermill.inspect_notebook(str(notebook))}
+    overrides = dict(parse_assignment(text) for text in assignments)
+    for name in overrides:
+        if name in reserved:
+            flag = FLAG_OF_PARAMETER.get(name, name)
+            raise ValueError(f"-p {name}: set it with --{flag} instead")
+        if name not in declared:
+            raise ValueError(f"-p {name}: no selected notebook declares it; they take "
+                             f"{', '.join(sorted(declared - reserved))}")
+    return overrides
+
+
 def _describe(error: Exception) -> str:
     """One line for a failed run: the failing cell's error, or the error papermill raised."""
     from papermill.exceptions import PapermillExecutionError
@@ -145,10 +167,11 @@ def reproduce(args: argparse.Namespace) -> int:
     figures = Path(args.figures or study / "figures" / own).resolve()
     results = Path(args.results or study / "results" / own).resolve()
     runs = Path(args.runs or study / "runs").resolve()
-    for folder in (output, figures, results, runs):
-        folder.mkdir(parents=True, exist_ok=True)
     parameters = {"preset": args.preset, "seed": args.seed, "figures_dir": str(figures),
                   "output_dir": str(output), "runs_dir": str(runs), "results_dir": str(results)}
+    parameters.update(notebook_overrides(notebooks, args.parameter, set(parameters)))
+    for folder in (output, figures, results, runs):
+        folder.mkdir(parents=True, exist_ok=True)
     print(f"reproducing {len(notebooks)} notebook(s) at preset {args.preset!r}, seed {args.seed}; "
           f"executed copies in {output}, figures in {figures}")
     throughput = announce_estimate(args.preset, notebooks, results) if args.estimate else None
@@ -208,6 +231,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "OUT/results/<preset>)")
     parser.add_argument("--runs", help="training runs, by preset; finished runs are reused "
                         "(default: OUT/runs)")
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                        help="a notebook parameter (VALUE read as YAML, e.g. -p "
+                        "'variants=[default, ntk]'), given to the notebooks that declare it; "
+                        "an undeclared NAME stops the run before it starts; repeatable")
     parser.add_argument("--no-estimate", dest="estimate", action="store_false",
                         help="skip the throughput probe and the expected wall time printed "
                         "before the work (a few seconds)")
