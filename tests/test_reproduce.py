@@ -43,7 +43,8 @@ def study(tmp_path: Path) -> Path:
 
 def run(study: Path, *options: str) -> int:
     root = study.parent
-    return main(["reproduce", "--notebook-dir", str(study), "--out", str(root / "out"),
+    return main(["reproduce", "--no-estimate", "--notebook-dir", str(study),
+                 "--executed", str(root / "out"),
                  "--figures", str(root / "figures"), "--results", str(root / "results"),
                  "--runs", str(root / "runs"), *options])
 
@@ -77,11 +78,12 @@ def test_discovery_skips_the_walkthrough_and_other_files(study):
     ]
 
 
-def test_bad_selection_and_folders_fail_before_any_work(study, tmp_path):
-    with pytest.raises(ValueError, match=r"\['04'\].*available: 01,02,03"):
-        run(study, "--notebooks", "01,04")
-    with pytest.raises(ValueError, match="available"):
-        run(study, "--notebooks", ",")
+def test_bad_selection_and_folders_fail_before_any_work(study, tmp_path, capsys):
+    assert run(study, "--notebooks", "01,04") == 2
+    assert capsys.readouterr().err == (
+        "minillada reproduce: error: unknown notebook number(s) ['04']; available: 01,02,03\n")
+    assert run(study, "--notebooks", ",") == 2
+    assert "available" in capsys.readouterr().err
     assert not (study.parent / "out").exists()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         find_study_notebooks(tmp_path / "missing")
@@ -90,3 +92,35 @@ def test_bad_selection_and_folders_fail_before_any_work(study, tmp_path):
         find_study_notebooks(tmp_path / "empty")
     with pytest.raises(SystemExit):
         run(study, "--preset", "huge")
+
+
+def test_study_folder_is_the_checkout_inside_it_and_minillada_study_elsewhere(tmp_path):
+    from minillada.commands.reproduce import checkout_root, default_notebook_dir, default_study_dir
+
+    root = checkout_root()
+    assert root is not None and (root / "pyproject.toml").is_file()  # tests run from a checkout
+    assert default_study_dir(root / "notebooks") == root
+    assert default_study_dir(tmp_path) == tmp_path / "minillada-study"
+    assert default_notebook_dir() == root / "notebooks"
+
+
+def test_notebook_parameters_are_checked_before_any_work(study, capsys):
+    assert run(study, "--notebooks", "01", "-p", "presett=smoke") == 2
+    error = capsys.readouterr().err
+    assert "-p presett: no selected notebook declares it" in error
+    assert run(study, "--notebooks", "01", "-p", "figures_dir=/tmp/x") == 2
+    assert "set it with --figures instead" in capsys.readouterr().err
+    assert run(study, "--notebooks", "01", "-p", "no value") == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert not (study.parent / "out").exists()
+
+
+def test_unknown_injected_names_are_refused():
+    from minillada.parameters import check_parameters, parse_assignment, unknown_parameters
+
+    namespace = {"preset": "smoke", "presett": "smoke", "In": [], "_i1": "", "get_ipython": 0}
+    assert unknown_parameters(namespace, ["preset", "seed"]) == ["presett"]
+    with pytest.raises(ValueError, match=r"\['presett'\]; this notebook takes preset, seed"):
+        check_parameters(namespace, ["preset", "seed"])
+    assert parse_assignment("variants=[default, ntk]") == ("variants", ["default", "ntk"])
+    assert parse_assignment("repeats=5") == ("repeats", 5)

@@ -11,9 +11,12 @@ the parameters every study notebook declares in its `parameters` cell:
     runs_dir     absolute path of the training runs (the notebooks use runs_dir/<preset>)
     results_dir  absolute path of the folder for result tables and results/summary.md
 
-A notebook receives only the parameters it declares. The default preset `cpu` writes to figures/
-and results/ (what the repository commits); other presets write to figures/<preset>/ and
-results/<preset>/, so a smoke run never overwrites the committed study.
+A notebook receives only the parameters it declares. Everything is written under one study
+folder (`--out`): the repository when run inside its checkout, else `./minillada-study`. The
+default preset `cpu` writes to figures/ and results/ there (what the repository commits); other
+presets write to figures/<preset>/ and results/<preset>/, so a smoke run never overwrites the
+committed study. The notebooks are read from the checkout's notebooks/ or, for an installed
+package, from the copy the wheel installs (`<prefix>/share/minillada/notebooks`).
 
 Executed copies keep the notebook's name in `output_dir`; a failed run stops the reproduction with
 a message naming the notebook, whose executed copy holds the traceback.
@@ -27,10 +30,33 @@ import sys
 import time
 from pathlib import Path
 
+import minillada
+from minillada.parameters import parse_assignment
 from minillada.presets import PRESETS
 
+FLAG_OF_PARAMETER = {"output_dir": "executed", "figures_dir": "figures", "runs_dir": "runs",
+                     "results_dir": "results"}
 STUDY_NOTEBOOK = re.compile(r"^(0[1-9])_.+\.ipynb$")
 KERNEL = "python3"
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (editable install or the repository itself)."""
+    root = Path(minillada.__file__).resolve().parent.parent
+    return root if (root / "notebooks").is_dir() and (root / "pyproject.toml").is_file() else None
+
+
+def default_notebook_dir() -> Path:
+    """The checkout's notebooks/, else the copy installed with the wheel."""
+    root = checkout_root()
+    return root / "notebooks" if root else Path(sys.prefix, "share", "minillada", "notebooks")
+
+
+def default_study_dir(cwd: Path | None = None) -> Path:
+    """The checkout when `cwd` lies inside it, else `cwd/minillada-study`."""
+    cwd = (cwd or Path.cwd()).resolve()
+    root = checkout_root()
+    return root if root is not None and cwd.is_relative_to(root) else cwd / "minillada-study"
 
 
 def find_study_notebooks(folder: Path) -> dict[str, Path]:
@@ -82,6 +108,26 @@ def run_notebook(notebook: Path, executed: Path, parameters: dict[str, object]) 
     return time.perf_counter() - start
 
 
+def notebook_overrides(notebooks: list[Path], assignments: list[str],
+                       reserved: set[str]) -> dict[str, object]:
+    """`-p NAME=VALUE` pairs checked against the parameters the selected notebooks declare."""
+    if not assignments:
+        return {}
+    import papermill
+
+    declared = {name for notebook in notebooks
+                for name in papermill.inspect_notebook(str(notebook))}
+    overrides = dict(parse_assignment(text) for text in assignments)
+    for name in overrides:
+        if name in reserved:
+            flag = FLAG_OF_PARAMETER.get(name, name)
+            raise ValueError(f"-p {name}: set it with --{flag} instead")
+        if name not in declared:
+            raise ValueError(f"-p {name}: no selected notebook declares it; they take "
+                             f"{', '.join(sorted(declared - reserved))}")
+    return overrides
+
+
 def _describe(error: Exception) -> str:
     """One line for a failed run: the failing cell's error, or the error papermill raised."""
     from papermill.exceptions import PapermillExecutionError
@@ -91,19 +137,47 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def announce_estimate(preset: str, notebooks: list[Path], results: Path) -> tuple[float, str]:
+    """Measure this machine's training throughput, print the expected wall time of the run and
+    of each notebook; returns (tokens/s, resolved dtype) for the timings file."""
+    from minillada import estimate
+    from minillada.config import make_config
+    from minillada.precision import describe_machine
+
+    print(f"machine: {describe_machine()}", flush=True)
+    tokens_per_s, dtype = estimate.probe_throughput(preset)
+    config = make_config(preset, "pretrain", "unused")
+    pretrain_tokens = config.steps * config.batch_size * config.seq_len
+    expected = estimate.estimate_reproduction([n.name for n in notebooks], tokens_per_s,
+                                              estimate.read_timings(results), pretrain_tokens)
+    parts = ", ".join(f"{name[:2]} {estimate.format_duration(s) if s is not None else '?'}"
+                      for name, s in expected.seconds.items())
+    lower = "" if expected.complete else "at least "
+    print(f"expected wall time from scratch: {lower}{estimate.format_duration(expected.total)} "
+          f"({parts}); {dtype} at {tokens_per_s:.0f} tokens/s; from {expected.basis}", flush=True)
+    return tokens_per_s, dtype
+
+
 def reproduce(args: argparse.Namespace) -> int:
-    notebooks = select_notebooks(find_study_notebooks(Path(args.notebook_dir)), args.notebooks)
+    notebook_dir = Path(args.notebook_dir) if args.notebook_dir else default_notebook_dir()
+    notebooks = select_notebooks(find_study_notebooks(notebook_dir), args.notebooks)
     own = "" if args.preset == "cpu" else args.preset
-    output = Path(args.out or Path("notebooks/output", own)).resolve()
-    figures = Path(args.figures or Path("figures", own)).resolve()
-    results = Path(args.results or Path("results", own)).resolve()
-    runs = Path(args.runs).resolve()
-    for folder in (output, figures, results, runs):
-        folder.mkdir(parents=True, exist_ok=True)
+    study = Path(args.out).resolve() if args.out else default_study_dir()
+    output = Path(args.executed or study / "notebooks" / "output" / own).resolve()
+    figures = Path(args.figures or study / "figures" / own).resolve()
+    results = Path(args.results or study / "results" / own).resolve()
+    runs = Path(args.runs or study / "runs").resolve()
     parameters = {"preset": args.preset, "seed": args.seed, "figures_dir": str(figures),
                   "output_dir": str(output), "runs_dir": str(runs), "results_dir": str(results)}
+    parameters.update(notebook_overrides(notebooks, args.parameter, set(parameters)))
+    for folder in (output, figures, results, runs):
+        folder.mkdir(parents=True, exist_ok=True)
     print(f"reproducing {len(notebooks)} notebook(s) at preset {args.preset!r}, seed {args.seed}; "
           f"executed copies in {output}, figures in {figures}")
+    throughput = announce_estimate(args.preset, notebooks, results) if args.estimate else None
+    # Only a reproduction that trains from scratch times what the next estimate scales.
+    from_scratch = not any(runs.glob(f"{args.preset}/*/model/config.json"))
+    seconds_per_notebook: dict[str, float] = {}
     for index, notebook in enumerate(notebooks, start=1):
         executed = output / notebook.name
         print(f"[{index}/{len(notebooks)}] {notebook.name}", flush=True)
@@ -115,7 +189,22 @@ def reproduce(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         print(f"[{index}/{len(notebooks)}] {notebook.name} done in {seconds:.1f} s", flush=True)
+        seconds_per_notebook[notebook.name] = seconds
+        if throughput is not None and from_scratch:
+            from minillada.estimate import write_timings
+            from minillada.precision import describe_machine
+
+            write_timings(results, seconds_per_notebook, throughput[0], describe_machine(),
+                          throughput[1])
+    print(f"reproduce: done in {sum(seconds_per_notebook.values()) / 60:.1f} min; wrote "
+          f"{_listing(figures)} figures in {figures}, {_listing(results)} result files in "
+          f"{results}" + (f" (summary: {results / 'summary.md'})"
+                          if (results / "summary.md").exists() else ""))
     return 0
+
+
+def _listing(folder: Path) -> int:
+    return sum(1 for path in folder.iterdir() if path.is_file())
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -130,13 +219,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--notebooks", default=None, metavar="NN[,NN...]",
                         help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--notebook-dir", default="notebooks",
-                        help="folder of the study notebooks (default: notebooks)")
-    parser.add_argument("--out", help="executed notebooks (default: notebooks/output, "
-                        "notebooks/output/<preset> for presets other than cpu)")
-    parser.add_argument("--figures", help="figures (default: figures, or figures/<preset>)")
-    parser.add_argument("--results", help="result tables (default: results, or results/<preset>)")
-    parser.add_argument("--runs", default="runs",
-                        help="training runs, by preset; finished runs are reused (default: runs)")
+    parser.add_argument("--notebook-dir", default=None,
+                        help="folder of the study notebooks (default: the checkout's notebooks/, "
+                        "or the copy installed with the package)")
+    parser.add_argument("--out", help="study folder for everything below (default: the "
+                        "repository when run inside it, else ./minillada-study)")
+    parser.add_argument("--executed", help="executed notebooks (default: OUT/notebooks/output, "
+                        "OUT/notebooks/output/<preset> for presets other than cpu)")
+    parser.add_argument("--figures", help="figures (default: OUT/figures, or OUT/figures/<preset>)")
+    parser.add_argument("--results", help="result tables (default: OUT/results, or "
+                        "OUT/results/<preset>)")
+    parser.add_argument("--runs", help="training runs, by preset; finished runs are reused "
+                        "(default: OUT/runs)")
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                        help="a notebook parameter (VALUE read as YAML, e.g. -p "
+                        "'variants=[default, ntk]'), given to the notebooks that declare it; "
+                        "an undeclared NAME stops the run before it starts; repeatable")
+    parser.add_argument("--no-estimate", dest="estimate", action="store_false",
+                        help="skip the throughput probe and the expected wall time printed "
+                        "before the work (a few seconds)")
     parser.set_defaults(func=reproduce)
 

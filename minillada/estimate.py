@@ -1,0 +1,127 @@
+"""How long a job will take on this machine, said before the work.
+
+`minillada reproduce` measures the training throughput of the preset's pre-training step here (a
+few steps, seconds) and scales the per-notebook wall times of the last reproduction of that preset
+(`timings.json` in its results folder, written by every reproduction with the throughput it
+measured then) by the ratio of the two throughputs: the cost of every notebook, evaluation
+included, is dominated by the same model's forward and backward passes. Without such a file the
+estimate covers the pre-training alone. The trainer prints its own estimate after its first steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TIMINGS_FILE = "timings.json"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Expected seconds per notebook (None where nothing is known) and how they were derived."""
+
+    seconds: dict[str, float | None]
+    basis: str
+
+    @property
+    def total(self) -> float:
+        return sum(s for s in self.seconds.values() if s is not None)
+
+    @property
+    def complete(self) -> bool:
+        return all(s is not None for s in self.seconds.values())
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '12 min', '3.2 h'."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a duration must be finite and >= 0, got {seconds}")
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def remaining_seconds(steps_total: int, steps_done: int, seconds_per_step: float) -> float:
+    """Expected seconds for the steps left at the measured pace."""
+    if steps_done > steps_total:
+        raise ValueError(f"steps_done {steps_done} exceeds steps_total {steps_total}")
+    return (steps_total - steps_done) * seconds_per_step
+
+
+def estimate_reproduction(notebooks: Sequence[str], tokens_per_s: float,
+                          timings: Mapping[str, Any] | None,
+                          pretrain_tokens: int) -> Estimate:
+    """Expected seconds of each notebook (names like '02_pretrain_base.ipynb').
+
+    With `timings` from an earlier reproduction (`notebooks`: name -> seconds, `tokens_per_s`:
+    the throughput measured then), each known notebook's time is scaled by
+    timings['tokens_per_s'] / tokens_per_s. Otherwise only the pre-training notebook (02) is
+    estimated, as `pretrain_tokens / tokens_per_s`.
+    """
+    if tokens_per_s <= 0:
+        raise ValueError(f"tokens_per_s must be > 0, got {tokens_per_s}")
+    if timings:
+        ratio = float(timings["tokens_per_s"]) / tokens_per_s
+        known = timings["notebooks"]
+        seconds = {n: (float(known[n]) * ratio if n in known else None) for n in notebooks}
+        return Estimate(seconds, f"the reproduction of {timings.get('date', '?')} on "
+                                 f"{timings.get('machine', '?')}, scaled by throughput "
+                                 f"({float(timings['tokens_per_s']):.0f} then, "
+                                 f"{tokens_per_s:.0f} tokens/s now)")
+    seconds = {n: (pretrain_tokens / tokens_per_s if n.startswith("02_") else None)
+               for n in notebooks}
+    return Estimate(seconds, f"pre-training tokens at {tokens_per_s:.0f} tokens/s (no earlier "
+                             "reproduction of this preset has timed the other notebooks)")
+
+
+def read_timings(results: Path) -> dict[str, Any] | None:
+    """The timings of the last reproduction into `results`, or None (absent or unreadable)."""
+    try:
+        timings = json.loads((results / TIMINGS_FILE).read_text())
+        float(timings["tokens_per_s"])
+        dict(timings["notebooks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return timings
+
+
+def write_timings(results: Path, notebooks: Mapping[str, float], tokens_per_s: float,
+                  machine: str, dtype: str) -> None:
+    """Record per-notebook seconds (merged over the file's earlier entries) atomically."""
+    from minillada.results import atomic_write_text
+
+    earlier = read_timings(results) or {}
+    merged = {**earlier.get("notebooks", {}), **{n: round(s, 1) for n, s in notebooks.items()}}
+    atomic_write_text(results / TIMINGS_FILE, json.dumps({
+        "date": time.strftime("%Y-%m-%d"), "machine": machine, "dtype": dtype,
+        "tokens_per_s": round(tokens_per_s, 1), "notebooks": merged}, indent=1) + "\n")
+
+
+def probe_throughput(preset: str, steps: int = 2, warmup: int = 1) -> tuple[float, str]:
+    """(tokens/s, resolved dtype) of the preset's pre-training step on this machine."""
+    from minillada.config import make_config
+    from minillada.distributed import start_runtime, stop_runtime
+    from minillada.train import Trainer
+
+    runtime = start_runtime()
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            config = make_config(preset, "pretrain", out, steps=warmup + steps, progress=False,
+                                 random_length_fraction=0.0, val_rows=0, val_task_rows=0)
+            trainer = Trainer(config, runtime)
+            for _ in range(warmup):
+                trainer.train_step()
+            tokens, start = trainer.tokens, time.perf_counter()
+            for _ in range(steps):
+                trainer.train_step()
+            return (trainer.tokens - tokens) / (time.perf_counter() - start), config.dtype
+    finally:
+        stop_runtime(runtime)
