@@ -24,6 +24,7 @@ from minillada import data
 from minillada.attention import ATTENTION_BACKENDS
 from minillada.checkpoint import model_folder
 from minillada.packing import PACKING_STRATEGIES
+from minillada.precision import check_dtype_name, choose_precision
 from minillada.presets import get_preset
 from minillada.rope import ROPE_VARIANTS
 
@@ -91,8 +92,18 @@ class TrainConfig:
     val_task_rows: int = 0  # held-out task rows, answer fully masked: answer accuracy
     save_every: int = 50
     keep_checkpoints: int = 2
-    dtype: str = "float32"  # or bfloat16: autocast (CPU, or one GPU), FSDP2 policy (GPUs)
+    # auto: bf16 where this machine runs it fast, else float32 (minillada.precision), resolved
+    # when the config is made, so the run's config.json and the study's digest hold the result.
+    # bf16 is autocast on a CPU or one GPU, the FSDP2 parameter policy on GPUs.
+    dtype: str = "auto"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_dtype_name(self.dtype)
+        if self.dtype == "auto":
+            object.__setattr__(self, "dtype", choose_precision("auto").dtype)
+        elif self.dtype == "bfloat16":
+            choose_precision("bfloat16")  # logs once, warns where bf16 is slower than float32
 
     def validate(self) -> None:
         """Raise ValueError (FileNotFoundError for paths) naming every problem, before any work."""

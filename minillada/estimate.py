@@ -96,7 +96,7 @@ def read_timings(results: Path) -> dict[str, Any] | None:
 def write_timings(results: Path, notebooks: Mapping[str, float], tokens_per_s: float,
                   machine: str, dtype: str) -> None:
     """Record per-notebook seconds (merged over the file's earlier entries) atomically."""
-    from minillada.results import atomic_write_text
+    from minillada.atomic import atomic_write_text
 
     earlier = read_timings(results) or {}
     merged = {**earlier.get("notebooks", {}), **{n: round(s, 1) for n, s in notebooks.items()}}

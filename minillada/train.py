@@ -64,11 +64,13 @@ from minillada.distributed import (
     start_runtime,
     stop_runtime,
 )
+from minillada.estimate import format_duration, remaining_seconds
 from minillada.model import LLaDAConfig, LLaDAModelLM
 from minillada.packing import PACKING_STRATEGIES
 from minillada.seeds import derived_seed
 
 log = logging.getLogger(__name__)
+ESTIMATE_AFTER_STEPS = 5  # timed steps (after the first, which warms up) behind the estimate
 
 
 def build_model(config: TrainConfig, tokenizer) -> LLaDAModelLM:
@@ -309,6 +311,19 @@ class Trainer:
             }, self.config.keep_checkpoints)
         self.runtime.barrier()
 
+    def _announce_estimate(self, bar: tqdm, step: int, tokens: int, started: float) -> None:
+        """Say, once, the measured pace and the expected wall time of the steps left."""
+        seconds = time.perf_counter() - started
+        left = remaining_seconds(self.config.steps, self.step, seconds / (self.step - step))
+        message = (f"{self.config.stage} {self.config.preset}: "
+                   f"{(self.tokens - tokens) / seconds:.0f} tokens/s in {self.config.dtype} "
+                   f"over steps {step + 1}-{self.step}; the {self.config.steps - self.step} steps "
+                   f"left need about {format_duration(left)} (plus validation and checkpoints)")
+        if bar.disable:
+            log.info(message)
+        else:
+            bar.write(message)
+
     def run(self) -> Path:
         config, runtime = self.config, self.runtime
         if runtime.is_main:
@@ -317,8 +332,13 @@ class Trainer:
         runtime.barrier()
         bar = tqdm(total=config.steps, initial=self.step, desc=f"{config.stage} {config.preset}",
                    disable=not (config.progress and runtime.is_main), dynamic_ncols=True)
+        timed_from: tuple[int, int, float] | None = None  # (step, tokens, time) after warm-up
         while self.step < config.steps:
             record = self.train_step()
+            if timed_from is None:
+                timed_from = (self.step, self.tokens, time.perf_counter())
+            elif self.step - timed_from[0] == ESTIMATE_AFTER_STEPS and runtime.is_main:
+                self._announce_estimate(bar, *timed_from)
             if self.step % config.val_every == 0 or self.step == config.steps:
                 record.update(self.validate())
             if runtime.is_main:

@@ -28,14 +28,16 @@ def test_wheel_reproduces_the_smoke_study_from_another_folder(tmp_path):
     env_dir = tmp_path / "env"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
+    # pip run for the new interpreter (--python) writes console scripts that start it. It runs
+    # before the dependencies are visible there, so it cannot see (and uninstall) this
+    # interpreter's own install of minillada.
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
+                    "--no-deps", str(wheel)], check=True, capture_output=True)
     # The dependencies come from this interpreter's site-packages, read as a plain path: its own
     # .pth files (among them an editable install of the checkout) are not processed there.
     target = subprocess.run([str(python), "-c", PURELIB], check=True, capture_output=True,
                             text=True).stdout.strip()
     Path(target, "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    # pip run for the new interpreter (--python) writes console scripts that start it.
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                    "--no-deps", str(wheel)], check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
