@@ -25,6 +25,7 @@ import time
 import torch
 
 from minillada.attention import document_attention
+from minillada.precision import machine_report
 
 
 def random_doc_ids(length: int, n_docs: int, seed: int) -> torch.Tensor:
@@ -82,6 +83,7 @@ def main() -> None:
         print(json.dumps(run_case(int(length), backend, bool(int(backward)), int(seed), args)))
         return
 
+    print(machine_report())
     print(f"{args.docs} documents, {args.heads} heads x {args.head_dim}, float32, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
     header = ("L", "seed", "pass", "per_doc s", "dense s", "ratio", "FLOP ratio", "per_doc MiB",

@@ -24,6 +24,7 @@ from minillada.evals.models import fixed_model
 from minillada.evals.perplexity import paired_loss_grid, ppl_at_lengths
 from minillada.evals.retrieval import GenerationSettings, run_retrieval_grid
 from minillada.model import LLaDAConfig, LLaDAModelLM
+from minillada.precision import machine_report
 from minillada.presets import get_preset
 
 ANSWER_TOKENS = 5  # a 5-digit key, one token per digit
@@ -65,6 +66,7 @@ def main() -> None:
     model = LLaDAModelLM(LLaDAConfig(**preset.model, mask_token_id=vocab - 1,
                                      eos_token_id=vocab - 2)).eval()
     models = {"default": fixed_model(model)}
+    print(machine_report())
     print(f"preset {preset.name}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
           f"parameters, {args.threads} threads, lengths {lengths}")
 

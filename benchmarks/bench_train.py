@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -24,26 +23,17 @@ import time
 
 import torch
 
-from minillada.config import PRECISIONS, make_config
+from minillada.config import make_config
 from minillada.distributed import start_runtime, stop_runtime
+from minillada.precision import DTYPE_NAMES, choose_precision, machine_report, matmul_flops
 from minillada.train import Trainer
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10,
                 device: str | torch.device = "cpu") -> float:
     """FLOP/s of a size x size x size matmul in `dtype` on `device` (best of `repeats`)."""
-    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
-    cuda = torch.device(device).type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    a @ b  # warm-up
-    sync()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    return matmul_flops(str(dtype).removeprefix("torch."), size=size, repeats=repeats,
+                        device=str(device), budget_s=30.0)
 
 
 def model_flops_per_token(trainer: Trainer, seq_len: int) -> float:
@@ -87,8 +77,8 @@ def measure_under_torchrun(preset: str, dtype: str, steps: int, warmup: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"],
-                        choices=list(PRECISIONS))
+    parser.add_argument("--dtypes", nargs="+", default=["auto", "float32"],
+                        choices=DTYPE_NAMES, help="auto is what this machine's runs use")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice); "
@@ -102,12 +92,15 @@ def main() -> None:
         print(json.dumps(measure(args.preset, args.dtypes[0], args.steps, args.warmup)))
         return
 
-    print(f"preset {args.preset}, {torch.get_num_threads()} threads, load average "
-          f"{os.getloadavg()[0]:.2f} (shared CPU: treat as 'under load')")
+    print(machine_report())
+    print(f"preset {args.preset}, load average {os.getloadavg()[0]:.2f} (above 0.5: another "
+          "job shares the CPU, treat the numbers as 'under load')")
     for dtype in args.dtypes:
         plain = measure(args.preset, dtype, args.steps, args.warmup)
-        peak = matmul_peak(PRECISIONS[dtype])
-        line = (f"{dtype:9s} plain: {plain['tokens_per_s']:8.0f} tokens/s, "
+        resolved = choose_precision(dtype).dtype
+        peak = matmul_peak(getattr(torch, resolved))
+        label = f"{dtype} ({resolved})" if dtype == "auto" else dtype
+        line = (f"{label:15s} plain: {plain['tokens_per_s']:8.0f} tokens/s, "
                 f"{plain['model_flops_per_s'] / 1e9:6.1f} GFLOP/s model, matmul peak "
                 f"{peak / 1e9:6.1f} GFLOP/s, MFU {plain['model_flops_per_s'] / peak:.1%}")
         if not args.no_fsdp:

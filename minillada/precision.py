@@ -156,6 +156,14 @@ def describe_machine(info: Mapping[str, object] | None = None) -> str:
     return line + (f", GPU {info['gpu']}" if "gpu" in info else "")
 
 
+def machine_report(size: int = 512) -> str:
+    """The machine line plus the measured matmul peak per dtype, printed atop every benchmark
+    so that numbers from different machines can be compared."""
+    peaks = ", ".join(f"{name} {matmul_flops(name, size=size) / 1e9:.1f}"
+                      for name in ("float32", "bfloat16"))
+    return f"machine: {describe_machine()}; matmul peak {size}^3 GFLOP/s: {peaks}"
+
+
 def matmul_flops(dtype_name: str, size: int = PROBE_SIZE, repeats: int = 5,
                  device: str = "cpu", budget_s: float = 2.0) -> float:
     """FLOP/s of a size x size x size matmul in `dtype_name` (best of `repeats`, stopping early
