@@ -39,6 +39,11 @@ from minillada.presets import Preset, get_preset
 from minillada.results import cached_grid, cached_table, digest
 from minillada.train import train
 
+# Bumped when evaluation code computes other numbers from the same inputs, so that cached tables
+# are recomputed: 2 = one seed hash for all draws (seeds.derived_seed) and leakage over rows
+# with two or more documents.
+EVALUATION_VERSION = 2
+
 
 def model_fingerprint(path: str | os.PathLike) -> str:
     """Hash of a model folder's config and weight files: identifies what a table was made from."""
@@ -181,7 +186,7 @@ class Study:
 
     def _inputs(self, candidates: Mapping[str, Candidate], **settings: Any) -> dict[str, Any]:
         return {"candidates": {label: c.identity() for label, c in candidates.items()},
-                "seed": self.seed, **settings}
+                "seed": self.seed, "evaluation_version": EVALUATION_VERSION, **settings}
 
     def loss_grid(self, name: str, candidates: Mapping[str, Candidate],
                   lengths: Sequence[int]) -> pd.DataFrame:
