@@ -170,10 +170,14 @@ def reproduce(args: argparse.Namespace) -> int:
     parameters = {"preset": args.preset, "seed": args.seed, "figures_dir": str(figures),
                   "output_dir": str(output), "runs_dir": str(runs), "results_dir": str(results)}
     parameters.update(notebook_overrides(notebooks, args.parameter, set(parameters)))
-    for folder in (output, figures, results, runs):
-        folder.mkdir(parents=True, exist_ok=True)
     print(f"reproducing {len(notebooks)} notebook(s) at preset {args.preset!r}, seed {args.seed}; "
           f"executed copies in {output}, figures in {figures}")
+    if args.dry_run:
+        announce_estimate(args.preset, notebooks, results)
+        print("dry run: nothing was run or written")
+        return 0
+    for folder in (output, figures, results, runs):
+        folder.mkdir(parents=True, exist_ok=True)
     throughput = announce_estimate(args.preset, notebooks, results) if args.estimate else None
     # Only a reproduction that trains from scratch times what the next estimate scales.
     from_scratch = not any(runs.glob(f"{args.preset}/*/model/config.json"))
@@ -235,6 +239,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="a notebook parameter (VALUE read as YAML, e.g. -p "
                         "'variants=[default, ntk]'), given to the notebooks that declare it; "
                         "an undeclared NAME stops the run before it starts; repeatable")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the expected wall time and what would run, then stop")
     parser.add_argument("--no-estimate", dest="estimate", action="store_false",
                         help="skip the throughput probe and the expected wall time printed "
                         "before the work (a few seconds)")
