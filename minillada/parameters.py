@@ -12,7 +12,6 @@ defaults (`-p presett smoke` would run the cpu preset for an hour). Two guards:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,14 +20,9 @@ KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 
 
 def unknown_parameters(namespace: Mapping[str, Any], declared: Iterable[str]) -> list[str]:
-    """Public names in `namespace` holding plain values (papermill injects literals; imported
-    modules, functions and classes are not parameters) that are neither declared parameters
-    nor the kernel's own."""
+    """Public names in `namespace` that are neither declared parameters nor the kernel's own."""
     known = set(declared) | KERNEL_NAMES
-    return sorted(name for name, value in namespace.items()
-                  if not name.startswith("_") and name not in known
-                  and not (inspect.ismodule(value) or inspect.isroutine(value)
-                           or inspect.isclass(value)))
+    return sorted(name for name in namespace if not name.startswith("_") and name not in known)
 
 
 def check_parameters(namespace: Mapping[str, Any], declared: Iterable[str]) -> None:

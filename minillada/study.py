@@ -43,16 +43,6 @@ from minillada.train import train
 # are recomputed: 2 = one seed hash for all draws (seeds.derived_seed) and leakage over rows
 # with two or more documents.
 EVALUATION_VERSION = 2
-DEFAULT_PRESET = "cpu"  # its figures and results are the ones the repository commits
-
-
-def preset_folder(folder: str | os.PathLike, preset: str) -> Path:
-    """Where a preset's figures or results go: `folder` for the default preset `cpu` (what the
-    repository commits), `folder/<preset>` for the others, so a smoke run from a notebook never
-    overwrites the committed study. A folder already named after the preset (as `minillada
-    reproduce` passes it) is kept as it is."""
-    folder = Path(folder)
-    return folder if preset == DEFAULT_PRESET or folder.name == preset else folder / preset
 
 
 def model_fingerprint(path: str | os.PathLike) -> str:
@@ -147,8 +137,8 @@ class Study:
     @classmethod
     def create(cls, preset: str, seed: int, runs_dir: str | os.PathLike,
                results_dir: str | os.PathLike, figures_dir: str | os.PathLike) -> Study:
-        study = cls(get_preset(preset), seed, Path(runs_dir) / preset,
-                    preset_folder(results_dir, preset), preset_folder(figures_dir, preset))
+        study = cls(get_preset(preset), seed, Path(runs_dir) / preset, Path(results_dir),
+                    Path(figures_dir))
         for folder in (study.runs, study.results, study.figures):
             folder.mkdir(parents=True, exist_ok=True)
         return study

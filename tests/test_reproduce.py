@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nbformat
@@ -119,8 +118,7 @@ def test_notebook_parameters_are_checked_before_any_work(study, capsys):
 def test_unknown_injected_names_are_refused():
     from minillada.parameters import check_parameters, parse_assignment, unknown_parameters
 
-    namespace = {"preset": "smoke", "presett": "smoke", "In": [], "_i1": "", "get_ipython": 0,
-                 "check_parameters": check_parameters, "json": json}
+    namespace = {"preset": "smoke", "presett": "smoke", "In": [], "_i1": "", "get_ipython": 0}
     assert unknown_parameters(namespace, ["preset", "seed"]) == ["presett"]
     with pytest.raises(ValueError, match=r"\['presett'\]; this notebook takes preset, seed"):
         check_parameters(namespace, ["preset", "seed"])
