@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from minillada import data
+from minillada import tasks
 from minillada.config import TrainConfig, task_fraction_at
 from minillada.diffusion import NoisedBatch, forward_process, mask_exactly
 from minillada.packing import pack_documents
@@ -68,7 +68,7 @@ def task_row(tokenizer, task: str, length: int, depth: float, seed: int, answer_
              key_digits: int = 5) -> Rows:
     """One synthetic retrieval sample of exactly `length` tokens, one document; maskable: every
     token, or only the answer (SFT-style) when `answer_only`."""
-    sample = data.make_task_sample(tokenizer, task, length=length, depth=depth, seed=seed,
+    sample = tasks.make_task_sample(tokenizer, task, length=length, depth=depth, seed=seed,
                                    key_digits=key_digits)
     ids = torch.tensor([*sample.prompt_ids, *sample.answer_ids], dtype=torch.int32)
     if len(ids) != length:

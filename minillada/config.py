@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from minillada import data
+from minillada import tasks
 from minillada.attention import ATTENTION_BACKENDS
 from minillada.checkpoint import model_folder
 from minillada.packing import PACKING_STRATEGIES
@@ -119,9 +119,9 @@ class TrainConfig:
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
-        unknown_tasks = [task for task in self.tasks if task not in data.TASKS]
+        unknown_tasks = [task for task in self.tasks if task not in tasks.TASKS]
         if unknown_tasks:
-            raise ValueError(f"unknown task(s) {unknown_tasks}; choose from {list(data.TASKS)}")
+            raise ValueError(f"unknown task(s) {unknown_tasks}; choose from {list(tasks.TASKS)}")
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
         for name in ("steps", "batch_size", "micro_batch_size", "save_every", "val_every",

@@ -20,7 +20,8 @@ import torch
 from safetensors import safe_open
 
 from minillada.model import LLaDAConfig, LLaDAModelLM
-from minillada.rope import compute_rope, rope_summary, to_hf_rope_parameters
+from minillada.rope import compute_rope
+from minillada.rope_analysis import rope_summary, to_hf_rope_parameters
 
 # Variants that only change rope_theta: expressible in any config, LLaDA's released code included.
 BASE_ONLY_VARIANTS = ("default", "ntk", "ntk_critical", "diffusion_ntk")

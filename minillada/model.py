@@ -32,7 +32,8 @@ from minillada.attention import (
     build_document_mask,
     masked_attention,
 )
-from minillada.rope import RotaryEmbedding, apply_rotary, compute_rope
+from minillada.rope import compute_rope
+from minillada.rotary import RotaryEmbedding, apply_rotary
 
 
 class LLaDAConfig(PretrainedConfig):

@@ -27,13 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from minillada.atomic import atomic_write_bytes
-from minillada.rope import (
-    angle_coverage,
-    attention_decay_bound,
-    compute_rope,
-    critical_dim,
-    default_inv_freq,
-)
+from minillada.rope import compute_rope, critical_dim, default_inv_freq
+from minillada.rope_analysis import angle_coverage, attention_decay_bound
 
 # ----------------------------------------------------------------------------- style
 

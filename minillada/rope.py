@@ -10,8 +10,9 @@ Every variant is a pure function registered in `ROPE_VARIANTS`:
     fn(head_dim, base, train_len, target_len, **params) -> (inv_freq [d/2] float32, attn_factor)
 
 The attention factor multiplies both cos and sin (YaRN's and LongRoPE's temperature). `compute_rope`
-validates arguments and parameter names before calling a variant; the parameters a variant accepts
-are exactly its keyword-only arguments. Checks that need no torch live in `minillada.rope_checks`.
+validates arguments and parameter names (a variant's keyword-only arguments) before calling it.
+Checks that need no torch: `rope_checks`; the rotary module: `rotary`; summaries, coverage,
+decay and the Hugging Face bridge: `rope_analysis`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from minillada.rope_checks import KNOWN_MODELS as KNOWN_MODELS  # re-exported
 from minillada.rope_checks import (
@@ -338,7 +338,8 @@ def rope_ntk_critical(
     """LongLLaDA's critical-dimension NTK: new base lambda * b with
     d_c = 2 ceil((d/2) log_b(T/2pi)) and lambda = b^-1 (T'/2pi)^(d/d_c); lambda < 1 at T' = T
     (see `ntk_scale`)."""
-    scale = ntk_scale(head_dim, base, train_len, _target(train_len, target_len), 1.0, critical_dim)
+    target = target_or_train_len(train_len, target_len)
+    scale = ntk_scale(head_dim, base, train_len, target, 1.0, critical_dim)
     return default_inv_freq(head_dim, scale * base), 1.0
 
 
@@ -354,11 +355,12 @@ def rope_diffusion_ntk(
     """UltraLLaDA's diffusion-aware NTK: the critical-dimension law on the bidirectional span,
     T_cap = span*T and T_Ecap = span*T' (span 2 by default); lambda < 1 at T' = T (see
     `ntk_scale`)."""
-    scale = ntk_scale(head_dim, base, train_len, _target(train_len, target_len), span, critical_dim)
+    target = target_or_train_len(train_len, target_len)
+    scale = ntk_scale(head_dim, base, train_len, target, span, critical_dim)
     return default_inv_freq(head_dim, scale * base), 1.0
 
 
-def _target(train_len: int, target_len: int | None) -> int:
+def target_or_train_len(train_len: int, target_len: int | None) -> int:
     return target_len if target_len is not None else train_len
 
 
@@ -436,225 +438,10 @@ def validate_rope_args(
             raise ValueError(f"{variant}: {error}") from None
 
 
-def compute_rope(
-    variant: str,
-    head_dim: int,
-    base: float,
-    train_len: int,
-    target_len: int | None = None,
-    params: dict[str, Any] | None = None,
-) -> tuple[torch.Tensor, float]:
+def compute_rope(variant: str, head_dim: int, base: float, train_len: int,
+                 target_len: int | None = None,
+                 params: dict[str, Any] | None = None) -> tuple[torch.Tensor, float]:
     """Validated entry point: (inv_freq, attention_factor) of `variant`."""
     params = dict(params or {})
     validate_rope_args(variant, head_dim, base, train_len, target_len, params)
     return ROPE_VARIANTS[variant](head_dim, float(base), train_len, target_len, **params)
-
-
-def rope_summary(
-    variant: str,
-    head_dim: int,
-    base: float,
-    train_len: int,
-    target_len: int | None,
-    params: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One row of the RoPE calculator.
-
-    Keys: method, head_dim, base, train_len, target_len, critical_dim, scale, new_base,
-    attention_factor. `scale` is lambda for the critical-dimension laws and the extension factor s
-    otherwise; `new_base` is set for variants that only change the base. None where not applicable.
-    """
-    params = dict(params or {})
-    _, attention_factor = compute_rope(variant, head_dim, base, train_len, target_len, params)
-    target = _target(train_len, target_len)
-    d_c = scale = new_base = None
-    if variant in ("ntk_critical", "diffusion_ntk"):
-        span = params.get("span", 2.0) if variant == "diffusion_ntk" else 1.0
-        d_c = params.get("critical_dim") or critical_dim(head_dim, base, train_len, span)
-        scale = ntk_scale(head_dim, base, train_len, target, span, d_c)
-        new_base = scale * base
-    elif variant == "dynamic":
-        scale = params.get("factor", 1.0)
-        new_base = dynamic_ntk_base(head_dim, base, train_len, target, scale)
-    elif variant != "default":
-        scale = resolve_factor(train_len, target_len, params.get("factor"))
-        if variant == "ntk":
-            new_base = ntk_base(head_dim, base, scale)
-    return {
-        "method": variant,
-        "head_dim": head_dim,
-        "base": float(base),
-        "train_len": train_len,
-        "target_len": target_len,
-        "critical_dim": d_c,
-        "scale": scale,
-        "new_base": new_base,
-        "attention_factor": attention_factor,
-    }
-
-
-# ----------------------------------------------------------------------------- analysis helpers
-
-
-def angle_coverage(inv_freq: torch.Tensor, train_len: int, bidirectional: bool) -> torch.Tensor:
-    """Share of a full period that the trained relative positions cover, per pair, capped at 1.
-
-    Causal attention trains offsets in [0, T): a range of T-1; bidirectional attention trains
-    (-T, T): a range of 2(T-1). Coverage = min(1, range * theta / 2pi).
-    """
-    span = 2 * (train_len - 1) if bidirectional else train_len - 1
-    return (span * inv_freq.double() / (2 * math.pi)).clamp(max=1.0)
-
-
-def attention_decay_bound(inv_freq: torch.Tensor, max_distance: int) -> torch.Tensor:
-    """RoFormer's long-term decay bound (2/d) * sum_j |S_j|, S_j = sum_{k<=j} exp(i m theta_k),
-    for relative distances m = 0 .. max_distance (shape [max_distance + 1])."""
-    distance = torch.arange(max_distance + 1, dtype=torch.float64)[:, None]
-    phases = torch.polar(torch.ones(()).double(), distance * inv_freq.double()[None, :])
-    return phases.cumsum(dim=1).abs().mean(dim=1)
-
-
-# ----------------------------------------------------------------------------- rotary module
-
-
-class RotaryEmbedding(nn.Module):
-    """cos/sin tables for any registered variant; `forward(positions)` -> (cos, sin), float32,
-    shape [..., L, head_dim], attention factor included. Dynamic NTK recomputes its frequencies for
-    the actual length (max position + 1)."""
-
-    def __init__(
-        self,
-        head_dim: int,
-        base: float,
-        train_len: int,
-        variant: str = "default",
-        target_len: int | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.head_dim, self.base, self.train_len = head_dim, float(base), train_len
-        self.variant, self.target_len, self.params = variant, target_len, dict(params or {})
-        inv_freq, self.attention_factor = compute_rope(
-            variant, head_dim, base, train_len, target_len, self.params
-        )
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-
-    def _frequencies(self, positions: torch.Tensor) -> torch.Tensor:
-        if self.variant != "dynamic":
-            return self.inv_freq
-        seq_len = int(positions.max()) + 1 if positions.numel() else 1
-        inv_freq, _ = ROPE_VARIANTS["dynamic"](
-            self.head_dim, self.base, self.train_len, seq_len, **self.params
-        )
-        return inv_freq.to(self.inv_freq.device)
-
-    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inv_freq = self._frequencies(positions)
-        angles = positions.to(torch.float32)[..., None] * inv_freq.float()
-        angles = torch.cat((angles, angles), dim=-1)  # half-split layout: pair n is (n, n + d/2)
-        return angles.cos() * self.attention_factor, angles.sin() * self.attention_factor
-
-    def extra_repr(self) -> str:
-        return (
-            f"variant={self.variant}, head_dim={self.head_dim}, base={self.base}, "
-            f"train_len={self.train_len}, target_len={self.target_len}"
-        )
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [B, H, L, D] by cos/sin of shape [B, L, D] or [L, D]; fp32 math, x's dtype out."""
-    if cos.dim() == 3:
-        cos, sin = cos[:, None], sin[:, None]
-    rotated = x.float() * cos + rotate_half(x.float()) * sin
-    return rotated.to(x.dtype)
-
-
-# ----------------------------------------------------------------------------- Hugging Face bridge
-
-_HF_NATIVE = {"linear", "dynamic", "yarn", "llama3", "longrope"}
-
-
-def to_hf_rope_parameters(
-    variant: str,
-    base: float,
-    train_len: int,
-    target_len: int | None = None,
-    params: dict[str, Any] | None = None,
-    head_dim: int | None = None,
-) -> dict[str, Any]:
-    """A transformers `rope_parameters` dict that reproduces `variant`.
-
-    Base-only variants (ntk, ntk_critical, diffusion_ntk) become `rope_type: default` with the new
-    `rope_theta` (they need `head_dim`); diffusion_yarn becomes yarn with
-    `original_max_position_embeddings = span * T` and an explicit factor.
-    """
-    params = dict(params or {})
-    if variant == "default":
-        return {"rope_type": "default", "rope_theta": float(base)}
-    if variant in ("ntk", "ntk_critical", "diffusion_ntk"):
-        if head_dim is None:
-            raise ValueError(
-                f"{variant} changes rope_theta by a law of the head dim: pass head_dim"
-            )
-        summary = rope_summary(variant, head_dim, base, train_len, target_len, params)
-        return {"rope_type": "default", "rope_theta": summary["new_base"]}
-    if variant == "diffusion_yarn":
-        span = params.pop("span", 2.0)
-        factor = resolve_factor(train_len, target_len, params.pop("factor", None))
-        out = {
-            "rope_type": "yarn",
-            "rope_theta": float(base),
-            "factor": factor,
-            "original_max_position_embeddings": span * train_len,
-            **params,
-        }
-        return out
-    if variant not in _HF_NATIVE:
-        raise ValueError(
-            f"unknown RoPE variant {variant!r}; known variants: {', '.join(ROPE_VARIANTS)}"
-        )
-    out = {"rope_type": variant, "rope_theta": float(base), **_with_defaults(variant, params)}
-    if variant != "dynamic":
-        out["factor"] = resolve_factor(train_len, target_len, params.get("factor"))
-        out["original_max_position_embeddings"] = train_len
-    else:
-        out.setdefault("factor", 1.0)
-    return out
-
-
-def _with_defaults(variant: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The variant's parameters with its defaults filled in (None defaults left out)."""
-    signature = inspect.signature(ROPE_VARIANTS[variant]).parameters.values()
-    defaults = {p.name: p.default for p in signature if p.kind is p.KEYWORD_ONLY}
-    merged = {k: v for k, v in defaults.items() if v is not inspect.Parameter.empty} | params
-    return {k: v for k, v in merged.items() if v is not None}
-
-
-def from_hf_rope_parameters(
-    rope_parameters: dict[str, Any], max_position_embeddings: int
-) -> dict[str, Any]:
-    """Inverse of `to_hf_rope_parameters` for transformers' native types.
-
-    Returns {variant, base, train_len, params}; train_len is `original_max_position_embeddings`
-    when present, else `max_position_embeddings`.
-    """
-    rope_parameters = dict(rope_parameters)
-    variant = rope_parameters.pop("rope_type", rope_parameters.pop("type", "default"))
-    if variant != "default" and variant not in _HF_NATIVE:
-        raise ValueError(
-            f"rope_type {variant!r} has no minillada equivalent; "
-            f"known: default, {', '.join(sorted(_HF_NATIVE))}"
-        )
-    base = float(rope_parameters.pop("rope_theta"))
-    train_len = int(
-        rope_parameters.pop("original_max_position_embeddings", max_position_embeddings)
-    )
-    rope_parameters.pop("partial_rotary_factor", None)
-    accepted, _ = variant_parameters(variant)
-    params = {k: v for k, v in rope_parameters.items() if k in accepted and v is not None}
-    return {"variant": variant, "base": base, "train_len": train_len, "params": params}

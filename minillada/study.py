@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from minillada import data
+from minillada import data, tasks
 from minillada.checkpoint import model_folder, saved_config
 from minillada.config import RUN_CONTROL_FIELDS, TrainConfig, make_config
 from minillada.evals.leakage import cross_document_attention, multi_document_rows
@@ -177,8 +177,8 @@ class Study:
 
     def sample_maker(self, key_digits: int):
         """make_sample(task, length, depth, seed) for retrieval grids."""
-        def make(task: str, length: int, depth: float, seed: int) -> data.TaskSample:
-            return data.make_task_sample(self.tokenizer, task, length, depth, seed,
+        def make(task: str, length: int, depth: float, seed: int) -> tasks.TaskSample:
+            return tasks.make_task_sample(self.tokenizer, task, length, depth, seed,
                                          key_digits=key_digits)
         return make
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from minillada import data
+from minillada import data, tasks
 
 
 @pytest.fixture(scope="module")
@@ -136,16 +136,16 @@ def test_tokenize_documents(tokenizer):
 # -- synthetic tasks ---------------------------------------------------------------------------
 
 
-def _max_unit(filler: data.Filler) -> int:
+def _max_unit(filler: tasks.Filler) -> int:
     starts = [*filler.unit_start.nonzero()[0].tolist(), len(filler.tokens)]
     return max(b - a for a, b in itertools.pairwise(starts))
 
 
-@pytest.mark.parametrize("task", list(data.TASKS))
+@pytest.mark.parametrize("task", list(tasks.TASKS))
 def test_task_samples_have_exactly_the_requested_length(tokenizer, task):
     for length in (300, 301, 1000, 2500):
         for depth in (0.0, 37.5, 100.0):
-            sample = data.make_task_sample(tokenizer, task, length, depth, seed=length)
+            sample = tasks.make_task_sample(tokenizer, task, length, depth, seed=length)
             assert sample.length == length == len(sample.prompt_ids) + len(sample.answer_ids)
             assert sample.input_ids == [*sample.prompt_ids, *sample.answer_ids]
             assert sample.answer_mask == [False] * len(sample.prompt_ids) + [True] * len(
@@ -154,27 +154,27 @@ def test_task_samples_have_exactly_the_requested_length(tokenizer, task):
             assert tokenizer.decode(sample.answer_ids).strip() == sample.answer_text
 
 
-@pytest.mark.parametrize("task", list(data.TASKS))
+@pytest.mark.parametrize("task", list(tasks.TASKS))
 def test_shortest_length_fills_nothing_and_shorter_is_refused(tokenizer, task):
-    minimum = 1000 - data.make_task_sample(tokenizer, task, 1000, 50, seed=3).metadata[
+    minimum = 1000 - tasks.make_task_sample(tokenizer, task, 1000, 50, seed=3).metadata[
         "filler_tokens"]
-    shortest = data.make_task_sample(tokenizer, task, minimum, 50, seed=3)
+    shortest = tasks.make_task_sample(tokenizer, task, minimum, 50, seed=3)
     assert shortest.length == minimum and shortest.metadata["filler_tokens"] == 0
     with pytest.raises(ValueError, match=f"at least {minimum} tokens"):
-        data.make_task_sample(tokenizer, task, minimum - 1, 50, seed=3)
+        tasks.make_task_sample(tokenizer, task, minimum - 1, 50, seed=3)
     # min_task_length is the largest such minimum over its seeds.
-    assert data.min_task_length(tokenizer, task, seeds=[3]) == minimum
-    longest = data.min_task_length(tokenizer, task, seeds=range(8))
+    assert tasks.min_task_length(tokenizer, task, seeds=[3]) == minimum
+    longest = tasks.min_task_length(tokenizer, task, seeds=range(8))
     for seed in range(8):
-        data.make_task_sample(tokenizer, task, longest, 50, seed=seed)
+        tasks.make_task_sample(tokenizer, task, longest, 50, seed=seed)
 
 
 @pytest.mark.parametrize("task", ["passkey", "niah"])
 def test_the_needle_holds_the_answer_at_the_requested_depth(tokenizer, task):
-    filler = data.noise_filler(tokenizer) if task == "passkey" else data.corpus_filler(tokenizer)
+    filler = tasks.noise_filler(tokenizer) if task == "passkey" else tasks.corpus_filler(tokenizer)
     unit = _max_unit(filler) if task == "passkey" else 60  # corpus lines: tokens per line
     for depth in (0.0, 10.0, 50.0, 90.0, 100.0):
-        sample = data.make_task_sample(tokenizer, task, 3000, depth, seed=int(depth))
+        sample = tasks.make_task_sample(tokenizer, task, 3000, depth, seed=int(depth))
         start, end = sample.metadata["needle_start"], sample.metadata["needle_end"]
         needle = sample.prompt_ids[start:end]
         assert tokenizer.decode(needle).count(sample.answer_text) >= 1
@@ -187,26 +187,26 @@ def test_the_needle_holds_the_answer_at_the_requested_depth(tokenizer, task):
 
 
 def test_passkey_rows_tokenize_like_their_text(tokenizer):
-    sample = data.make_task_sample(tokenizer, "passkey", 400, 30, seed=1)
+    sample = tasks.make_task_sample(tokenizer, "passkey", 400, 30, seed=1)
     text = tokenizer.decode(sample.input_ids)
     assert tokenizer.encode(text, add_special_tokens=False) == sample.input_ids
     assert text.endswith(f"The pass key is {sample.answer_text}")
 
 
 def test_multikey_asks_for_one_of_several_needles(tokenizer):
-    sample = data.make_task_sample(tokenizer, "niah_multikey", 2000, 25, seed=4)
+    sample = tasks.make_task_sample(tokenizer, "niah_multikey", 2000, 25, seed=4)
     words, keys = sample.metadata["words"], sample.metadata["keys"]
     assert len(set(words)) == len(words) == 4 and sample.answer_text == keys[0]
     prompt = tokenizer.decode(sample.prompt_ids)
     for word, key in zip(words, keys, strict=True):
         assert f"The special magic number for {word} is {key}." in prompt
     assert prompt.endswith(f"The special magic number for {words[0]} is ")
-    queried = data.make_task_sample(tokenizer, "niah_multikey", 2000, 25, seed=4, keys=2)
+    queried = tasks.make_task_sample(tokenizer, "niah_multikey", 2000, 25, seed=4, keys=2)
     assert len(queried.metadata["words"]) == 2
 
 
 def test_variable_tracking_chain(tokenizer):
-    sample = data.make_task_sample(tokenizer, "variable_tracking", 800, 20, seed=5, hops=3)
+    sample = tasks.make_task_sample(tokenizer, "variable_tracking", 800, 20, seed=5, hops=3)
     names, value = sample.metadata["names"], sample.metadata["key"]
     assert len(names) == 4 and sample.answer_text == " ".join(names)
     prompt = tokenizer.decode(sample.prompt_ids)
@@ -220,31 +220,31 @@ def test_variable_tracking_chain(tokenizer):
 
 
 def test_task_samples_are_deterministic_by_seed(tokenizer):
-    for task in data.TASKS:
-        first = data.make_task_sample(tokenizer, task, 500, seed=11)
-        assert data.make_task_sample(tokenizer, task, 500, seed=11) == first
-        other = data.make_task_sample(tokenizer, task, 500, seed=12)
+    for task in tasks.TASKS:
+        first = tasks.make_task_sample(tokenizer, task, 500, seed=11)
+        assert tasks.make_task_sample(tokenizer, task, 500, seed=11) == first
+        other = tasks.make_task_sample(tokenizer, task, 500, seed=12)
         assert other.answer_text != first.answer_text
         assert 0 <= first.depth <= 100 and first.depth != other.depth  # random depth per seed
 
 
 def test_key_digits_sets_the_answer_length(tokenizer):
     for digits in (1, 3, 8):
-        sample = data.make_task_sample(tokenizer, "passkey", 200, 50, key_digits=digits)
+        sample = tasks.make_task_sample(tokenizer, "passkey", 200, 50, key_digits=digits)
         assert len(sample.answer_ids) == digits and len(sample.answer_text) == digits
 
 
 def test_bad_task_requests(tokenizer):
     with pytest.raises(ValueError, match="'copy'"):
-        data.make_task_sample(tokenizer, "copy", 100)
+        tasks.make_task_sample(tokenizer, "copy", 100)
     for depth in (-1.0, 100.5):
         with pytest.raises(ValueError, match=str(depth)):
-            data.make_task_sample(tokenizer, "passkey", 100, depth)
+            tasks.make_task_sample(tokenizer, "passkey", 100, depth)
     with pytest.raises(ValueError, match="key_digits"):
-        data.make_task_sample(tokenizer, "passkey", 100, key_digits=0)
+        tasks.make_task_sample(tokenizer, "passkey", 100, key_digits=0)
     with pytest.raises(ValueError, match="length"):
-        data.make_task_sample(tokenizer, "passkey", 0)
+        tasks.make_task_sample(tokenizer, "passkey", 0)
     with pytest.raises(ValueError, match="keys"):
-        data.make_task_sample(tokenizer, "niah", 500, keys=0)
+        tasks.make_task_sample(tokenizer, "niah", 500, keys=0)
     with pytest.raises(ValueError, match="'dev'"):
-        data.make_task_sample(tokenizer, "niah", 500, haystack_split="dev")
+        tasks.make_task_sample(tokenizer, "niah", 500, haystack_split="dev")

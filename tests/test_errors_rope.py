@@ -10,7 +10,8 @@ import time
 import pytest
 
 from minillada import rope_checks
-from minillada.rope import ROPE_VARIANTS, compute_rope, critical_dim, ntk_scale, rope_summary
+from minillada.rope import ROPE_VARIANTS, compute_rope, critical_dim, ntk_scale
+from minillada.rope_analysis import rope_summary
 
 GOOD = {"variant": "default", "head_dim": 64, "base": 500.0, "train_len": 128, "target_len": 256}
 

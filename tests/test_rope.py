@@ -12,17 +12,18 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from minillada import rope
 from minillada.rope import (
     ROPE_VARIANTS,
-    RotaryEmbedding,
-    angle_coverage,
-    apply_rotary,
-    attention_decay_bound,
     compute_rope,
     critical_dim,
-    from_hf_rope_parameters,
     ntk_scale,
+)
+from minillada.rope_analysis import (
+    angle_coverage,
+    attention_decay_bound,
+    from_hf_rope_parameters,
     rope_summary,
     to_hf_rope_parameters,
 )
+from minillada.rotary import RotaryEmbedding, apply_rotary
 
 LLADA = rope.KNOWN_MODELS["llada-8b"]
 

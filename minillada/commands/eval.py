@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from minillada import data, plots
+from minillada import data, plots, tasks
 from minillada.evals.models import ModelAtLength, rope_variants
 from minillada.evals.perplexity import paired_loss_grid, paired_summary, ppl_at_lengths
 from minillada.evals.retrieval import (
@@ -119,7 +119,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     """Validate the command line (names, numbers, checkpoint files); raise before any work."""
     preset = get_preset(args.preset)
     grid = preset.evaluation
-    known = (*CORPUS_TASKS, *data.TASKS)
+    known = (*CORPUS_TASKS, *tasks.TASKS)
     unknown = [task for task in args.tasks if task not in known]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(known)}")
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     models = rope_variants(model, args.rope, args.target_len)
     for task in plan.tasks:  # a retrieval length too short for the task fails before any work
         if task not in CORPUS_TASKS:
-            data.make_task_sample(tokenizer, task, min(plan.lengths), 50.0,
+            tasks.make_task_sample(tokenizer, task, min(plan.lengths), 50.0,
                                   key_digits=args.key_digits)
     train_len = model.config.max_sequence_length
     args.out.mkdir(parents=True, exist_ok=True)
@@ -231,8 +231,8 @@ def _ppl_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[int
 
 def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan: Plan,
                     args: argparse.Namespace, config, train_len: int) -> str:
-    def make_sample(task: str, length: int, depth: float, seed: int) -> data.TaskSample:
-        return data.make_task_sample(tokenizer, task, length, depth, seed,
+    def make_sample(task: str, length: int, depth: float, seed: int) -> tasks.TaskSample:
+        return tasks.make_task_sample(tokenizer, task, length, depth, seed,
                                      key_digits=args.key_digits)
 
     likelihood = None

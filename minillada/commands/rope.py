@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         check_param_values(_given_params(args), setup["head_dim"])
     except ValueError as error:
         args.parser.error(str(error))
-    from minillada.rope import rope_summary
+    from minillada.rope_analysis import rope_summary
 
     # longrope's per-pair factors come from a search, not from a command-line law.
     methods = (

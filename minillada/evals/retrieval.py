@@ -21,11 +21,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from minillada.data import TaskSample
 from minillada.diffusion import generate, mc_log_likelihood, model_device
 from minillada.evals.models import Model, ModelAtLength, check_lengths, rope_columns
 from minillada.results import ResultLog
 from minillada.seeds import derived_seed
+from minillada.tasks import TaskSample
 
 # ----------------------------------------------------------------------------------------------
 # Scoring
