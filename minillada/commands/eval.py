@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
             summaries.append(_retrieval_task(task, models, tokenizer, plan, args,
                                              model.config, train_len))
     print("\n".join(summaries))
+    print(f"wrote {', '.join(f'{task}.csv, {task}.png' for task in plan.tasks)} in {args.out}")
     return 0
 
 
