@@ -13,6 +13,7 @@ defaults (`-p presett smoke` would run the cpu preset for an hour). Two guards:
 from __future__ import annotations
 
 import os
+import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,13 @@ KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 
 
 def unknown_parameters(namespace: Mapping[str, Any], declared: Iterable[str]) -> list[str]:
-    """Public names in `namespace` that are neither declared parameters nor the kernel's own."""
+    """Public names in `namespace` that are neither declared parameters nor the kernel's own,
+    leaving out modules, functions and classes (imported, never injected: papermill injects
+    plain values)."""
     known = set(declared) | KERNEL_NAMES
-    return sorted(name for name in namespace if not name.startswith("_") and name not in known)
+    return sorted(name for name, value in namespace.items()
+                  if not name.startswith("_") and name not in known and not callable(value)
+                  and not isinstance(value, types.ModuleType))
 
 
 def check_parameters(namespace: Mapping[str, Any], declared: Iterable[str]) -> None:

@@ -119,7 +119,8 @@ def test_notebook_parameters_are_checked_before_any_work(study, capsys):
 def test_unknown_injected_names_are_refused():
     from minillada.parameters import check_parameters, parse_assignment, unknown_parameters
 
-    namespace = {"preset": "smoke", "presett": "smoke", "In": [], "_i1": "", "get_ipython": 0}
+    namespace = {"preset": "smoke", "presett": "smoke", "In": [], "_i1": "", "get_ipython": 0,
+                 "check_parameters": check_parameters, "pytest": pytest}  # imports are not
     assert unknown_parameters(namespace, ["preset", "seed"]) == ["presett"]
     with pytest.raises(ValueError, match=r"\['presett'\]; this notebook takes preset, seed"):
         check_parameters(namespace, ["preset", "seed"])
