@@ -59,7 +59,9 @@ def test_every_notebook_checks_exactly_the_parameters_it_declares(path):
     assert declared_in_check_cell(path) == list(papermill.inspect_notebook(str(path)))
 
 
-def test_a_mistyped_parameter_stops_the_notebook_at_once_listing_the_parameters(tmp_path):
+def test_a_mistyped_parameter_stops_the_notebook_at_once_listing_the_parameters(tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(NOTEBOOKS.parent))  # the kernel imports this checkout
     start = time.perf_counter()
     with pytest.raises(papermill.PapermillExecutionError) as error:
         papermill.execute_notebook(
@@ -79,6 +81,7 @@ def study(tmp_path_factory) -> Path:
     (root / "out").mkdir()
     with pytest.MonkeyPatch.context() as patch:  # the kernels inherit the test token cache
         patch.setenv("MINILLADA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        patch.setenv("PYTHONPATH", str(NOTEBOOKS.parent))  # the kernels import this checkout
         for name, (parameters, _, _) in CASES.items():
             papermill.execute_notebook(
                 str(NOTEBOOKS / f"{name}.ipynb"), str(root / "out" / f"{name}.ipynb"),
