@@ -31,6 +31,7 @@ from minillada.rope import ROPE_VARIANTS
 STAGES = ("pretrain", "extend")
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 T_PER = ("sequence", "document")
+LOGS = ("jsonl", "tensorboard")  # TrainConfig.log: where the metrics go besides metrics.jsonl
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,9 @@ class TrainConfig:
     # bf16 is autocast on a CPU or one GPU, the FSDP2 parameter policy on GPUs.
     dtype: str = "auto"
     progress: bool = True
+    # jsonl: metrics.jsonl only; tensorboard: also <out>/tensorboard/ (needs `pip install
+    # tensorboard`, the `tracking` extra; minillada.tracking)
+    log: str = "jsonl"
 
     def __post_init__(self) -> None:
         check_dtype_name(self.dtype)
@@ -115,6 +119,7 @@ class TrainConfig:
             "schedule": (self.schedule, tuple(LR_SCHEDULES)),
             "dtype": (self.dtype, tuple(PRECISIONS)),
             "t_per": (self.t_per, T_PER),
+            "log": (self.log, LOGS),
         }
         for name, (value, allowed) in choices.items():
             if value not in allowed:
@@ -194,7 +199,7 @@ def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: An
 # Fields that do not change the trajectory: a run may resume with other values for them.
 # Activation checkpointing recomputes the same values: memory, not the trajectory.
 RUN_CONTROL_FIELDS = frozenset({"out", "save_every", "keep_checkpoints", "val_every", "progress",
-                                "activation_checkpointing"})
+                                "activation_checkpointing", "log"})
 
 
 def incompatible_fields(saved: Mapping[str, Any], config: TrainConfig) -> list[str]:

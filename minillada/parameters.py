@@ -12,7 +12,10 @@ defaults (`-p presett smoke` would run the cpu preset for an hour). Two guards:
 
 from __future__ import annotations
 
+import os
+import types
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 # Names IPython itself puts into a notebook's namespace.
@@ -20,9 +23,13 @@ KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
 
 
 def unknown_parameters(namespace: Mapping[str, Any], declared: Iterable[str]) -> list[str]:
-    """Public names in `namespace` that are neither declared parameters nor the kernel's own."""
+    """Public names in `namespace` that are neither declared parameters nor the kernel's own,
+    leaving out modules, functions and classes (imported, never injected: papermill injects
+    plain values)."""
     known = set(declared) | KERNEL_NAMES
-    return sorted(name for name in namespace if not name.startswith("_") and name not in known)
+    return sorted(name for name, value in namespace.items()
+                  if not name.startswith("_") and name not in known and not callable(value)
+                  and not isinstance(value, types.ModuleType))
 
 
 def check_parameters(namespace: Mapping[str, Any], declared: Iterable[str]) -> None:
@@ -45,3 +52,14 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         return name.strip(), yaml.safe_load(value)
     except yaml.YAMLError as error:
         raise ValueError(f"-p {name}: value {value!r} is not valid YAML ({error})") from None
+
+
+DEFAULT_PRESET = "cpu"  # the preset whose figures and results the repository commits
+
+
+def preset_folder(folder: str | os.PathLike, preset: str) -> Path:
+    """Where a notebook at `preset` writes figures or results: `folder` for the default preset,
+    else `folder/<preset>` (kept as is when it already ends with that name, as the folders of
+    `minillada reproduce` do), so a smoke run never overwrites the committed study."""
+    folder = Path(folder)
+    return folder if preset == DEFAULT_PRESET or folder.name == preset else folder / preset

@@ -315,38 +315,85 @@ def plot_decay_bound(
 
 import pandas as pd  # noqa: E402 (only the evaluation plots below take tables)
 
+PACKING_LABELS: dict[str, str] = {
+    "direct": "direct packing",
+    "eod": "EOD-separated packing",
+    "adaptive": "adaptive packing (document mask)",
+    "adaptive_eod": "adaptive + EOD packing",
+}
+RETRIEVAL_METRICS: dict[str, str] = {"exact": "exact match, %", "value": "NeedleBench score, 0-100"}
+
+
+def display_name(name: str) -> str:
+    """A human name for a model label: RoPE variants and packings by name ("diffusion_ntk +
+    adaptive" -> "diffusion-aware NTK (UltraLLaDA) + adaptive packing (document mask)")."""
+    parts = [VARIANT_LABELS.get(part, PACKING_LABELS.get(part, part)) for part in name.split(" + ")]
+    return " + ".join(parts)
+
+
+def note_axis_origin(ax: Axes) -> Axes:
+    """Say so on a linear y axis that does not start at 0 (it magnifies small differences)."""
+    low, high = ax.get_ylim()
+    if ax.get_yscale() == "linear" and 0 < low < high:
+        ax.text(0.01, 0.01, "y axis does not start at 0", transform=ax.transAxes, fontsize="small",
+                fontstyle="italic", color="dimgray", ha="left", va="bottom")
+    return ax
+
 
 def _variant_style(name: str) -> dict[str, object]:
     """Color, marker and label of a RoPE variant; other names (checkpoints) get the palette's."""
     if name in VARIANT_COLORS:
         return {"color": VARIANT_COLORS[name], "marker": VARIANT_MARKERS[name],
                 "label": VARIANT_LABELS[name]}
-    return {"marker": "o", "label": name}
+    return {"marker": "o", "label": display_name(name)}
 
 
-def plot_score_heatmap(ax: Axes, frame: pd.DataFrame, title: str, value: str = "value",
-                       train_len: int | None = None) -> Axes:
-    """Mean `value` (0-100) per needle depth (rows, 0% at the top) and context length (columns),
-    NeedleBench's red-to-green scale; a dashed line separates lengths up to `train_len`."""
-    table = frame.pivot_table(index="depth", columns="length", values=value, aggfunc="mean")
+def _samples_per_cell(counts: pd.DataFrame) -> str:
+    low, high = int(counts.min().min()), int(counts.max().max())
+    return f"{low} samples per cell" if low == high else f"{low}-{high} samples per cell"
+
+
+def plot_score_heatmap(ax: Axes, frame: pd.DataFrame, title: str, value: str = "exact",
+                       train_len: int | None = None, chance: float | None = None) -> Axes:
+    """Mean `value` in % (`exact`: exact match; `value`: NeedleBench score) per needle depth (rows,
+    0% at the top) and context length (columns), NeedleBench's red-to-green scale, the number of
+    samples per cell in the title; a labelled dashed line separates lengths up to `train_len`,
+    and `chance` (the metric's chance level, %) is marked on the colour bar."""
+    scale = 100.0 if value == "exact" else 1.0
+    frame = frame.assign(_shown=scale * frame[value])
+    table = frame.pivot_table(index="depth", columns="length", values="_shown", aggfunc="mean")
+    counts = frame.pivot_table(index="depth", columns="length", values="_shown", aggfunc="size")
+    unit = RETRIEVAL_METRICS.get(value, value)
     sns.heatmap(table, ax=ax, vmin=0, vmax=100, cmap="RdYlGn", annot=True, fmt=".0f",
-                annot_kws={"fontsize": "x-small"}, cbar_kws={"label": f"mean {value}"},
-                linewidths=0.5)
+                annot_kws={"fontsize": "x-small"}, cbar_kws={"label": unit}, linewidths=0.5)
     ax.set_xticklabels([format_tokens(length) for length in table.columns])
     ax.set_yticklabels([f"{depth:g}%" for depth in table.index], rotation=0)
+    handles = []
     if train_len is not None:
         inside = int((table.columns <= train_len).sum())
         if 0 < inside < len(table.columns):
-            ax.axvline(inside, color="black", linestyle="--", linewidth=1.5)
-    ax.set(title=title, xlabel="context length (tokens)", ylabel="needle depth")
+            handles.append(ax.axvline(inside, color="black", linestyle="--", linewidth=1.5,
+                                      label=f"lengths up to {format_tokens(train_len)} left of it"))
+    if chance is not None:
+        ax.collections[0].colorbar.ax.axhline(chance, color="black", linestyle=":", linewidth=2)
+        handles.append(plt.Line2D([], [], color="black", linestyle=":", linewidth=2,
+                                  label=f"chance = {chance:.3g}% (on the colour bar)"))
+    if handles:
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=2,
+                  fontsize="x-small", frameon=False)
+    ax.set(title=f"{display_name(title)}\n{unit}, {_samples_per_cell(counts)}",
+           xlabel="context length (tokens)", ylabel="needle depth")
     return ax
 
 
 def plot_lines(ax: Axes, frame: pd.DataFrame, x: str, y: str, title: str, ylabel: str,
                hue: str = "rope", error: str | None = None, train_len: int | None = None,
-               xlabel: str | None = None, log_x: bool = True) -> Axes:
-    """One line of `y` against `x` per `hue` value (RoPE variants in their fixed colors), with
-    ±`error` bars when given and T_train marked; `x` in tokens on a log2 axis by default."""
+               xlabel: str | None = None, log_x: bool = True, log_y: bool = False,
+               chance: float | None = None) -> Axes:
+    """One line of `y` against `x` per `hue` value (RoPE variants in their fixed colors, other
+    labels by `display_name`), with ±`error` bars when given, T_train and the `chance` level
+    (%) drawn and labelled; `x` in tokens on a log2 axis by default, `y` on a log axis with
+    `log_y`; a linear y axis that does not start at 0 says so."""
     for name, group in frame.groupby(hue, sort=False):
         group = group.sort_values(x)
         ax.errorbar(group[x], group[y], yerr=None if error is None else group[error],
@@ -354,10 +401,17 @@ def plot_lines(ax: Axes, frame: pd.DataFrame, x: str, y: str, title: str, ylabel
     if train_len is not None:
         ax.axvline(train_len, color="black", linestyle="--", linewidth=1,
                    label=f"T_train = {format_tokens(train_len)}")
+    if chance is not None:
+        ax.axhline(chance, color="dimgray", linestyle=":", linewidth=1.5,
+                   label=f"chance = {chance:.3g}%")
     if log_x:
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(TOKENS_FORMATTER)
         ax.xaxis.set_minor_formatter(NullFormatter())
+    if log_y:
+        ax.set_yscale("log")
+        ylabel = f"{ylabel} (log scale)"
     ax.set(title=title, xlabel=xlabel or f"{x} (tokens)", ylabel=ylabel)
+    note_axis_origin(ax)
     ax.legend()
     return ax

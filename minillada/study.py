@@ -35,6 +35,7 @@ from minillada.evals.perplexity import paired_loss_grid, ppl_at_lengths
 from minillada.evals.retrieval import GenerationSettings, run_retrieval_grid
 from minillada.model import LLaDAModelLM
 from minillada.packing import pack_documents
+from minillada.parameters import preset_folder
 from minillada.presets import Preset, get_preset
 from minillada.results import cached_grid, cached_table, digest
 from minillada.train import train
@@ -122,9 +123,11 @@ class Candidate:
 class Study:
     """One preset and seed of the study, its folders, and cached runs and evaluations.
 
-    Every notebook builds one from its parameters; `base()` is the pre-trained model (trained
-    once, shared by all notebooks), `extension()` a post-training run, and the evaluation methods
-    return tidy tables cached in `results` under the name given.
+    Every notebook builds one from its parameters (`create`: runs in runs_dir/<preset>; figures
+    and results in figures_dir and results_dir at the default preset cpu, in their <preset>
+    subfolder otherwise: `minillada.parameters.preset_folder`); `base()` is the pre-trained model
+    (trained once, shared by all notebooks), `extension()` a post-training run, and the
+    evaluation methods return tidy tables cached in `results` under the name given.
     """
 
     preset: Preset
@@ -137,8 +140,8 @@ class Study:
     @classmethod
     def create(cls, preset: str, seed: int, runs_dir: str | os.PathLike,
                results_dir: str | os.PathLike, figures_dir: str | os.PathLike) -> Study:
-        study = cls(get_preset(preset), seed, Path(runs_dir) / preset, Path(results_dir),
-                    Path(figures_dir))
+        study = cls(get_preset(preset), seed, Path(runs_dir) / preset,
+                    preset_folder(results_dir, preset), preset_folder(figures_dir, preset))
         for folder in (study.runs, study.results, study.figures):
             folder.mkdir(parents=True, exist_ok=True)
         return study

@@ -68,6 +68,7 @@ from minillada.estimate import format_duration, remaining_seconds
 from minillada.model import LLaDAConfig, LLaDAModelLM
 from minillada.packing import PACKING_STRATEGIES
 from minillada.seeds import derived_seed
+from minillada.tracking import open_tracker
 
 log = logging.getLogger(__name__)
 ESTIMATE_AFTER_STEPS = 5  # timed steps (after the first, which warms up) behind the estimate
@@ -333,6 +334,7 @@ class Trainer:
         bar = tqdm(total=config.steps, initial=self.step, desc=f"{config.stage} {config.preset}",
                    disable=not (config.progress and runtime.is_main), dynamic_ncols=True)
         timed_from: tuple[int, int, float] | None = None  # (step, tokens, time) after warm-up
+        tracker = open_tracker(config.log, self.out, self.step, runtime.is_main)
         while self.step < config.steps:
             record = self.train_step()
             if timed_from is None:
@@ -343,12 +345,14 @@ class Trainer:
                 record.update(self.validate())
             if runtime.is_main:
                 self.metrics.append(record)
+                tracker.append(record)
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
                             tok_s=f"{record['tokens_per_s']:.0f}")
             if self.step % config.save_every == 0 or self.step == config.steps:
                 self._save()
         bar.close()
+        tracker.close()
         export_model(self.model, self.tokenizer, self.out / "model", runtime)
         return self.out / "model"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import nbformat
@@ -43,12 +44,44 @@ CASES = {
 }
 
 
+def declared_in_check_cell(path: Path) -> list[str]:
+    """The names the cell after the parameters cell passes to check_parameters."""
+    cells = nbformat.read(path, as_version=4).cells
+    index = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    source = cells[index + 1].source
+    assert source.startswith("from minillada.parameters import check_parameters"), path.name
+    listed = source.split("check_parameters(globals(), [", 1)[1].split("])", 1)[0]
+    return [name.strip().strip('"') for name in listed.split(",")]
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("0*.ipynb")), ids=lambda p: p.stem)
+def test_every_notebook_checks_exactly_the_parameters_it_declares(path):
+    assert declared_in_check_cell(path) == list(papermill.inspect_notebook(str(path)))
+
+
+def test_a_mistyped_parameter_stops_the_notebook_at_once_listing_the_parameters(tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(NOTEBOOKS.parent))  # the kernel imports this checkout
+    start = time.perf_counter()
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        papermill.execute_notebook(
+            str(NOTEBOOKS / "01_rope_positional_analysis.ipynb"), str(tmp_path / "01.ipynb"),
+            parameters={"presett": "smoke", "preset": "smoke", "figures_dir": str(tmp_path)},
+            kernel_name="python3", language="python", cwd=str(NOTEBOOKS), progress_bar=False)
+    assert time.perf_counter() - start < 30
+    assert error.value.ename == "ValueError"
+    assert error.value.evalue == ("unknown notebook parameter(s) ['presett']; this notebook takes "
+                                  "preset, figures_dir, output_dir, seed, llada_targets")
+    assert not list(tmp_path.glob("*.png")) and not (tmp_path / "smoke").exists()  # nothing ran
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("study")
     (root / "out").mkdir()
     with pytest.MonkeyPatch.context() as patch:  # the kernels inherit the test token cache
         patch.setenv("MINILLADA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        patch.setenv("PYTHONPATH", str(NOTEBOOKS.parent))  # the kernels import this checkout
         for name, (parameters, _, _) in CASES.items():
             papermill.execute_notebook(
                 str(NOTEBOOKS / f"{name}.ipynb"), str(root / "out" / f"{name}.ipynb"),
@@ -63,10 +96,10 @@ def study(tmp_path_factory) -> Path:
 def test_notebook_writes_its_figures_and_results(study, name):
     _, figures, results = CASES[name]
     for figure in figures:
-        path = study / "figures" / f"{figure}.png"
+        path = study / "figures" / "smoke" / f"{figure}.png"  # not figures/: a non-cpu preset
         assert path.stat().st_size > 10_000, path
     for result in results:
-        path = study / "results" / result
+        path = study / "results" / "smoke" / result
         assert path.is_file(), path
         if path.suffix == ".csv":
             assert len(pd.read_csv(path)) > 0, path
@@ -83,10 +116,10 @@ def test_runs_are_shared_and_reused(study):
 
 
 def test_summary_reports_the_numbers_of_the_result_tables(study):
-    summary = (study / "results" / "summary.md").read_text()
+    summary = (study / "results" / "smoke" / "summary.md").read_text()
     assert "reported: UltraLLaDA" in summary and "ours: mini-UltraLLaDA" in summary
     # The main table's PPL at T_train is exp(mean chunk loss) of 05_ppl.csv at T_train.
-    ppl = pd.read_csv(study / "results" / "05_ppl.csv")
+    ppl = pd.read_csv(study / "results" / "smoke" / "05_ppl.csv")
     t_train = int(ppl["length"].min())
     header, _, *rows = [line for line in summary.splitlines() if line.startswith("| ")]
     columns = [cell.strip() for cell in header.strip("|").split("|")]
@@ -96,8 +129,8 @@ def test_summary_reports_the_numbers_of_the_result_tables(study):
         loss = ppl[(ppl["model"] == name) & (ppl["length"] == t_train)]["loss"].mean()
         assert cells[f"ours: {name}"] == f"{math.exp(loss):.2f}", name
     # The base model's passkey line is the mean exact match of 02_base_passkey.csv.
-    passkey = pd.read_csv(study / "results" / "02_base_passkey.csv")
-    base = json.loads((study / "results" / "02_base_summary.json").read_text())
+    passkey = pd.read_csv(study / "results" / "smoke" / "02_base_passkey.csv")
+    base = json.loads((study / "results" / "smoke" / "02_base_summary.json").read_text())
     assert base["passkey_exact"] == round(100 * passkey["exact"].mean(), 2)
     assert f"{base['passkey_exact']}% exact over {len(passkey)} samples" in summary
     findings = summary.split("## Findings")[1].strip().splitlines()

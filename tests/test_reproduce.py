@@ -52,7 +52,8 @@ def run(study: Path, *options: str) -> int:
 def test_parameters_reach_the_notebook_and_the_executed_copy_is_written(study, capsys):
     assert run(study, "--preset", "smoke", "--seed", "7", "--notebooks", "01") == 0
     root = study.parent
-    echoed = (root / "figures" / "echo.txt").read_text().split()
+    # A preset other than cpu writes into figures/<preset>, as the study notebooks do themselves.
+    echoed = (root / "figures" / "smoke" / "echo.txt").read_text().split()
     assert echoed == ["smoke", "7", str(study), str(root / "out")]  # run from its own folder
     executed = nbformat.read(root / "out" / "01_echo.ipynb", as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -118,9 +119,26 @@ def test_notebook_parameters_are_checked_before_any_work(study, capsys):
 def test_unknown_injected_names_are_refused():
     from minillada.parameters import check_parameters, parse_assignment, unknown_parameters
 
-    namespace = {"preset": "smoke", "presett": "smoke", "In": [], "_i1": "", "get_ipython": 0}
+    namespace = {"preset": "smoke", "presett": "smoke", "In": [], "_i1": "", "get_ipython": 0,
+                 "check_parameters": check_parameters, "pytest": pytest}  # imports are not
     assert unknown_parameters(namespace, ["preset", "seed"]) == ["presett"]
     with pytest.raises(ValueError, match=r"\['presett'\]; this notebook takes preset, seed"):
         check_parameters(namespace, ["preset", "seed"])
     assert parse_assignment("variants=[default, ntk]") == ("variants", ["default", "ntk"])
     assert parse_assignment("repeats=5") == ("repeats", 5)
+
+
+def test_presets_other_than_cpu_write_into_their_own_folders(tmp_path):
+    from minillada.parameters import preset_folder
+    from minillada.study import Study
+
+    assert preset_folder("../figures", "cpu") == Path("../figures")
+    assert preset_folder("../figures", "smoke") == Path("../figures/smoke")
+    assert preset_folder(tmp_path / "figures" / "smoke", "smoke") == tmp_path / "figures" / "smoke"
+    study = Study.create("smoke", 0, tmp_path / "runs", tmp_path / "results", tmp_path / "figures")
+    assert (study.runs, study.results, study.figures) == (
+        tmp_path / "runs" / "smoke", tmp_path / "results" / "smoke", tmp_path / "figures" / "smoke")
+    again = Study.create("smoke", 0, tmp_path / "runs", study.results, study.figures)
+    assert (again.results, again.figures) == (study.results, study.figures)  # never doubled
+    cpu = Study.create("cpu", 0, tmp_path / "runs", tmp_path / "results", tmp_path / "figures")
+    assert (cpu.results, cpu.figures) == (tmp_path / "results", tmp_path / "figures")

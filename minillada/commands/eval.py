@@ -183,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
             summaries.append(_retrieval_task(task, models, tokenizer, plan, args,
                                              model.config, train_len))
     print("\n".join(summaries))
+    print(f"wrote {', '.join(f'{task}.csv, {task}.png' for task in plan.tasks)} in {args.out}")
     return 0
 
 
@@ -251,7 +252,7 @@ def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan
     fig, axes = plots.panels(len(labels) + 1, columns=min(3, len(labels) + 1), width=5.5)
     for ax, label in zip(axes, labels, strict=False):
         plots.plot_score_heatmap(ax, generated[generated["model"] == label], f"{task}: {label}",
-                                 train_len=train_len)
+                                 train_len=train_len, chance=chance_level(task, args.key_digits))
     if generated["needle_distance"].notna().any():
         distance = by_needle_distance(generated, bin_width=max(1, train_len // 2))
         plots.plot_lines(axes[-1], distance, "distance", "value",

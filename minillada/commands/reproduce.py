@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import minillada
-from minillada.parameters import parse_assignment
+from minillada.parameters import parse_assignment, preset_folder
 from minillada.presets import PRESETS
 
 FLAG_OF_PARAMETER = {"output_dir": "executed", "figures_dir": "figures", "runs_dir": "runs",
@@ -164,8 +164,9 @@ def reproduce(args: argparse.Namespace) -> int:
     own = "" if args.preset == "cpu" else args.preset
     study = Path(args.out).resolve() if args.out else default_study_dir()
     output = Path(args.executed or study / "notebooks" / "output" / own).resolve()
-    figures = Path(args.figures or study / "figures" / own).resolve()
-    results = Path(args.results or study / "results" / own).resolve()
+    # The notebooks write a preset other than cpu into figures/<preset>, results/<preset>.
+    figures = preset_folder(Path(args.figures or study / "figures").resolve(), args.preset)
+    results = preset_folder(Path(args.results or study / "results").resolve(), args.preset)
     runs = Path(args.runs or study / "runs").resolve()
     parameters = {"preset": args.preset, "seed": args.seed, "figures_dir": str(figures),
                   "output_dir": str(output), "runs_dir": str(runs), "results_dir": str(results)}
@@ -230,9 +231,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "repository when run inside it, else ./minillada-study)")
     parser.add_argument("--executed", help="executed notebooks (default: OUT/notebooks/output, "
                         "OUT/notebooks/output/<preset> for presets other than cpu)")
-    parser.add_argument("--figures", help="figures (default: OUT/figures, or OUT/figures/<preset>)")
-    parser.add_argument("--results", help="result tables (default: OUT/results, or "
-                        "OUT/results/<preset>)")
+    parser.add_argument("--figures", help="figures (default: OUT/figures); presets other than cpu "
+                        "write into its <preset> subfolder")
+    parser.add_argument("--results", help="result tables (default: OUT/results); presets other "
+                        "than cpu write into its <preset> subfolder")
     parser.add_argument("--runs", help="training runs, by preset; finished runs are reused "
                         "(default: OUT/runs)")
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
