@@ -131,7 +131,7 @@ def test_effective_scale_is_lambda_for_base_changes_and_matches_pi_otherwise(var
 
 
 def test_effective_scale_needs_a_critical_pair():
-    with pytest.raises(ValueError, match="no critical pair"):
+    with pytest.raises(ValueError, match="every pair already turns a full period"):
         plots.effective_scale_curve("ntk", 16, 10.0, 32768, [65536])  # every pair turns within T
 
 
