@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
@@ -270,10 +271,12 @@ class Trainer:
             try:
                 # DCP gathers every rank's error and raises on all: the ranks fall back together.
                 state = load_checkpoint(checkpoint, tensors, self.runtime)
-            except Exception as error:
+            except (Exception, CheckpointException) as error:  # the latter a BaseException
                 if self.runtime.is_main:
-                    log.warning("checkpoint %s failed to load (%s: %s); falling back to an older "
-                                "one", checkpoint, type(error).__name__, str(error)[:300])
+                    shards = ", ".join(sorted(p.name for p in checkpoint.glob("*.distcp")))
+                    log.warning("checkpoint %s is damaged: a shard (%s) failed to load (%s: %s); "
+                                "falling back to an older one", checkpoint, shards,
+                                type(error).__name__, str(error)[:300])
                 continue
             optimizer_state["state"] = tensors["optimizer"]["state"]
             set_state_dict(self.model, self.optimizer, model_state_dict=tensors["model"],
