@@ -183,7 +183,10 @@ def test_one_trainer_per_run_and_a_killed_torchrun_takes_its_worker(tmp_path):
     deadline = time.monotonic() + 5
     while not gone(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert gone(worker), "the worker outlived its SIGKILL-ed torchrun"
+    orphaned = not gone(worker)
+    if orphaned:
+        os.kill(worker, signal.SIGKILL)  # do not leave it training
+    assert not orphaned, "the worker outlived its SIGKILL-ed torchrun"
     RunLock(out).close()  # the OS released the dead worker's lock
 
 
