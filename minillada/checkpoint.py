@@ -1,33 +1,50 @@
 """A run folder on disk: its config, metrics, checkpoints and exported model.
 
     config.json          the run's TrainConfig
+    run.lock             held (flock) by the one trainer writing the folder; holds its pid
     metrics.jsonl        one line per step: step, loss, lr, grad_norm, tokens, tokens_per_s, ...
                          (+ val_loss, val_task_* at validation steps)
-    checkpoints/step_NNNNNN/state.pt, checkpoints/latest (the name of the newest complete one)
+    checkpoints/step_NNNNNN/   a torch.distributed.checkpoint (DCP) folder: .metadata and one
+                         __<rank>_0.distcp per saving rank (the model and optimizer tensors, each
+                         rank its own shards), + trainer_state.json (step, tokens, corpus cursor)
+    checkpoints/latest   the name of the newest complete checkpoint (a plain name, never a path)
     model/               the final model (save_pretrained) and its tokenizer
 
 Every write is atomic (`minillada.atomic`): a crash at any moment leaves the previous checkpoint,
-model and metrics complete.
+model and metrics complete. A checkpoint is resharded when loaded, so a run saved by N processes
+resumes on M. Loading runs no pickled code: tensors are read with `torch.load(weights_only=True)`
+and DCP's pickled `.metadata` through an unpickler that builds only DCP's metadata classes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import logging
 import os
+import pickle
 import shutil
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, StorageMeta
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from minillada.atomic import atomic_folder, atomic_write_text
 from minillada.distributed import Runtime
 from minillada.model import LLaDAModelLM
 
+log = logging.getLogger(__name__)
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
+TRAINER_STATE = "trainer_state.json"
+TRAINER_STATE_KEYS = ("step", "tokens", "corpus_cursor")
 
 
 def model_folder(path: str | os.PathLike) -> Path:
@@ -49,28 +66,189 @@ def saved_config(out: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(out) / "config.json").read_text())
 
 
+# ---------------------------------------------------------------------------------- one writer
+
+
+class RunInUseError(ValueError):
+    """Another live process holds the run folder's lock."""
+
+
+class RunLock:
+    """`out/run.lock`, flock-ed for the life of a run (released on close, and by the OS when the
+    process dies, kill -9 included); the file holds the holder's pid for the error message."""
+
+    def __init__(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / "run.lock"
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            self._fd = None
+            raise RunInUseError(
+                f"{out} is in use: another trainer (pid {holder}) holds {self.path}; wait for it "
+                "to finish or stop it before training or resuming this run"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    """The newest complete checkpoint of a run folder (named by checkpoints/latest), or None."""
-    pointer = out / "checkpoints" / "latest"
-    return out / "checkpoints" / pointer.read_text().strip() if pointer.is_file() else None
-
-
-def save_checkpoint(out: Path, state: dict[str, Any], keep: int) -> Path:
-    """Write `state` to checkpoints/step_NNNNNN/state.pt atomically: into a temporary folder,
-    renamed into place, then `latest` re-pointed (itself atomic). A crash at any moment leaves the
-    previous `latest` complete. Keeps the newest `keep` checkpoints."""
-    root = out / "checkpoints"
-    name = f"step_{state['step']:06d}"
-    with atomic_folder(root / name) as temporary:
-        torch.save(state, temporary / "state.pt")
-    atomic_write_text(root / "latest", name)
-    for old in sorted(root.glob("step_*"))[:-keep]:
-        shutil.rmtree(old)
+    """The checkpoint checkpoints/latest names, or None without the pointer. The pointer must be
+    a plain folder name inside checkpoints/: a path (`../x`, `/x`) raises ValueError."""
+    root = Path(out) / "checkpoints"
+    pointer = root / "latest"
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    if not name or name in (".", "..") or "/" in name or os.sep in name \
+            or (root / name).resolve().parent != root.resolve():
+        raise ValueError(f"{pointer} names {name!r}, not a checkpoint folder inside {root}; "
+                         "refusing to follow it")
     return root / name
 
 
-def load_checkpoint(folder: Path) -> dict[str, Any]:
-    return torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+def checkpoint_candidates(out: Path) -> list[Path]:
+    """Where a resume may start, best first: the checkpoint `latest` names, then the older
+    step_* folders, newest first. Empty without a `latest` pointer."""
+    latest = latest_checkpoint(out)
+    if latest is None:
+        return []
+    older = sorted((p for p in latest.parent.glob("step_*") if p.name < latest.name),
+                   reverse=True)
+    return [latest, *older]
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """Builds DCP's metadata dataclasses, torch.Size and dtypes; any other global is refused, so
+    a crafted .metadata cannot run code."""
+
+    MODULES = frozenset({"torch.distributed.checkpoint.metadata"})
+    GLOBALS = frozenset({
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+        ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"),
+        ("pathlib", "PurePosixPath"), ("collections", "OrderedDict"),
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in self.MODULES or (module, name) in self.GLOBALS or (
+                module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing {module}.{name} in checkpoint metadata")
+
+
+def read_metadata(folder: Path) -> Metadata:
+    with open(folder / ".metadata", "rb") as handle:
+        metadata = _MetadataUnpickler(handle).load()
+    if not isinstance(metadata, Metadata):
+        raise pickle.UnpicklingError(f"not DCP metadata: {type(metadata).__name__}")
+    return metadata
+
+
+class _SafeReader(FileSystemReader):
+    """FileSystemReader whose metadata goes through `_MetadataUnpickler` and that refuses
+    non-tensor (pickled) entries."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        metadata = read_metadata(Path(self.path))
+        pickled = [k for k, v in metadata.state_dict_metadata.items()
+                   if isinstance(v, BytesStorageMetadata)]
+        if pickled:
+            raise ValueError(f"{self.path} holds pickled entries {pickled[:3]}: refusing them")
+        metadata.storage_meta = metadata.storage_meta or StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why `folder` is not an intact checkpoint (naming the bad file), or None. Reads the small
+    files and checks every shard file holds the bytes the metadata says; the tensors are checked
+    when they are loaded."""
+    state_file = folder / TRAINER_STATE
+    try:
+        state = json.loads(state_file.read_text())
+        if not isinstance(state, dict) or not all(k in state for k in TRAINER_STATE_KEYS):
+            return f"{state_file} lacks {', '.join(TRAINER_STATE_KEYS)}"
+    except (OSError, ValueError) as error:
+        return f"{state_file} is unreadable ({type(error).__name__}: {error})"
+    try:
+        metadata = read_metadata(folder)
+    except Exception as error:  # any unpickling failure means a damaged file
+        return f"{folder / '.metadata'} is unreadable ({type(error).__name__}: {error})"
+    needed: dict[str, int] = {}
+    for info in (metadata.storage_data or {}).values():
+        end = info.offset + info.length
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), end)
+    for name, size in sorted(needed.items()):
+        path = folder / name
+        have = path.stat().st_size if path.is_file() else None
+        if have is None:
+            return f"{path} is missing"
+        if have < size:
+            return f"{path} is truncated ({have} < {size} bytes)"
+    return None
+
+
+@contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def save_checkpoint(out: Path, tensors: dict[str, Any], state: Mapping[str, Any], keep: int,
+                    runtime: Runtime) -> Path:
+    """Write checkpoints/step_NNNNNN: `tensors` (a nested dict of tensors or DTensors; each rank
+    writes its own shards, nothing is gathered) with `dcp.save`, and `state` (JSON: step, tokens,
+    corpus cursor) as trainer_state.json; a collective under torchrun. Written into a temporary
+    folder, renamed into place, then `latest` re-pointed (itself atomic): a crash at any moment
+    leaves the previous `latest` complete. Keeps the newest `keep` checkpoints."""
+    root = Path(out) / "checkpoints"
+    name = f"step_{state['step']:06d}"
+    temporary = root / f".{name}.tmp"  # one name for every rank; only one trainer holds `out`
+    if runtime.is_main:
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+    runtime.barrier()
+    try:
+        with _quiet_single_process():
+            dcp.save(tensors, storage_writer=FileSystemWriter(temporary),
+                     no_dist=not runtime.distributed)
+        # dcp.save returns on rank 0 once every rank wrote its shards and rank 0 the .metadata.
+        if runtime.is_main:
+            atomic_write_text(temporary / TRAINER_STATE, json.dumps(dict(state)) + "\n")
+            shutil.rmtree(root / name, ignore_errors=True)
+            os.replace(temporary, root / name)
+            atomic_write_text(root / "latest", name)
+            for old in sorted(root.glob("step_*"))[:-keep]:
+                shutil.rmtree(old)
+    finally:
+        if runtime.is_main:
+            shutil.rmtree(temporary, ignore_errors=True)
+    runtime.barrier()
+    return root / name
+
+
+def load_checkpoint(folder: Path, tensors: dict[str, Any] | None = None,
+                    runtime: Runtime | None = None) -> dict[str, Any]:
+    """The trainer state of checkpoint `folder`; with `tensors`, first load the checkpoint into
+    them in place (resharded to this world size; a collective under torchrun)."""
+    state = json.loads((folder / TRAINER_STATE).read_text())
+    if tensors is not None:
+        distributed = runtime is not None and runtime.distributed
+        with _quiet_single_process():
+            dcp.load(tensors, storage_reader=_SafeReader(folder), no_dist=not distributed)
+    return state
 
 
 def export_model(model: LLaDAModelLM, tokenizer, folder: Path, runtime: Runtime) -> None:
@@ -85,17 +263,37 @@ def export_model(model: LLaDAModelLM, tokenizer, folder: Path, runtime: Runtime)
     runtime.barrier()
 
 
+# ---------------------------------------------------------------------------------- metrics
+
+
 class MetricsLog:
-    """metrics.jsonl: one JSON object per line, appended by rank 0."""
+    """metrics.jsonl: one JSON object per line, appended by rank 0. A line a crash left half
+    written is skipped with a warning when read, and dropped by `truncate_after`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def _records(self) -> list[tuple[str, dict[str, Any]]]:
+        records = []
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                    raise ValueError("no integer step")
+            except ValueError:
+                log.warning("%s line %d is damaged (a crash mid-write?): skipped: %.60r",
+                            self.path, number, line)
+                continue
+            records.append((line, record))
+        return records
+
     def truncate_after(self, step: int) -> None:
-        """Drop lines past `step` (written after the checkpoint a run resumes from)."""
+        """Keep the lines up to `step` (those a resumed run, or a new one at 0, will not write
+        again); damaged lines go too."""
         if self.path.is_file():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= step]
+            kept = [line for line, record in self._records() if record["step"] <= step]
             atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def append(self, record: Mapping[str, Any]) -> None:
@@ -103,7 +301,7 @@ class MetricsLog:
             handle.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        return [record for _, record in self._records()]
 
 
 def read_metrics(out: str | os.PathLike) -> list[dict[str, Any]]:

@@ -3,7 +3,10 @@ collectives the trainer needs (`all_sum`, `all_mean`)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -32,11 +35,31 @@ class Runtime:
             dist.barrier()
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent (the torchrun agent) dies.
+    torchrun stops its workers on SIGTERM/SIGINT, but a SIGKILL-ed torchrun cannot: without this
+    its workers would keep training (and hold the GPU and the run folder) as orphans."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # best effort: a sandbox may refuse prctl
+    if os.getppid() != parent or parent == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def start_runtime() -> Runtime:
-    """A process group (nccl on GPU, gloo on CPU) when launched by torchrun, else one process."""
+    """A process group (nccl on GPU, gloo on CPU) when launched by torchrun, else one process.
+    A torchrun worker dies with its torchrun (`die_with_parent`)."""
     cuda = torch.cuda.is_available()
     if "RANK" not in os.environ:
         return Runtime(0, 1, torch.device("cuda" if cuda else "cpu"), False)
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # set by torchrun for its workers
+        die_with_parent()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:

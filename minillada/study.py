@@ -80,7 +80,7 @@ def ensure_trained(preset: str, stage: str, name: str, runs_dir: str | os.PathLi
     out = run_folder(runs_dir, name, probe)
     if (out / "model" / "config.json").is_file():
         return out
-    train(dataclasses.replace(probe, out=str(out)), resume=True)
+    train(dataclasses.replace(probe, out=str(out)), resume="auto")
     return out
 
 

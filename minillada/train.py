@@ -22,7 +22,12 @@ What a run is (`TrainConfig`, stages, schedules) lives in `minillada.config`; th
 Every random draw comes from a generator seeded by (seed, purpose, step, ...), never from global
 RNG state: a resumed run redraws exactly what an uninterrupted one draws, whatever the world size.
 A checkpoint therefore holds the model, the optimizer, the step, the corpus cursor and the token
-count (the learning rate is a pure function of the step).
+count (the learning rate is a pure function of the step), saved sharded with
+torch.distributed.checkpoint: a run saved by N processes resumes on M.
+
+Faults: one trainer per run folder (`run.lock`); a damaged newest checkpoint falls back to the
+previous intact one; metrics are cut back to the checkpoint's step (0 without one) whenever a run
+starts or resumes, so no step is ever logged twice.
 """
 
 from __future__ import annotations
@@ -33,21 +38,24 @@ import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from minillada import data
 from minillada.batches import BatchSource, Rows, noise, packed_rows, row_tokens, task_row
 from minillada.checkpoint import (
-    FULL_STATE,
     MetricsLog,
+    RunInUseError,
+    RunLock,
+    checkpoint_candidates,
+    checkpoint_problem,
     export_model,
-    latest_checkpoint,
     load_checkpoint,
     model_folder,
     save_checkpoint,
@@ -71,6 +79,7 @@ from minillada.seeds import derived_seed
 from minillada.tracking import open_tracker
 
 log = logging.getLogger(__name__)
+Resume = bool | Literal["auto"]
 ESTIMATE_AFTER_STEPS = 5  # timed steps (after the first, which warms up) behind the estimate
 
 
@@ -107,8 +116,10 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
 class Trainer:
     """State of one run; `run()` trains to config.steps and returns the exported model folder."""
 
-    def __init__(self, config: TrainConfig, runtime: Runtime, resume: bool = False) -> None:
+    def __init__(self, config: TrainConfig, runtime: Runtime, resume: Resume = False) -> None:
         config.validate()
+        if resume not in (True, False, "auto"):
+            raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
         if config.batch_size % runtime.world or config.val_rows % runtime.world \
                 or config.val_task_rows % runtime.world:
             raise ValueError(
@@ -118,7 +129,16 @@ class Trainer:
             )
         self.config, self.runtime = config, runtime
         self.out = Path(config.out)
-        resume_from = self._check_resume(resume)
+        self.lock = self._lock()
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, resume: Resume) -> None:
+        config, runtime = self.config, self.runtime
+        candidates = self._check_resume(resume)
         self.tokenizer = self._tokenizer()
         self.block_diagonal = PACKING_STRATEGIES[config.packing].block_diagonal
         self.model = build_model(config, self.tokenizer).to(runtime.device)
@@ -136,18 +156,50 @@ class Trainer:
         self.val_rows = self._val_rows()
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
         self.step, self.tokens = 0, 0
-        if resume_from is not None:
-            self._restore(resume_from)
+        if candidates:
+            self._restore(candidates)
+        if runtime.is_main:  # what a killed run logged past its checkpoint is logged again
+            self.metrics.truncate_after(self.step)
+
+    def close(self) -> None:
+        """Release the run folder's lock (the OS releases it too if the process dies)."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def _check_resume(self, resume: bool) -> Path | None:
-        """The checkpoint to resume from; errors for a clash, before any work is done."""
-        checkpoint = latest_checkpoint(self.out)
-        if checkpoint is None:
-            if resume:
+    def _lock(self) -> RunLock | None:
+        """Rank 0 locks the run folder; every rank raises if it could not."""
+        lock, error = None, None
+        if self.runtime.is_main:
+            try:
+                lock = RunLock(self.out)
+            except RunInUseError as refused:
+                error = refused
+        failed = all_sum(torch.tensor(float(error is not None), device=self.runtime.device),
+                         self.runtime)
+        if error is not None:
+            raise error
+        if float(failed):
+            raise RunInUseError(f"{self.out} is in use by another trainer (rank 0 could not lock "
+                                "its run.lock)")
+        return lock
+
+    def _check_resume(self, resume: Resume) -> list[Path]:
+        """The intact checkpoints to resume from, best first; errors for a clash, before any
+        work is done."""
+        candidates = checkpoint_candidates(self.out)
+        if not candidates:
+            if resume is True:
+                raise FileNotFoundError(
+                    f"{self.out} holds no run to resume (no checkpoints/latest); start it "
+                    "without resume (--resume)"
+                )
+            if resume == "auto":
                 log.info("no checkpoint in %s: starting from step 0", self.out)
-            return None
+            return []
+        checkpoint = candidates[0]
         if not resume:
             raise ValueError(
                 f"{self.out} already holds a run (checkpoint {checkpoint.name}); pass resume "
@@ -159,7 +211,22 @@ class Trainer:
             details = ", ".join(f"{n}: {saved.get(n)!r} -> {getattr(self.config, n, None)!r}"
                                 for n in differing)
             raise ValueError(f"cannot resume {self.out}: config differs in {details}")
-        return checkpoint
+        intact = []
+        for candidate in candidates:
+            problem = checkpoint_problem(candidate)
+            if problem is None:
+                intact.append(candidate)
+            elif self.runtime.is_main:
+                log.warning("checkpoint %s is damaged: %s; falling back to an older one",
+                            candidate.name, problem)
+        if not intact:
+            raise ValueError(self._no_intact_checkpoint())
+        return intact
+
+    def _no_intact_checkpoint(self) -> str:
+        # Not a silent start from 0: the run's metrics and schedule say it had got further.
+        return (f"no intact checkpoint in {self.out / 'checkpoints'} (every one is damaged, see "
+                "the warnings); remove that folder to start the run again from step 0")
 
     def _tokenizer(self):
         if self.config.stage == "extend":
@@ -191,16 +258,35 @@ class Trainer:
         count = min(config.val_rows, len(rows) - len(rows) % self.runtime.world)
         return rows.select(torch.from_numpy(rng.permutation(len(rows))[:count]))
 
-    def _restore(self, checkpoint: Path) -> None:
-        state = load_checkpoint(checkpoint)
-        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"],
-                       options=StateDictOptions(full_state_dict=True))
-        self.step, self.tokens = state["step"], state["tokens"]
-        self.source.cursor = state["corpus_cursor"]
-        if self.runtime.is_main:
-            self.metrics.truncate_after(self.step)
-        log.info("resumed %s at step %d", self.out, self.step)
+    def _tensors(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The sharded model and optimizer state (DTensors under FSDP: nothing is gathered), as
+        DCP saves and loads it: the optimizer's tensors only (its param_groups come from the
+        config), so no entry of a checkpoint is pickled."""
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        return {"model": model_state, "optimizer": {"state": optimizer_state["state"]}}, \
+            optimizer_state
+
+    def _restore(self, candidates: list[Path]) -> None:
+        for checkpoint in candidates:
+            tensors, optimizer_state = self._tensors()
+            try:
+                # DCP gathers every rank's error and raises on all: the ranks fall back together.
+                state = load_checkpoint(checkpoint, tensors, self.runtime)
+            except (Exception, CheckpointException) as error:  # the latter a BaseException
+                if self.runtime.is_main:
+                    shards = ", ".join(sorted(p.name for p in checkpoint.glob("*.distcp")))
+                    log.warning("checkpoint %s is damaged: a shard (%s) failed to load (%s: %s); "
+                                "falling back to an older one", checkpoint, shards,
+                                type(error).__name__, str(error)[:300])
+                continue
+            optimizer_state["state"] = tensors["optimizer"]["state"]
+            set_state_dict(self.model, self.optimizer, model_state_dict=tensors["model"],
+                           optim_state_dict=optimizer_state)
+            self.step, self.tokens = state["step"], state["tokens"]
+            self.source.cursor = state["corpus_cursor"]
+            log.info("resumed %s at step %d", self.out, self.step)
+            return
+        raise ValueError(self._no_intact_checkpoint())
 
     # -- one step ------------------------------------------------------------------------------
 
@@ -303,14 +389,9 @@ class Trainer:
     # -- run -----------------------------------------------------------------------------------
 
     def _save(self) -> None:
-        model_state, optimizer_state = get_state_dict(self.model, self.optimizer,
-                                                      options=FULL_STATE)
-        if self.runtime.is_main:
-            save_checkpoint(self.out, {
-                "step": self.step, "tokens": self.tokens, "corpus_cursor": self.source.cursor,
-                "model": model_state, "optimizer": optimizer_state,
-            }, self.config.keep_checkpoints)
-        self.runtime.barrier()
+        tensors, _ = self._tensors()
+        state = {"step": self.step, "tokens": self.tokens, "corpus_cursor": self.source.cursor}
+        save_checkpoint(self.out, tensors, state, self.config.keep_checkpoints, self.runtime)
 
     def _announce_estimate(self, bar: tqdm, step: int, tokens: int, started: float) -> None:
         """Say, once, the measured pace and the expected wall time of the steps left."""
@@ -357,15 +438,21 @@ class Trainer:
         return self.out / "model"
 
 
-def train(config: TrainConfig, resume: bool = False) -> Path:
-    """Train the run `config` describes (continue its latest checkpoint with `resume`); returns
-    the exported model folder.
+def train(config: TrainConfig, resume: Resume = False) -> Path:
+    """Train the run `config` describes; returns the exported model folder.
 
-    Launched by torchrun, every rank calls this and the model is FSDP2-sharded over them.
+    `resume`: False starts a new run (an existing run in config.out is an error); True continues
+    its latest intact checkpoint (no run there is an error); "auto" continues one if there is
+    one, else starts. Launched by torchrun, every rank calls this and the model is FSDP2-sharded
+    over them.
     """
     config.validate()
     runtime = start_runtime()
     try:
-        return Trainer(config, runtime, resume).run()
+        trainer = Trainer(config, runtime, resume)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
     finally:
         stop_runtime(runtime)

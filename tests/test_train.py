@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 
 from minillada import batches, cli
 from minillada import train as trainer
@@ -123,26 +124,34 @@ def test_resume_refuses_a_different_config_naming_the_fields(tmp_path):
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
-    save_checkpoint(tmp_path, {"step": 1, "weights": torch.ones(3)}, keep=2)
-    real_save = torch.save
+    one = Runtime(rank=0, world=1, device=torch.device("cpu"), distributed=False)
 
-    def crash_half_way(obj, path):
-        real_save({"step": "torn"}, path)
-        with open(path, "ab") as torn:
+    def save(step, weights):
+        return save_checkpoint(tmp_path, {"weights": weights},
+                               {"step": step, "tokens": 0, "corpus_cursor": 0}, 2, one)
+
+    save(1, torch.ones(3))
+    real_save = dcp.save
+
+    def crash_half_way(state, *, storage_writer, **kwargs):
+        real_save(state, storage_writer=storage_writer, **kwargs)
+        with open(storage_writer.path / "__0_0.distcp", "ab") as torn:
             torn.write(b"garbage")
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", crash_half_way)
+    monkeypatch.setattr(dcp, "save", crash_half_way)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(tmp_path, {"step": 2, "weights": torch.zeros(3)}, keep=2)
-    monkeypatch.setattr(torch, "save", real_save)
+        save(2, torch.zeros(3))
+    monkeypatch.setattr(dcp, "save", real_save)
 
     latest = latest_checkpoint(tmp_path)
     assert latest.name == "step_000001"
-    assert torch.equal(load_checkpoint(latest)["weights"], torch.ones(3))
+    loaded = {"weights": torch.zeros(3)}
+    assert load_checkpoint(latest, loaded)["step"] == 1
+    assert torch.equal(loaded["weights"], torch.ones(3))
     # The next save succeeds over the torn temporary folder and prunes to `keep`.
     for step in (2, 3):
-        save_checkpoint(tmp_path, {"step": step, "weights": torch.zeros(3)}, keep=2)
+        save(step, torch.zeros(3))
     assert latest_checkpoint(tmp_path).name == "step_000003"
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "latest", "step_000002", "step_000003"]

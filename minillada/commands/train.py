@@ -35,7 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, help="optimizer steps")
     parser.add_argument("--seed", type=int, help="seed of init, data order and masks")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run's latest checkpoint")
+                        help="continue the run's latest intact checkpoint (an error if the "
+                        "folder holds no run)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override any TrainConfig field; VALUE is JSON when it parses "
                         "(e.g. --set lr=1e-3 --set tasks='[\"passkey\"]' "
