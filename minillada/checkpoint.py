@@ -38,7 +38,7 @@ from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
 from minillada.atomic import atomic_folder, atomic_write_text
-from minillada.distributed import Runtime
+from minillada.distributed import Runtime, all_sum
 from minillada.model import LLaDAModelLM
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,59 @@ def checkpoint_candidates(out: Path) -> list[Path]:
     older = sorted((p for p in latest.parent.glob("step_*") if p.name < latest.name),
                    reverse=True)
     return [latest, *older]
+
+
+def lock_run(out: Path, runtime: Runtime) -> RunLock | None:
+    """Rank 0 locks the run folder (None on the other ranks); every rank raises if it could not,
+    so no rank waits on a collective that rank 0 will never join."""
+    lock, error = None, None
+    if runtime.is_main:
+        try:
+            lock = RunLock(out)
+        except RunInUseError as refused:
+            error = refused
+    failed = all_sum(torch.tensor(float(error is not None), device=runtime.device), runtime)
+    if error is not None:
+        raise error
+    if float(failed):
+        raise RunInUseError(f"{out} is in use by another trainer (rank 0 could not lock its "
+                            "run.lock)")
+    return lock
+
+
+def no_intact_checkpoint(out: Path) -> str:
+    # Not a silent start from 0: the run's metrics and schedule say it had got further.
+    return (f"no intact checkpoint in {out / 'checkpoints'} (every one is damaged, see the "
+            "warnings); remove that folder to start the run again from step 0")
+
+
+def resume_candidates(out: Path, resume: bool | str, is_main: bool) -> list[Path]:
+    """The intact checkpoints of a run folder, newest first, for `resume` True, False or 'auto'
+    (resume if there is a run): [] for a fresh start. Raises for a run that exists without
+    resume, for resume=True without a run, and when every checkpoint is damaged; each damaged
+    one is named in a warning (by rank 0)."""
+    candidates = checkpoint_candidates(out)
+    if not candidates:
+        if resume is True:
+            raise FileNotFoundError(f"{out} holds no run to resume (no checkpoints/latest); "
+                                    "start it without resume (--resume)")
+        if resume == "auto":
+            log.info("no checkpoint in %s: starting from step 0", out)
+        return []
+    if not resume:
+        raise ValueError(f"{out} already holds a run (checkpoint {candidates[0].name}); pass "
+                         "resume (--resume) to continue it, or choose another out folder")
+    intact = []
+    for candidate in candidates:
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            intact.append(candidate)
+        elif is_main:
+            log.warning("checkpoint %s is damaged: %s; falling back to an older one",
+                        candidate.name, problem)
+    if not intact:
+        raise ValueError(no_intact_checkpoint(out))
+    return intact
 
 
 class _MetadataUnpickler(pickle.Unpickler):

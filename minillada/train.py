@@ -51,13 +51,12 @@ from minillada import data
 from minillada.batches import BatchSource, Rows, noise, packed_rows, row_tokens, task_row
 from minillada.checkpoint import (
     MetricsLog,
-    RunInUseError,
-    RunLock,
-    checkpoint_candidates,
-    checkpoint_problem,
     export_model,
     load_checkpoint,
+    lock_run,
     model_folder,
+    no_intact_checkpoint,
+    resume_candidates,
     save_checkpoint,
     save_config,
     saved_config,
@@ -129,7 +128,7 @@ class Trainer:
             )
         self.config, self.runtime = config, runtime
         self.out = Path(config.out)
-        self.lock = self._lock()
+        self.lock = lock_run(self.out, self.runtime)
         try:
             self._setup(resume)
         except BaseException:
@@ -169,64 +168,18 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------
 
-    def _lock(self) -> RunLock | None:
-        """Rank 0 locks the run folder; every rank raises if it could not."""
-        lock, error = None, None
-        if self.runtime.is_main:
-            try:
-                lock = RunLock(self.out)
-            except RunInUseError as refused:
-                error = refused
-        failed = all_sum(torch.tensor(float(error is not None), device=self.runtime.device),
-                         self.runtime)
-        if error is not None:
-            raise error
-        if float(failed):
-            raise RunInUseError(f"{self.out} is in use by another trainer (rank 0 could not lock "
-                                "its run.lock)")
-        return lock
-
     def _check_resume(self, resume: Resume) -> list[Path]:
         """The intact checkpoints to resume from, best first; errors for a clash, before any
         work is done."""
-        candidates = checkpoint_candidates(self.out)
-        if not candidates:
-            if resume is True:
-                raise FileNotFoundError(
-                    f"{self.out} holds no run to resume (no checkpoints/latest); start it "
-                    "without resume (--resume)"
-                )
-            if resume == "auto":
-                log.info("no checkpoint in %s: starting from step 0", self.out)
-            return []
-        checkpoint = candidates[0]
-        if not resume:
-            raise ValueError(
-                f"{self.out} already holds a run (checkpoint {checkpoint.name}); pass resume "
-                "(--resume) to continue it, or choose another out folder"
-            )
-        saved = saved_config(checkpoint.parent.parent)
-        differing = incompatible_fields(saved, self.config)
-        if differing:
-            details = ", ".join(f"{n}: {saved.get(n)!r} -> {getattr(self.config, n, None)!r}"
-                                for n in differing)
-            raise ValueError(f"cannot resume {self.out}: config differs in {details}")
-        intact = []
-        for candidate in candidates:
-            problem = checkpoint_problem(candidate)
-            if problem is None:
-                intact.append(candidate)
-            elif self.runtime.is_main:
-                log.warning("checkpoint %s is damaged: %s; falling back to an older one",
-                            candidate.name, problem)
-        if not intact:
-            raise ValueError(self._no_intact_checkpoint())
-        return intact
-
-    def _no_intact_checkpoint(self) -> str:
-        # Not a silent start from 0: the run's metrics and schedule say it had got further.
-        return (f"no intact checkpoint in {self.out / 'checkpoints'} (every one is damaged, see "
-                "the warnings); remove that folder to start the run again from step 0")
+        candidates = resume_candidates(self.out, resume, self.runtime.is_main)
+        if candidates:
+            saved = saved_config(candidates[0].parent.parent)
+            differing = incompatible_fields(saved, self.config)
+            if differing:
+                details = ", ".join(f"{n}: {saved.get(n)!r} -> {getattr(self.config, n, None)!r}"
+                                    for n in differing)
+                raise ValueError(f"cannot resume {self.out}: config differs in {details}")
+        return candidates
 
     def _tokenizer(self):
         if self.config.stage == "extend":
@@ -286,7 +239,7 @@ class Trainer:
             self.source.cursor = state["corpus_cursor"]
             log.info("resumed %s at step %d", self.out, self.step)
             return
-        raise ValueError(self._no_intact_checkpoint())
+        raise ValueError(no_intact_checkpoint(self.out))
 
     # -- one step ------------------------------------------------------------------------------
 
