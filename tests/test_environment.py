@@ -1,8 +1,13 @@
-"""environment.yml (conda) and pyproject.toml (pip) must declare the same packages and bounds."""
+"""environment.yml (conda) and pyproject.toml (pip) must declare the same packages and bounds, and
+they must declare every package that minillada/ and the notebooks import."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +73,48 @@ def test_channel_python_and_editable_install():
 def test_conda_names_are_mapped_back_to_pypi():
     env = {"dependencies": ["python=3.11", "pip", "pytorch-cpu>=2.5", "Ruff>=0.6", {"pip": []}]}
     assert conda_requirements(env) == {"torch": ">=2.5", "ruff": ">=0.6"}
+
+
+def imported_modules() -> dict[str, set[str]]:
+    """Top-level modules imported by the package and the notebooks' code cells: {name: files}."""
+    sources = {str(path.relative_to(ROOT)): path.read_text()
+               for path in sorted((ROOT / "minillada").rglob("*.py"))}
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        # IPython magics and shell escapes are not Python
+        sources[str(notebook.relative_to(ROOT))] = "\n".join(
+            line for cell in code for line in cell.splitlines()
+            if not line.lstrip().startswith(("%", "!")))
+    found: dict[str, set[str]] = {}
+    for name, source in sources.items():
+        for node in ast.walk(ast.parse(source, filename=name)):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                found.setdefault(module.split(".")[0], set()).add(name)
+    return found
+
+
+def test_every_imported_package_is_declared():
+    declared = set(pyproject_requirements()) - {"pytest", "ruff", "selenium"}  # runtime only
+    providers = importlib.metadata.packages_distributions()
+    missing = {}
+    for module, files in imported_modules().items():
+        if module in sys.stdlib_module_names or module == "minillada":
+            continue
+        distributions = {canonicalize_name(d) for d in providers.get(module, [])}
+        assert distributions, f"{module} (imported in {sorted(files)}) is not installed"
+        if not distributions & declared:
+            missing[module] = (sorted(distributions), sorted(files))
+    assert not missing, f"imported but not in pyproject.toml dependencies: {missing}"
+
+
+def test_import_scan_sees_from_imports_and_notebooks():
+    modules = imported_modules()
+    assert {"torch", "numpy", "matplotlib", "PIL", "ipywidgets", "pandas"} <= set(modules)
+    assert any(name.endswith(".ipynb") for name in modules["pandas"])

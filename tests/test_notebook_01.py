@@ -166,7 +166,10 @@ def test_explorer_draws_redraws_and_explains_bad_settings():
     assert image.value != first and message.value == ""
     drawn = image.value
     controls["T_train"].value = 1024  # longer than the 512 target: not drawable
-    assert "shorter than T_train 1024" in message.value and image.value == drawn
+    assert "shorter than T_train 1024" in message.value
+    assert image.value != drawn  # the last drawing, greyed out under a stale banner
+    controls["T_train"].value = 32
+    assert message.value == "" and image.value == drawn
     with pytest.raises(ValueError, match="unknown variant 'longrope'"):
         rope_explorer(variant="longrope")
     with pytest.raises(ValueError, match="power of two"):
