@@ -73,15 +73,15 @@ def test_a_rerun_resumes_the_retrieval_grid(checkpoint, tmp_path, capsys):
     ],
 )
 def test_bad_input_is_named_before_any_work(checkpoint, tmp_path, extra, error, message):
-    with pytest.raises(error, match=message):
-        evaluate(checkpoint, tmp_path / "out", *extra)
+    with pytest.raises(error, match=message):  # --debug: the exception, not its one line
+        evaluate(checkpoint, tmp_path / "out", *extra, "--debug")
     assert not (tmp_path / "out").exists()
 
 
 def test_a_checkpoint_without_weights_is_named(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="safetensors"):
-        evaluate(str(tmp_path), tmp_path / "out", "--tasks", "loss")
+        evaluate(str(tmp_path), tmp_path / "out", "--tasks", "loss", "--debug")
 
 
 def test_the_eval_command_does_not_import_the_trainer():

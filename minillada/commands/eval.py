@@ -45,9 +45,9 @@ def positive_int(flag: str) -> Callable[[str], int]:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{flag} must be a positive integer, got {text!r}") from None
+                f"must be a positive integer, got {text!r}") from None
         if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
         return value
     return parse
 

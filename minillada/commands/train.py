@@ -69,6 +69,17 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
+class _HeldRecords(logging.Handler):
+    """Keeps log records for later."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     for name in ("init", "rope", "packing", "seq_len", "corpus", "steps", "seed"):
@@ -82,9 +93,21 @@ def run(args: argparse.Namespace) -> int:
     from minillada.train import train
 
     rank = int(os.environ.get("RANK", 0))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s")
-    config = make_config(args.preset, args.stage, args.out, **overrides)
+    level = logging.INFO if rank == 0 else logging.WARNING
+    # Log lines of the validation (the precision chosen) are held back: a refused config prints
+    # its one error line only, an accepted one prints them once logging is set up.
+    held = _HeldRecords()
+    root = logging.getLogger()
+    root.addHandler(held)
+    root.setLevel(min(root.level or level, level))
+    try:
+        config = make_config(args.preset, args.stage, args.out, **overrides)
+    finally:
+        root.removeHandler(held)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    for record in held.records:
+        if record.levelno >= level:
+            logging.getLogger(record.name).handle(record)
     model_dir = train(config, resume=args.resume)
     if rank == 0:
         print(model_dir)
