@@ -346,6 +346,9 @@ def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: An
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     chosen = get_preset(preset)
+    # Paths may be given as Path objects, like `out`; every other value must fit its annotation.
+    overrides = {name: str(value) if name in ("init", "corpus") and isinstance(value, os.PathLike)
+                 else value for name, value in overrides.items()}
     overrides = check_overrides(overrides)
     stage_settings = getattr(chosen, stage)
     settings = {"seq_len": chosen.train_len if stage == "pretrain" else chosen.target_len,

@@ -332,6 +332,9 @@ def test_values_are_converted_where_they_enter(tmp_path):
     assert config.betas == (0.9, 0.99) and isinstance(config.lr, float)
     made = make_config("smoke", "pretrain", tmp_path, tasks=["niah", "passkey"], lr=2)
     assert made.tasks == ("niah", "passkey") and made.lr == 2.0
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "a"}\n')
+    assert make_config("smoke", "pretrain", tmp_path, corpus=corpus).corpus == str(corpus)
 
 
 def test_set_tasks_is_one_task(tmp_path):
