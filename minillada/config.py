@@ -10,28 +10,162 @@ documents packed to that length with a packing strategy (UltraLLaDA).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 import math
 import os
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from minillada import tasks
-from minillada.attention import ATTENTION_BACKENDS
-from minillada.checkpoint import model_folder
-from minillada.packing import PACKING_STRATEGIES
 from minillada.precision import check_dtype_name, choose_precision
 from minillada.presets import get_preset
-from minillada.rope import ROPE_VARIANTS
 
+# This module imports no torch (nor data, model, ...) at the top: `minillada train` checks the
+# preset, the stage and every --set value against TrainConfig's annotations before torch loads.
 STAGES = ("pretrain", "extend")
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPE_CHOICES = ("float32", "bfloat16")  # what "auto" resolves to; torch dtypes: PRECISIONS
 T_PER = ("sequence", "document")
 LOGS = ("jsonl", "tensorboard")  # TrainConfig.log: where the metrics go besides metrics.jsonl
+# The model fields of an init that must match the preset it is extended at.
+MATCHED_MODEL_FIELDS = ("vocab_size", "d_model", "n_heads", "n_layers", "mlp_hidden_size",
+                        "rope_theta", "max_sequence_length")
+
+
+def __getattr__(name: str) -> Any:
+    """`PRECISIONS` (dtype name -> torch dtype) is made on first use, so importing this module
+    does not import torch."""
+    if name == "PRECISIONS":
+        import torch
+
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Types: every value is checked against its field's annotation where it enters
+# ---------------------------------------------------------------------------------------------
+
+
+def describe_type(annotation: Any) -> str:
+    """An annotation in words: 'an integer', 'a list of strings', 'a number or null', ..."""
+    origin, params = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return "anything"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null (None)" if p is type(None) else describe_type(p) for p in params)
+    if origin is tuple:
+        if len(params) == 2 and params[1] is Ellipsis:
+            return f"a list of {describe_type(params[0]).split(' ', 1)[1]}s"
+        return f"a list of {len(params)} " + " and ".join(
+            describe_type(p).split(" ", 1)[1] for p in params).replace("number and number",
+                                                                        "numbers")
+    if origin is dict or annotation is dict:
+        return "a dict (JSON object)"
+    return {bool: "a bool (true or false)", int: "an integer", float: "a number",
+            str: "a string"}.get(annotation, str(annotation))
+
+
+def check_value(name: str, value: Any, annotation: Any) -> Any:
+    """`value` if it fits `annotation` (a list for a tuple field becomes a tuple, a lone string
+    for a tuple of strings becomes one item, an int for a float field becomes a float); else
+    ValueError naming the field, the value and the expected type. bool is not an integer here,
+    and a float must be finite."""
+    origin, params = typing.get_origin(annotation), typing.get_args(annotation)
+
+    def refuse() -> ValueError:
+        return ValueError(f"{name} must be {describe_type(annotation)}, got {value!r} "
+                          f"({type(value).__name__})")
+
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in params:
+            return None
+        for option in (p for p in params if p is not type(None)):
+            try:
+                return check_value(name, value, option)
+            except ValueError:
+                pass
+        raise refuse()
+    if origin is tuple:
+        if params and params[-1] is Ellipsis:
+            if isinstance(value, str) and params[0] is str:
+                value = (value,)  # one name: one item, not its letters
+            if not isinstance(value, (list, tuple)):
+                raise refuse()
+            return tuple(check_value(f"{name}[{i}]", item, params[0])
+                         for i, item in enumerate(value))
+        if not isinstance(value, (list, tuple)) or len(value) != len(params):
+            raise refuse()
+        return tuple(check_value(f"{name}[{i}]", item, kind)
+                     for i, (item, kind) in enumerate(zip(value, params, strict=True)))
+    if origin is dict or annotation is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise refuse()
+        return dict(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise refuse()
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise refuse()
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise refuse()
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise refuse()
+        return value
+    raise TypeError(f"check_value: unsupported annotation {annotation!r} of {name}")
+
+
+def check_values(values: Mapping[str, Any], hints: Mapping[str, Any], owner: str,
+                 prefix: str = "") -> dict[str, Any]:
+    """Every value of `values` checked against `hints` (field -> annotation); ValueError naming an
+    unknown field with the known ones of `owner`."""
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise ValueError(f"unknown {owner} field(s) {[prefix + n for n in unknown]}; "
+                         f"known: {sorted(hints)}")
+    return {n: check_value(prefix + n, v, hints[n]) for n, v in values.items()}
+
+
+@functools.cache
+def train_config_types() -> dict[str, Any]:
+    """TrainConfig field -> annotation."""
+    return typing.get_type_hints(TrainConfig)
+
+
+@functools.cache
+def model_config_types() -> dict[str, Any]:
+    """The fields of `minillada.model.LLaDAConfig` (its __init__ parameters) -> annotation;
+    imports the model module (torch), builds nothing."""
+    from minillada.model import LLaDAConfig
+
+    hints = typing.get_type_hints(LLaDAConfig.__init__)
+    return {n: hints.get(n, Any) for n, p in inspect.signature(LLaDAConfig.__init__).parameters
+            .items() if n != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """TrainConfig overrides with their names and types checked (no torch): ValueError naming an
+    unknown field, or the field, the value and the expected type."""
+    return check_values(overrides, train_config_types(), "TrainConfig")
+
+
+def check_model_fields(model: Mapping[str, Any]) -> dict[str, Any]:
+    """`model` (LLaDAConfig fields) with names and types checked (imports torch)."""
+    return check_values(model, model_config_types(), "model (LLaDAConfig)", prefix="model.")
 
 
 @dataclass(frozen=True)
@@ -103,6 +237,10 @@ class TrainConfig:
     log: str = "jsonl"
 
     def __post_init__(self) -> None:
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in check_values(given, train_config_types(), "TrainConfig").items():
+            if value is not given[name]:
+                object.__setattr__(self, name, value)  # list -> tuple, int -> float
         check_dtype_name(self.dtype)
         if self.dtype == "auto":
             object.__setattr__(self, "dtype", choose_precision("auto").dtype)
@@ -111,13 +249,19 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError (FileNotFoundError for paths) naming every problem, before any work."""
+        from minillada import tasks
+        from minillada.attention import ATTENTION_BACKENDS
+        from minillada.checkpoint import model_folder
+        from minillada.packing import PACKING_STRATEGIES
+        from minillada.rope import ROPE_VARIANTS
+
         choices = {
             "stage": (self.stage, STAGES),
             "packing": (self.packing, tuple(PACKING_STRATEGIES)),
             "rope": (self.rope, tuple(ROPE_VARIANTS)),
             "attention_backend": (self.attention_backend, tuple(ATTENTION_BACKENDS)),
             "schedule": (self.schedule, tuple(LR_SCHEDULES)),
-            "dtype": (self.dtype, tuple(PRECISIONS)),
+            "dtype": (self.dtype, DTYPE_CHOICES),
             "t_per": (self.t_per, T_PER),
             "log": (self.log, LOGS),
         }
@@ -154,27 +298,63 @@ class TrainConfig:
         if self.stage == "extend":
             if self.init is None:
                 raise ValueError("stage 'extend' needs init: a pretrained run or model folder")
-            model_folder(self.init)  # FileNotFoundError naming it
+            folder = model_folder(self.init)  # FileNotFoundError naming it
             if self.model:
                 raise ValueError(
                     f"stage 'extend' takes the model from init; drop model overrides {self.model}"
                 )
+            self._check_init_matches_preset(folder)
         elif self.rope != "default":
             raise ValueError(
                 f"stage 'pretrain' trains at T_train with rope 'default', got rope {self.rope!r}"
             )
+        else:
+            self._check_model()
         if self.corpus != "stdlib" and not Path(self.corpus).exists():
             raise FileNotFoundError(f"corpus {self.corpus!r} does not exist")
+
+    def _check_model(self) -> None:
+        """The model fields (pretrain): known LLaDAConfig names of the right types, whose shapes
+        build a model (LLaDAConfig's own checks; no model is built)."""
+        from minillada.model import LLaDAConfig
+
+        fields = check_model_fields(self.model)
+        try:
+            LLaDAConfig(**{**fields, "max_sequence_length": self.seq_len,
+                           "attention_backend": self.attention_backend})
+        except ValueError as error:
+            raise ValueError(f"model: {error}") from None
+
+    def _check_init_matches_preset(self, folder: Path) -> None:
+        """An init's model dims must be the preset's: ValueError naming every field that differs
+        (saved value vs preset value). Fields the saved config lacks are not compared."""
+        preset = get_preset(self.preset)
+        try:
+            saved = json.loads((folder / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read the init's {folder / 'config.json'}: {error}") from None
+        expected = {**preset.model, "max_sequence_length": preset.train_len}
+        differ = [f"{name} {saved[name]!r} vs {expected[name]!r}" for name in MATCHED_MODEL_FIELDS
+                  if name in saved and name in expected and saved[name] != expected[name]]
+        if differ:
+            raise ValueError(
+                f"init {str(folder)!r} was not trained at preset {self.preset!r}: "
+                f"{', '.join(differ)} (saved vs preset); extend it at its own preset")
 
 
 def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: Any) -> TrainConfig:
     """TrainConfig for `stage` at `preset`: defaults < preset stage settings < overrides.
 
-    Raises ValueError naming unknown fields; the result is validated.
+    Raises ValueError naming unknown fields or a value of the wrong type (checked against
+    TrainConfig's annotations, as the preset's values); the result is validated.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     chosen = get_preset(preset)
+    # Paths may be given as Path objects, like `out`; every other value must fit its annotation.
+    overrides = {name: str(value) if name in ("init", "corpus") and isinstance(value, os.PathLike)
+                 else value for name, value in overrides.items()}
+    overrides = check_overrides(overrides)
     stage_settings = getattr(chosen, stage)
     settings = {"seq_len": chosen.train_len if stage == "pretrain" else chosen.target_len,
                 **stage_settings, **overrides}
@@ -183,14 +363,7 @@ def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: An
     base_model = chosen.model if stage == "pretrain" else {}
     settings["model"] = {**base_model, **stage_settings.get("model", {}),
                          **overrides.get("model", {})}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
-    if "tasks" in settings:
-        settings["tasks"] = tuple(settings["tasks"])
-    if "betas" in settings:
-        settings["betas"] = tuple(settings["betas"])
+    settings = check_overrides(settings)  # the preset's values too
     config = TrainConfig(preset=preset, stage=stage, out=str(out), **settings)
     config.validate()
     return config

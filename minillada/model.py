@@ -95,6 +95,13 @@ class LLaDAConfig(PretrainedConfig):
 
     def validate_shapes(self) -> None:
         """Raise ValueError naming any field that cannot build a model."""
+        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "mlp_hidden_size",
+                     "max_sequence_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta!r}")
         if self.d_model % self.n_heads or self.head_dim % 2:
             raise ValueError(
                 f"d_model ({self.d_model}) must split into n_heads ({self.n_heads}) heads of an "

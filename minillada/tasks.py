@@ -158,15 +158,17 @@ def passkey(tokenizer, rng: random.Random, depth: float, key_digits: int) -> Tas
 
 
 def niah(tokenizer, rng: random.Random, depth: float, key_digits: int, keys: int = 1,
-         haystack: str = STDLIB, haystack_split: str = "test") -> TaskSpec:
+         haystack: str = STDLIB, haystack_split: str = "test",
+         haystack_split_seed: int = 0) -> TaskSpec:
     """Needle in a haystack of held-out corpus lines (RULER niah_single / niah_multikey): `keys`
     needles "The special magic number for <word> is <number>." with distinct words; the first is
-    queried and sits at `depth`, the others at random depths."""
+    queried and sits at `depth`, the others at random depths. The haystack is the
+    `haystack_split` split (under `haystack_split_seed`) of the corpus `haystack`."""
     if not 1 <= keys <= len(NIAH_WORDS):
         raise ValueError(f"keys must be in [1, {len(NIAH_WORDS)}], got {keys}")
     words = rng.sample(NIAH_WORDS, keys)
     numbers = [_random_key(rng, key_digits) for _ in words]
-    filler = corpus_filler(tokenizer, haystack, haystack_split)
+    filler = corpus_filler(tokenizer, haystack, haystack_split, haystack_split_seed)
     return TaskSpec(
         needles=[NIAH_NEEDLE.format(word=w, key=n) for w, n in zip(words, numbers, strict=True)],
         needle_depths=[depth] + [rng.uniform(0, 100) for _ in words[1:]],

@@ -18,26 +18,37 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from transformers import PreTrainedTokenizerFast
-
-from minillada import data, plots, tasks
-from minillada.evals.models import ModelAtLength, rope_variants
-from minillada.evals.perplexity import paired_loss_grid, paired_summary, ppl_at_lengths
-from minillada.evals.retrieval import (
-    GenerationSettings,
-    LikelihoodScoring,
-    by_needle_distance,
-    chance_level,
-    run_retrieval_grid,
-)
-from minillada.llada import load_llada_checkpoint, weight_files
 from minillada.presets import PRESETS, get_preset
-from minillada.rope import ROPE_VARIANTS
+from minillada.rope_checks import VARIANT_NAMES
+
+if TYPE_CHECKING:  # torch, transformers and the evaluations load in `run`, after the checks
+    from transformers import PreTrainedTokenizerFast
+
+    from minillada.evals.models import ModelAtLength
+    from minillada.evals.retrieval import GenerationSettings
 
 CORPUS_TASKS = ("loss", "ppl")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# minillada.tasks.TASKS (tests/test_bad_input.py checks they agree), named here without torch.
+RETRIEVAL_TASKS = ("passkey", "niah", "niah_multikey", "variable_tracking")
+HAYSTACK_TASKS = ("niah", "niah_multikey")  # take their filler from --corpus
+DTYPE_NAMES = ("bfloat16", "float16", "float32")
+STDLIB = "stdlib"  # minillada.data.STDLIB
+
+
+def positive_int(flag: str) -> Callable[[str], int]:
+    """argparse type: an integer >= 1, else an error naming `flag` and the value."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a positive integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+        return value
+    return parse
 
 
 def _names(text: str) -> list[str]:
@@ -47,12 +58,18 @@ def _names(text: str) -> list[str]:
     return names
 
 
-def _numbers(kind: type) -> Callable[[str], list]:
+def _numbers(kind: type, flag: str = "", positive: bool = False) -> Callable[[str], list]:
     def parse(text: str) -> list:
         try:
-            return [kind(part) for part in _names(text)]
+            values = [kind(part) for part in _names(text)]
         except ValueError as error:
             raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+        if positive and any(value < 1 for value in values):
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be positive integers, got {text!r}")
+        if any(not math.isfinite(value) for value in values):
+            raise argparse.ArgumentTypeError(f"{flag} must be finite numbers, got {text!r}")
+        return values
     return parse
 
 
@@ -61,41 +78,48 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="evaluate a checkpoint: loss grid, PPL, retrieval grids (CSV + figures)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="checkpoint directory (config.json + safetensors, LLaDA format)")
+                        help="checkpoint directory (config.json + safetensors + tokenizer.json, "
+                        "LLaDA format)")
     parser.add_argument("--out", type=Path, required=True, help="folder for CSVs and figures")
     parser.add_argument("--tasks", type=_names, default=["loss", "ppl", "passkey", "niah"],
                         help="comma-separated: loss, ppl and retrieval tasks of minillada.data")
-    parser.add_argument("--lengths", type=_numbers(int),
+    parser.add_argument("--lengths", type=_numbers(int, "--lengths", positive=True),
                         help="comma-separated lengths (default: the preset's evaluation lengths)")
     parser.add_argument("--rope", type=_names, default=["default"],
                         help="comma-separated RoPE variants (first = reference); default: default")
-    parser.add_argument("--target-len", type=int,
+    parser.add_argument("--target-len", type=positive_int("--target-len"),
                         help="target length of extending variants (default: each eval length)")
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
                         help="grids and Monte-Carlo sizes (default: cpu)")
-    parser.add_argument("--depths", type=_numbers(float), help="needle depths in percent")
-    parser.add_argument("--repeats", type=int, help="samples per (task, length, depth)")
-    parser.add_argument("--mc", type=int, help="Monte-Carlo draws per window or answer")
-    parser.add_argument("--windows", type=int, help="held-out windows per length (loss, ppl)")
-    parser.add_argument("--chunk", type=int, help="PPL chunk size (default: the preset's)")
+    parser.add_argument("--depths", type=_numbers(float, "--depths"),
+                        help="needle depths in percent")
+    parser.add_argument("--repeats", type=positive_int("--repeats"),
+                        help="samples per (task, length, depth)")
+    parser.add_argument("--mc", type=positive_int("--mc"),
+                        help="Monte-Carlo draws per window or answer")
+    parser.add_argument("--windows", type=positive_int("--windows"),
+                        help="held-out windows per length (loss, ppl)")
+    parser.add_argument("--chunk", type=positive_int("--chunk"),
+                        help="PPL chunk size (default: the preset's)")
     parser.add_argument("--gen-length", default="auto",
                         help="tokens to generate, or 'auto': the answer length rounded up to "
                         "whole steps at the rate of block/steps (default auto)")
-    parser.add_argument("--block-length", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--block-length", type=positive_int("--block-length"), default=32)
+    parser.add_argument("--steps", type=positive_int("--steps"), default=16)
     parser.add_argument("--likelihood", action="store_true",
                         help="also score retrieval by likelihood against distractor answers")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--key-digits", type=int, default=5,
+    parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=8)
+    parser.add_argument("--key-digits", type=positive_int("--key-digits"), default=5,
                         help="digits of passkey / NIAH numbers (default 5)")
-    parser.add_argument("--corpus", default=data.STDLIB,
-                        help="corpus whose test split gives the loss/PPL windows (default stdlib)")
+    parser.add_argument("--corpus", default=STDLIB,
+                        help="corpus whose test split gives the loss/PPL windows and the NIAH "
+                        "haystack (default stdlib)")
     parser.add_argument("--split-seed", type=int, default=0,
                         help="the corpus split seed the model was trained with (default 0)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu or cuda[:N] (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES),
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda[:N] or auto: cuda when available (default auto)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES,
                         help="weights' dtype (bfloat16 for LLaDA-8B on a GPU; default float32)")
     parser.set_defaults(func=run)
 
@@ -116,60 +140,80 @@ class Plan:
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
-    """Validate the command line (names, numbers, checkpoint files); raise before any work."""
+    """Validate the command line (names, numbers, checkpoint files); raise before any work.
+    The checks that need no torch come first."""
     preset = get_preset(args.preset)
     grid = preset.evaluation
-    known = (*CORPUS_TASKS, *tasks.TASKS)
+    known = (*CORPUS_TASKS, *RETRIEVAL_TASKS)
     unknown = [task for task in args.tasks if task not in known]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(known)}")
-    bad_ropes = [variant for variant in args.rope if variant not in ROPE_VARIANTS]
+    bad_ropes = [variant for variant in args.rope if variant not in VARIANT_NAMES]
     if bad_ropes:
-        raise ValueError(f"unknown RoPE variant(s) {bad_ropes}; known: {', '.join(ROPE_VARIANTS)}")
-    if args.key_digits < 1:
-        raise ValueError(f"--key-digits must be >= 1, got {args.key_digits}")
-    if args.corpus != data.STDLIB and not Path(args.corpus).exists():
+        raise ValueError(f"unknown RoPE variant(s) {bad_ropes}; known: {', '.join(VARIANT_NAMES)}")
+    if args.corpus != STDLIB and not Path(args.corpus).exists():
         raise FileNotFoundError(f"corpus {args.corpus!r} does not exist")
-    if not args.checkpoint.is_dir():
-        raise FileNotFoundError(f"checkpoint directory {str(args.checkpoint)!r} does not exist")
-    if not (args.checkpoint / "config.json").is_file():
-        raise FileNotFoundError(f"no config.json in checkpoint directory {args.checkpoint}")
-    weight_files(args.checkpoint)
     fit = args.gen_length == "auto"
     try:
         gen_length = args.block_length if fit else int(args.gen_length)
     except ValueError:
         raise ValueError(
             f"--gen-length must be an integer or 'auto', got {args.gen_length!r}") from None
+    lengths = args.lengths or list(preset.eval_lengths)
+    depths = args.depths or list(grid.depths)
+    chunk = args.chunk or grid.chunk
+    if "ppl" in args.tasks and min(lengths) <= chunk:
+        raise ValueError(f"ppl scores the last chunk of {chunk} tokens given the rest: "
+                         f"every length must exceed it, got {lengths}")
+    outside = [depth for depth in depths if not 0 <= depth <= 100]
+    if outside:
+        raise ValueError(f"--depths are percentages in [0, 100]; got {outside}")
+    if not args.checkpoint.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {str(args.checkpoint)!r} does not exist")
+    if not (args.checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"no config.json in checkpoint directory {args.checkpoint}")
+
+    from minillada.evals.retrieval import GenerationSettings  # torch from here on
+    from minillada.llada import weight_files
+
+    weight_files(args.checkpoint)
+    if not (args.checkpoint / "tokenizer.json").is_file():
+        raise FileNotFoundError(
+            f"no tokenizer.json in checkpoint directory {str(args.checkpoint)!r}: evaluation "
+            "needs the tokenizer the model was trained with (saved next to its weights)")
     settings = GenerationSettings(gen_length, args.block_length, args.steps)
     if fit:
         settings.fitted_to(1)  # fail now if the rate block/steps is not a whole number
-    plan = Plan(tasks=args.tasks, lengths=args.lengths or list(preset.eval_lengths),
-                depths=args.depths or list(grid.depths), repeats=args.repeats or grid.repeats,
-                mc=args.mc or grid.mc, windows=args.windows or grid.windows,
-                chunk=args.chunk or grid.chunk, settings=settings,
+    return Plan(tasks=args.tasks, lengths=lengths, depths=depths,
+                repeats=args.repeats or grid.repeats, mc=args.mc or grid.mc,
+                windows=args.windows or grid.windows, chunk=chunk, settings=settings,
                 fit_gen_length=fit)
-    for name in ("repeats", "mc", "windows", "chunk"):
-        if getattr(plan, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(plan, name)}")
-    if "ppl" in plan.tasks and min(plan.lengths) <= plan.chunk:
-        raise ValueError(f"ppl scores the last chunk of {plan.chunk} tokens given the rest: "
-                         f"every length must exceed it, got {plan.lengths}")
-    outside = [depth for depth in plan.depths if not 0 <= depth <= 100]
-    if outside:
-        raise ValueError(f"--depths are percentages in [0, 100]; got {outside}")
-    return plan
+
+
+def _task_params(task: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Builder parameters of `task`: the NIAH haystack is --corpus's test split."""
+    if task in HAYSTACK_TASKS:
+        return {"haystack": args.corpus, "haystack_split_seed": args.split_seed}
+    return {}
 
 
 def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
-    model = load_llada_checkpoint(args.checkpoint, dtype=DTYPES[args.dtype]).to(args.device)
-    tokenizer = _tokenizer(args.checkpoint, model.config.vocab_size)
+    import torch
+
+    from minillada import data, plots, tasks
+    from minillada.evals.models import rope_variants
+    from minillada.llada import load_llada_checkpoint
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
+        else args.device
+    model = load_llada_checkpoint(args.checkpoint, dtype=getattr(torch, args.dtype)).to(device)
+    tokenizer = _tokenizer(args.checkpoint)
     models = rope_variants(model, args.rope, args.target_len)
     for task in plan.tasks:  # a retrieval length too short for the task fails before any work
         if task not in CORPUS_TASKS:
             tasks.make_task_sample(tokenizer, task, min(plan.lengths), 50.0,
-                                  key_digits=args.key_digits)
+                                  key_digits=args.key_digits, **_task_params(task, args))
     train_len = model.config.max_sequence_length
     args.out.mkdir(parents=True, exist_ok=True)
     plots.use_style()
@@ -187,15 +231,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tokenizer(checkpoint: Path, vocab_size: int) -> PreTrainedTokenizerFast:
-    """The tokenizer saved with the checkpoint, else the project's tokenizer of that size."""
-    if (checkpoint / "tokenizer.json").is_file():
-        return PreTrainedTokenizerFast.from_pretrained(checkpoint)
-    return data.get_tokenizer(vocab_size)
+def _tokenizer(checkpoint: Path) -> PreTrainedTokenizerFast:
+    """The tokenizer saved with the checkpoint (make_plan checked that it is there)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(checkpoint)
 
 
 def _loss_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[int]], plan: Plan,
                args: argparse.Namespace, config, train_len: int) -> str:
+    from minillada import plots
+    from minillada.evals.perplexity import paired_loss_grid, paired_summary
+
     table = paired_loss_grid(models, documents, plan.lengths, mask_token_id=config.mask_token_id,
                              eod_token_id=config.eos_token_id, mc=plan.mc, seed=args.seed,
                              max_windows=plan.windows, batch_size=args.batch_size)
@@ -213,6 +260,9 @@ def _loss_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[in
 
 def _ppl_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[int]], plan: Plan,
               args: argparse.Namespace, config, train_len: int) -> str:
+    from minillada import plots
+    from minillada.evals.perplexity import paired_summary, ppl_at_lengths
+
     table = ppl_at_lengths(models, documents, plan.lengths, mask_token_id=config.mask_token_id,
                            eod_token_id=config.eos_token_id, chunk=plan.chunk, mc=plan.mc,
                            seed=args.seed, max_windows=plan.windows, batch_size=args.batch_size)
@@ -232,9 +282,19 @@ def _ppl_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[int
 
 def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan: Plan,
                     args: argparse.Namespace, config, train_len: int) -> str:
+    from minillada import plots, tasks
+    from minillada.evals.retrieval import (
+        LikelihoodScoring,
+        by_needle_distance,
+        chance_level,
+        run_retrieval_grid,
+    )
+
+    params = _task_params(task, args)
+
     def make_sample(task: str, length: int, depth: float, seed: int) -> tasks.TaskSample:
         return tasks.make_task_sample(tokenizer, task, length, depth, seed,
-                                     key_digits=args.key_digits)
+                                     key_digits=args.key_digits, **params)
 
     likelihood = None
     if args.likelihood:

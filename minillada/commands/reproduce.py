@@ -113,15 +113,16 @@ def notebook_overrides(notebooks: list[Path], assignments: list[str],
     """`-p NAME=VALUE` pairs checked against the parameters the selected notebooks declare."""
     if not assignments:
         return {}
-    import papermill
-
-    declared = {name for notebook in notebooks
-                for name in papermill.inspect_notebook(str(notebook))}
-    overrides = dict(parse_assignment(text) for text in assignments)
+    overrides = dict(parse_assignment(text) for text in assignments)  # syntax first: no papermill
     for name in overrides:
         if name in reserved:
             flag = FLAG_OF_PARAMETER.get(name, name)
             raise ValueError(f"-p {name}: set it with --{flag} instead")
+    import papermill
+
+    declared = {name for notebook in notebooks
+                for name in papermill.inspect_notebook(str(notebook))}
+    for name in overrides:
         if name not in declared:
             raise ValueError(f"-p {name}: no selected notebook declares it; they take "
                              f"{', '.join(sorted(declared - reserved))}")

@@ -14,6 +14,9 @@ import logging
 import os
 from typing import Any
 
+from minillada.config import STAGES, check_overrides  # torch-free
+from minillada.presets import PRESETS
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -22,8 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--preset", default="cpu", help="smoke, cpu or gpu (default cpu)")
-    parser.add_argument("--stage", default="pretrain", help="pretrain or extend (default pretrain)")
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                        help="smoke, cpu or gpu (default cpu)")
+    parser.add_argument("--stage", default="pretrain", choices=STAGES,
+                        help="pretrain or extend (default pretrain)")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, metrics, model/)")
     parser.add_argument("--init", help="extend: the pretrained run folder or model folder")
     parser.add_argument("--rope", help="extend: RoPE variant set for the target length")
@@ -50,12 +55,14 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
-        if not sep or not name:
+        if not sep or not name or name == "model." or name.startswith("."):
             raise ValueError(f"--set expects FIELD=VALUE, got {pair!r}")
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
+        if name in ("preset", "stage", "out"):
+            raise ValueError(f"--set {name}: give it as --{name}, got {pair!r}")
         if name.startswith("model."):
             overrides.setdefault("model", {})[name.removeprefix("model.")] = value
         else:
@@ -63,20 +70,45 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def run(args: argparse.Namespace) -> int:
-    from minillada.config import make_config  # torch-heavy: import only when training
-    from minillada.train import train
+class _HeldRecords(logging.Handler):
+    """Keeps log records for later."""
 
-    rank = int(os.environ.get("RANK", 0))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s")
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     for name in ("init", "rope", "packing", "seq_len", "corpus", "steps", "seed"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.quiet:
         overrides["progress"] = False
-    config = make_config(args.preset, args.stage, args.out, **overrides)
+    check_overrides(overrides)  # names and types, before torch loads
+
+    from minillada.config import make_config  # validates the rest (imports torch)
+    from minillada.train import train
+
+    rank = int(os.environ.get("RANK", 0))
+    level = logging.INFO if rank == 0 else logging.WARNING
+    # Log lines of the validation (the precision chosen) are held back: a refused config prints
+    # its one error line only, an accepted one prints them once logging is set up.
+    held = _HeldRecords()
+    root = logging.getLogger()
+    root.addHandler(held)
+    root.setLevel(min(root.level or level, level))
+    try:
+        config = make_config(args.preset, args.stage, args.out, **overrides)
+    finally:
+        root.removeHandler(held)
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    for record in held.records:
+        if record.levelno >= level:
+            logging.getLogger(record.name).handle(record)
     model_dir = train(config, resume=args.resume)
     if rank == 0:
         print(model_dir)

@@ -1,0 +1,377 @@
+"""Bad input, table-driven: every command and the Python API refuse it with one clear line naming
+the field or flag, the value and what is allowed, before any work (and fast: the CLI's cheap
+checks run before torch loads). `pytest -s tests/test_bad_input.py` prints the measured times."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMES: list[tuple[str, str, float]] = []  # (case, kind, seconds to fail)
+FAST_S, TORCH_S = 2.0, 15.0
+
+# (id, argv, text the one-line error holds: the bad value). These need no torch: subprocesses.
+TORCH_FREE = [
+    ("train-lr-abc", ["train", "--set", "lr=abc"], "lr must be a number, got 'abc'"),
+    ("train-betas-short", ["train", "--set", "betas=[0.9]"],
+     "betas must be a list of 2 numbers, got [0.9]"),
+    ("train-model-int", ["train", "--set", "model=5"], "model must be a dict (JSON object), got 5"),
+    ("train-seed-abc", ["train", "--set", "seed=abc"], "seed must be an integer, got 'abc'"),
+    ("train-steps-float", ["train", "--set", "steps=2.5"], "steps must be an integer, got 2.5"),
+    ("train-steps-bool", ["train", "--set", "steps=true"], "steps must be an integer, got True"),
+    ("train-lr-nan", ["train", "--set", "lr=NaN"], "lr must be a finite number, got nan"),
+    ("train-unknown-field", ["train", "--set", "learning_rate=1"],
+     "unknown TrainConfig field(s) ['learning_rate']"),
+    ("train-set-no-equals", ["train", "--set", "lr"], "--set expects FIELD=VALUE, got 'lr'"),
+    ("train-set-no-name", ["train", "--set", "=3"], "--set expects FIELD=VALUE, got '=3'"),
+    ("train-set-preset", ["train", "--set", "preset=gpu"], "give it as --preset, got 'preset=gpu'"),
+    ("train-tasks-int", ["train", "--set", "tasks=5"], "tasks must be a list of strings, got 5"),
+    ("train-tasks-item", ["train", "--set", "tasks=[1]"], "tasks[0] must be a string, got 1"),
+    ("train-bool-int", ["train", "--set", "restart_positions=1"],
+     "restart_positions must be a bool (true or false), got 1"),
+    ("train-dict-list", ["train", "--set", "rope_params=[1]"], "rope_params must be a dict"),
+    ("train-optional-float", ["train", "--set", "task_fraction_final=abc"],
+     "task_fraction_final must be a number or null (None), got 'abc'"),
+    ("train-dtype-int", ["train", "--set", "dtype=5"], "dtype must be a string, got 5"),
+    ("train-preset", ["train", "--preset", "tiny"], "invalid choice: 'tiny'"),
+    ("train-stage", ["train", "--stage", "finetune"], "invalid choice: 'finetune'"),
+    ("train-steps-flag", ["train", "--steps", "x"], "invalid int value: 'x'"),
+    ("train-target-len", ["train", "--target-len", "1.5"], "invalid int value: '1.5'"),
+    ("eval-mc", ["eval", "--mc", "0"], "argument --mc: must be a positive integer, got '0'"),
+    ("eval-windows", ["eval", "--windows", "0"], "argument --windows: must be a positive integer"),
+    ("eval-chunk", ["eval", "--chunk", "0"], "argument --chunk: must be a positive integer"),
+    ("eval-batch-size", ["eval", "--batch-size", "0"],
+     "argument --batch-size: must be a positive integer, got '0'"),
+    ("eval-repeats", ["eval", "--repeats", "-1"], "argument --repeats: must be a positive integer"),
+    ("eval-lengths", ["eval", "--lengths", "128,0"], "--lengths must be positive integers"),
+    ("eval-depths-nan", ["eval", "--depths", "50,nan"], "--depths must be finite numbers"),
+    ("eval-depths-range", ["eval", "--depths", "120"], "percentages in [0, 100]; got [120.0]"),
+    ("eval-tasks", ["eval", "--tasks", "sudoku"], "unknown task(s) ['sudoku']"),
+    ("eval-rope", ["eval", "--rope", "ntk2"], "unknown RoPE variant(s) ['ntk2']"),
+    ("eval-preset", ["eval", "--preset", "tiny"], "invalid choice: 'tiny'"),
+    ("eval-dtype", ["eval", "--dtype", "float8"], "invalid choice: 'float8'"),
+    ("eval-gen-length", ["eval", "--gen-length", "abc"], "--gen-length must be an integer or"),
+    ("eval-corpus", ["eval", "--corpus", "/no/such.jsonl"], "corpus '/no/such.jsonl' does not"),
+    ("eval-checkpoint", ["eval", "--checkpoint", "/no/such/dir"],
+     "checkpoint directory '/no/such/dir' does not exist"),
+    ("rope-target-len", ["rope", "--model", "llada-8b", "--target-len", "0"], "got 0"),
+    ("rope-method", ["rope", "--model", "llada-8b", "--target-len", "99", "--method", "foo"],
+     "unknown --method 'foo'"),
+    ("rope-head-dim", ["rope", "--head-dim", "7", "--base", "1e4", "--train-len", "10",
+                       "--target-len", "99"], "positive even integer, got 7"),
+    ("rope-factor", ["rope", "--model", "llada-8b", "--target-len", "99", "--factor", "0.5"],
+     "factor must be a finite number >= 1, got 0.5"),
+    ("rope-model", ["rope", "--model", "gpt5", "--target-len", "99"], "invalid choice: 'gpt5'"),
+    ("rope-missing", ["rope", "--target-len", "99"], "give --model or all of --head-dim"),
+    ("reproduce-preset", ["reproduce", "--preset", "tiny"], "invalid choice: 'tiny'"),
+    ("reproduce-notebooks", ["reproduce", "--notebooks", "99"],
+     "unknown notebook number(s) ['99']"),
+    ("reproduce-dir", ["reproduce", "--notebook-dir", "/no/such"],
+     "notebook folder '/no/such' does not exist"),
+    ("reproduce-p", ["reproduce", "-p", "foo"],
+     "-p expects NAME=VALUE with a Python name, got 'foo'"),
+    ("reproduce-reserved", ["reproduce", "-p", "output_dir=x"],
+     "-p output_dir: set it with --executed instead"),
+    ("reproduce-seed", ["reproduce", "--seed", "x"], "invalid int value: 'x'"),
+]
+
+
+def _complete(argv: list[str], out: Path) -> list[str]:
+    """`argv` with the required arguments it lacks (a checkpoint, an out folder)."""
+    argv = list(argv)
+    if argv[0] == "eval" and "--checkpoint" not in argv:
+        argv += ["--checkpoint", str(out.parent)]
+    if argv[0] in ("train", "eval", "reproduce"):
+        argv += ["--out", str(out)]
+    return argv
+
+
+def _check_line(command: str, code: int, stderr: str, expected: str, out: Path) -> None:
+    assert code == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"minillada {command}: error: "), lines[0]
+    assert expected in lines[0], lines[0]
+    assert not out.exists(), f"{out} was created by a command that failed validation"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary():
+    yield
+    if not TIMES:
+        return
+    print(f"\n{'case':<28} {'kind':<16} seconds")
+    for name, kind, seconds in TIMES:
+        print(f"{name:<28} {kind:<16} {seconds:6.2f}")
+    for kind in sorted({k for _, k, _ in TIMES}):
+        values = [s for _, k, s in TIMES if k == kind]
+        print(f"{kind}: {len(values)} cases, median {statistics.median(values):.2f} s, "
+              f"max {max(values):.2f} s")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in TORCH_FREE],
+                         ids=[c[0] for c in TORCH_FREE])
+def test_cli_refuses_without_torch(argv, expected, tmp_path, request):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # Prints whether torch was imported (stdout) and the error (stderr), in one process.
+    code = ("import sys, atexit\n"
+            "atexit.register(lambda: print('TORCH', 'torch' in sys.modules))\n"
+            "from minillada.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, *_complete(argv, out)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60)
+    seconds = time.perf_counter() - start
+    TIMES.append((request.node.callspec.id, "cli, no torch", seconds))
+    _check_line(argv[0], done.returncode, done.stderr, expected, out)
+    assert "TORCH False" in done.stdout, "the check imported torch"
+    assert seconds < FAST_S, f"{seconds:.2f} s to fail"
+
+
+def test_cli_module_entry_point_fails_the_same(tmp_path, request):
+    """`python -m minillada` itself (no wrapper): one line, exit 2."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "minillada", "train", "--set", "lr=abc",
+                           "--out", str(out)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    TIMES.append(("python -m minillada", "cli, no torch", time.perf_counter() - start))
+    _check_line("train", done.returncode, done.stderr, "lr must be a number, got 'abc'", out)
+
+
+# ------------------------------------------------------------------- cases that load torch
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    """An init trained at another preset (gpu dims), a checkpoint without tokenizer.json and one
+    without weights (the checks read files only, so nothing is trained)."""
+    from minillada.presets import get_preset
+
+    root = tmp_path_factory.mktemp("bad")
+    gpu = get_preset("gpu")
+    init = root / "gpu-init" / "model"
+    init.mkdir(parents=True)
+    (init / "config.json").write_text(json.dumps({**gpu.model, "model_type": "llada"}))
+    no_tokenizer = root / "no-tokenizer"
+    no_tokenizer.mkdir()
+    (no_tokenizer / "config.json").write_text("{}")
+    (no_tokenizer / "model.safetensors").write_bytes(b"")
+    no_weights = root / "no-weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text("{}")
+    return {"init": init.parent, "no_tokenizer": no_tokenizer, "no_weights": no_weights}
+
+
+TORCH = [
+    ("train-model-typo", ["train", "--preset", "smoke", "--set", "model.n_layer=3"],
+     "unknown model (LLaDAConfig) field(s) ['model.n_layer']; known: ['activation_checkpointing'"),
+    ("train-model-zero", ["train", "--preset", "smoke", "--set", "model.n_layers=0"],
+     "model: n_layers must be a positive integer, got 0"),
+    ("train-model-type", ["train", "--preset", "smoke", "--set", "model.d_model=abc"],
+     "model.d_model must be an integer, got 'abc'"),
+    ("train-packing", ["train", "--preset", "smoke", "--set", "packing=zigzag"],
+     "unknown packing 'zigzag'; choose one of direct"),
+    ("train-lr-negative", ["train", "--preset", "smoke", "--set", "lr=-1"], "got lr -1.0"),
+    ("train-fraction", ["train", "--preset", "smoke", "--set", "task_fraction=1.5"],
+     "task_fraction must lie in [0, 1], got 1.5"),
+    ("train-corpus", ["train", "--preset", "smoke", "--corpus", "/no/such.jsonl"],
+     "corpus '/no/such.jsonl' does not exist"),
+    ("train-extend-no-init", ["train", "--preset", "smoke", "--stage", "extend"],
+     "stage 'extend' needs init"),
+    ("train-extend-missing", ["train", "--preset", "smoke", "--stage", "extend", "--init",
+                              "/no/such/run"], "no model at '/no/such/run'"),
+    ("train-extend-mismatch", ["train", "--preset", "smoke", "--stage", "extend", "--init",
+                               "{init}"], "was not trained at preset 'smoke': vocab_size 4096 vs "
+     "512, d_model 512 vs 64, n_heads 8 vs 2, n_layers 8 vs 2, mlp_hidden_size 1536 vs 128, "
+     "rope_theta 2000.0 vs 110.0, max_sequence_length 256 vs 64 (saved vs preset)"),
+    ("eval-no-tokenizer", ["eval", "--checkpoint", "{no_tokenizer}", "--tasks", "loss"],
+     "no tokenizer.json in checkpoint directory '{no_tokenizer}'"),
+    ("eval-no-weights", ["eval", "--checkpoint", "{no_weights}", "--tasks", "loss"],
+     "no model.safetensors or model.safetensors.index.json in {no_weights}"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in TORCH], ids=[c[0] for c in TORCH])
+def test_cli_refuses_in_process(argv, expected, folders, tmp_path, capsys, request):
+    from minillada import cli
+
+    argv = [a.format(**folders) for a in argv]
+    expected = expected.format(**folders)
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    try:
+        code = cli.main(_complete(argv, out))
+    except SystemExit as exit_:  # argparse
+        code = exit_.code
+    seconds = time.perf_counter() - start
+    TIMES.append((request.node.callspec.id, "in-process, torch", seconds))
+    _check_line(argv[0], code, capsys.readouterr().err, expected, out)
+    assert seconds < TORCH_S, f"{seconds:.2f} s to fail"
+
+
+@pytest.mark.parametrize("case", ["train-model-typo", "train-extend-mismatch"])
+def test_cli_refuses_with_torch_in_a_subprocess(case, folders, tmp_path):
+    """Two torch cases end to end, as a user runs them: < 15 s."""
+    _, argv, expected = next(c for c in TORCH if c[0] == case)
+    argv = [a.format(**folders) for a in argv]
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "minillada", *_complete(argv, out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - start
+    TIMES.append((f"{case} (subprocess)", "cli, torch", seconds))
+    _check_line(argv[0], done.returncode, done.stderr, expected, out)
+    assert seconds < TORCH_S, f"{seconds:.2f} s to fail"
+
+
+# --------------------------------------------------------------------------- the Python API
+
+
+def _api_cases():
+    from minillada.config import TrainConfig, make_config
+    from minillada.model import LLaDAConfig
+    from minillada.packing import pack_documents
+    from minillada.presets import get_preset
+    from minillada.rope import compute_rope
+
+    smoke = lambda **kw: make_config("smoke", "pretrain", "unused", **kw)  # noqa: E731
+    return {
+        "make_config-lr-str": (lambda: smoke(lr="abc"), ValueError,
+                               "lr must be a number, got 'abc' (str)"),
+        "make_config-steps-bool": (lambda: smoke(steps=True), ValueError,
+                                   "steps must be an integer, got True (bool)"),
+        "make_config-steps-float": (lambda: smoke(steps=2.5), ValueError,
+                                    "steps must be an integer, got 2.5"),
+        "make_config-betas-short": (lambda: smoke(betas=(0.9,)), ValueError,
+                                    "betas must be a list of 2 numbers, got (0.9,)"),
+        "make_config-betas-str": (lambda: smoke(betas=("a", 0.9)), ValueError,
+                                  "betas[0] must be a number, got 'a'"),
+        "make_config-model-int": (lambda: smoke(model=5), ValueError,
+                                  "model must be a dict (JSON object), got 5"),
+        "make_config-model-typo": (lambda: smoke(model={"n_layer": 2}), ValueError,
+                                   "unknown model (LLaDAConfig) field(s) ['model.n_layer']"),
+        "make_config-model-zero": (lambda: smoke(model={"d_model": 0}), ValueError,
+                                   "d_model must be a positive integer, got 0"),
+        "make_config-model-qkv": (lambda: smoke(model={"include_qkv_bias": "yes"}), ValueError,
+                                  "model.include_qkv_bias must be a bool (true or false)"),
+        "make_config-unknown": (lambda: smoke(learning_rate=1.0), ValueError,
+                                "unknown TrainConfig field(s) ['learning_rate']"),
+        "make_config-preset": (lambda: make_config("tiny", "pretrain", "x"), ValueError,
+                               "unknown preset 'tiny'"),
+        "make_config-stage": (lambda: make_config("smoke", "finetune", "x"), ValueError,
+                              "unknown stage 'finetune'"),
+        "make_config-inf": (lambda: smoke(grad_clip=float("inf")), ValueError,
+                            "grad_clip must be a finite number, got inf"),
+        "TrainConfig-seed-str": (lambda: TrainConfig(seed="1", dtype="float32"), ValueError,
+                                 "seed must be an integer, got '1' (str)"),
+        "TrainConfig-optional": (lambda: TrainConfig(task_curriculum_steps=1.5,
+                                                     dtype="float32"), ValueError,
+                                 "task_curriculum_steps must be an integer or null (None)"),
+        "TrainConfig-dtype": (lambda: TrainConfig(dtype="float16"), ValueError,
+                              "unknown dtype 'float16'"),
+        "LLaDAConfig-layers": (lambda: LLaDAConfig(n_layers=0), ValueError,
+                               "n_layers must be a positive integer, got 0"),
+        "LLaDAConfig-theta": (lambda: LLaDAConfig(rope_theta=-1.0), ValueError,
+                              "rope_theta must be > 0, got -1.0"),
+        "get_preset": (lambda: get_preset("tiny"), ValueError,
+                       "unknown preset 'tiny'; choose one of ['cpu', 'gpu', 'smoke']"),
+        "compute_rope-variant": (lambda: compute_rope("ntk2", 16, 1e4, 64, 128), ValueError,
+                                 "ntk2"),
+        "compute_rope-head-dim": (lambda: compute_rope("default", 7, 1e4, 64), ValueError,
+                                  "got 7"),
+        "pack_documents-empty": (lambda: pack_documents([], 8, "eod", eod_token_id=1),
+                                 ValueError, "no documents to pack"),
+        "pack_documents-seq-len": (lambda: pack_documents([[1, 2]], 1, "eod", eod_token_id=0),
+                                   ValueError, "seq_len must be an integer >= 2, got 1"),
+        "pack_documents-strategy": (lambda: pack_documents([[1, 2]], 4, "zigzag"), ValueError,
+                                    "unknown packing strategy 'zigzag'"),
+    }
+
+
+API_NAMES = [
+    "make_config-lr-str", "make_config-steps-bool", "make_config-steps-float",
+    "make_config-betas-short", "make_config-betas-str", "make_config-model-int",
+    "make_config-model-typo", "make_config-model-zero", "make_config-model-qkv",
+    "make_config-unknown", "make_config-preset", "make_config-stage", "make_config-inf",
+    "TrainConfig-seed-str", "TrainConfig-optional", "TrainConfig-dtype", "LLaDAConfig-layers",
+    "LLaDAConfig-theta", "get_preset", "compute_rope-variant", "compute_rope-head-dim",
+    "pack_documents-empty", "pack_documents-seq-len", "pack_documents-strategy",
+]
+
+
+@pytest.mark.parametrize("name", API_NAMES)
+def test_api_refuses(name):
+    call, error, message = _api_cases()[name]
+    with pytest.raises(error) as raised:
+        call()
+    assert message in str(raised.value)
+
+
+def test_api_cases_are_all_listed():
+    assert sorted(_api_cases()) == sorted(API_NAMES)
+
+
+def test_values_are_converted_where_they_enter(tmp_path):
+    from minillada.config import TrainConfig, make_config
+
+    config = TrainConfig(tasks="passkey", betas=[0.9, 0.99], lr=1, dtype="float32")
+    assert config.tasks == ("passkey",)  # one name, not its letters
+    assert config.betas == (0.9, 0.99) and isinstance(config.lr, float)
+    made = make_config("smoke", "pretrain", tmp_path, tasks=["niah", "passkey"], lr=2)
+    assert made.tasks == ("niah", "passkey") and made.lr == 2.0
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "a"}\n')
+    assert make_config("smoke", "pretrain", tmp_path, corpus=corpus).corpus == str(corpus)
+
+
+def test_set_tasks_is_one_task(tmp_path):
+    from minillada.commands.train import parse_overrides
+    from minillada.config import check_overrides
+
+    assert check_overrides(parse_overrides(["tasks=passkey"])) == {"tasks": ("passkey",)}
+    assert check_overrides(parse_overrides(['tasks=["niah","passkey"]'])) == {
+        "tasks": ("niah", "passkey")}
+
+
+def test_every_preset_passes_its_own_type_checks(tmp_path):
+    from minillada.config import check_overrides
+    from minillada.presets import PRESETS
+
+    for preset in PRESETS.values():
+        for stage in ("pretrain", "extend"):
+            check_overrides(getattr(preset, stage))
+
+
+def test_torch_free_names_match_the_modules():
+    from minillada import data, tasks
+    from minillada.commands import eval as eval_command
+    from minillada.rope import ROPE_VARIANTS
+    from minillada.rope_checks import VARIANT_NAMES
+
+    assert tuple(tasks.TASKS) == eval_command.RETRIEVAL_TASKS
+    assert eval_command.STDLIB == data.STDLIB
+    assert tuple(ROPE_VARIANTS) == VARIANT_NAMES
+
+
+def test_eval_takes_the_niah_haystack_from_its_corpus():
+    import argparse
+
+    from minillada.commands.eval import _task_params
+
+    args = argparse.Namespace(corpus="/data/my.jsonl", split_seed=3)
+    assert _task_params("niah", args) == {"haystack": "/data/my.jsonl", "haystack_split_seed": 3}
+    assert _task_params("niah_multikey", args)["haystack"] == "/data/my.jsonl"
+    assert _task_params("passkey", args) == {}
