@@ -45,7 +45,8 @@ from matplotlib.ticker import FixedLocator, LogLocator, NullFormatter, NullLocat
 from PIL import Image
 
 from minillada import plots
-from minillada.rope import angle_coverage, compute_rope, critical_dim, default_inv_freq
+from minillada.rope import compute_rope, critical_dim, default_inv_freq
+from minillada.rope_analysis import angle_coverage
 
 TRAIN_LENGTHS = tuple(2**k for k in range(5, 16))  # 32 .. 32K
 TARGET_LENGTHS = tuple(2**k for k in range(6, 18))  # 64 .. 128K

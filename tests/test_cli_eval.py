@@ -35,7 +35,10 @@ def test_every_task_writes_a_tidy_csv_a_figure_and_a_summary(checkpoint, tmp_pat
     assert evaluate(checkpoint, tmp_path, "--tasks", "loss,ppl,passkey,niah",
                     "--rope", "default,diffusion_ntk", "--target-len", "256") == 0
     summary = capsys.readouterr().out.strip().splitlines()
-    assert [line.split(" ")[0] for line in summary] == ["loss", "ppl", "passkey:", "niah:"]
+    assert [line.split(" ")[0] for line in summary] == ["loss", "ppl", "passkey:", "niah:",
+                                                         "wrote"]
+    assert summary[-1] == (f"wrote loss.csv, loss.png, ppl.csv, ppl.png, passkey.csv, "
+                           f"passkey.png, niah.csv, niah.png in {tmp_path}")
     for task in ("loss", "ppl", "passkey", "niah"):
         assert (tmp_path / f"{task}.png").stat().st_size > 10_000, task
         table = pd.read_csv(tmp_path / f"{task}.csv")

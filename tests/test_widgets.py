@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from minillada import plots, widgets
-from minillada.rope import attention_decay_bound, compute_rope
+from minillada.rope import compute_rope
+from minillada.rope_analysis import attention_decay_bound
 
 LLADA = dict(head_dim=128, base=500000.0, train_len=4096, target_len=131072)
 
