@@ -128,11 +128,16 @@ class Trainer:
             )
         self.config, self.runtime = config, runtime
         self.out = Path(config.out)
+        fresh = not self.out.exists()
         self.lock = lock_run(self.out, self.runtime)
         try:
             self._setup(resume)
         except BaseException:
             self.close()
+            if fresh and runtime.is_main:  # a refused run leaves nothing behind in out
+                (self.out / "run.lock").unlink(missing_ok=True)
+                if not any(self.out.iterdir()):
+                    self.out.rmdir()
             raise
 
     def _setup(self, resume: Resume) -> None:

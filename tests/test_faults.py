@@ -252,4 +252,4 @@ def test_cli_resume_of_a_folder_without_a_run_is_an_error(tmp_path, capsys):
     out = tmp_path / "nothing"
     assert cli.main([*cli_args(out, FAST), "--resume"]) == 2
     assert f"{out} holds no run to resume" in capsys.readouterr().err
-    assert not (out / "metrics.jsonl").exists() and not (out / "checkpoints").exists()
+    assert not out.exists()  # nothing left behind, not even the run's lock file
