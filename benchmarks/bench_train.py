@@ -18,13 +18,10 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
 
 import torch
 
-from minillada.config import make_config
-from minillada.distributed import start_runtime, stop_runtime
+from minillada.estimate import time_training_steps
 from minillada.precision import DTYPE_NAMES, choose_precision, machine_report, matmul_flops
 from minillada.train import Trainer
 
@@ -46,22 +43,8 @@ def model_flops_per_token(trainer: Trainer, seq_len: int) -> float:
 
 def measure(preset: str, dtype: str, steps: int, warmup: int) -> dict[str, float]:
     """tokens/s and model FLOPs/s of `steps` timed training steps (in this process's runtime)."""
-    runtime = start_runtime()
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            config = make_config(preset, "pretrain", out, dtype=dtype, progress=False,
-                                 steps=warmup + steps, random_length_fraction=0.0)
-            trainer = Trainer(config, runtime)
-            for _ in range(warmup):
-                trainer.train_step()
-            tokens, start = trainer.tokens, time.perf_counter()
-            for _ in range(steps):
-                trainer.train_step()
-            seconds = time.perf_counter() - start
-            tokens = trainer.tokens - tokens
-            flops = model_flops_per_token(trainer, config.seq_len) * tokens / seconds
-    finally:
-        stop_runtime(runtime)
+    trainer, tokens, seconds = time_training_steps(preset, steps, warmup, dtype=dtype)
+    flops = model_flops_per_token(trainer, trainer.config.seq_len) * tokens / seconds
     return {"tokens_per_s": tokens / seconds, "model_flops_per_s": flops}
 
 
