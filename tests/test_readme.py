@@ -102,5 +102,5 @@ def test_every_readme_command_runs_as_written(tmp_path):
         ran.append((shlex.join(tokens[:3]), round(time.perf_counter() - start, 1)))
     print(ran)
     assert (tmp_path / "figures" / "smoke" / "03_loss_grid.png").is_file()  # -p figures_dir /tmp/..
-    assert (tmp_path / "study" / "figures" / "smoke" / "03_loss_grid.png").is_file()
+    assert (tmp_path / "study" / "figures" / "smoke" / "02_pretrain_curves.png").is_file()
     assert (tmp_path / "runs" / "my-eval" / "passkey.csv").is_file()

