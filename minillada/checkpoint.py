@@ -34,10 +34,17 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, StorageMeta
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
 
 from minillada.atomic import atomic_folder, atomic_write_text
+from minillada.config import incompatible_fields
 from minillada.distributed import Runtime, all_sum
 from minillada.model import LLaDAModelLM
 
@@ -182,6 +189,18 @@ def resume_candidates(out: Path, resume: bool | str, is_main: bool) -> list[Path
     return intact
 
 
+def check_resumable(out: Path, config: Any) -> None:
+    """Raise ValueError, before any work, when `config` (a TrainConfig) differs from the run saved
+    in `out` in a field a resume cannot change (`config.incompatible_fields`), naming each field
+    with its saved and its new value."""
+    saved = saved_config(out)
+    differing = incompatible_fields(saved, config)
+    if differing:
+        details = ", ".join(f"{n}: {saved.get(n)!r} -> {getattr(config, n, None)!r}"
+                            for n in differing)
+        raise ValueError(f"cannot resume {out}: config differs in {details}")
+
+
 class _MetadataUnpickler(pickle.Unpickler):
     """Builds DCP's metadata dataclasses, torch.Size and dtypes; any other global is refused, so
     a crafted .metadata cannot run code."""
@@ -302,6 +321,41 @@ def load_checkpoint(folder: Path, tensors: dict[str, Any] | None = None,
         with _quiet_single_process():
             dcp.load(tensors, storage_reader=_SafeReader(folder), no_dist=not distributed)
     return state
+
+
+def trainer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the tensors a checkpoint holds, the optimizer's state dict): the sharded model and
+    optimizer state (DTensors under FSDP: nothing is gathered), as DCP saves and loads it: the
+    optimizer's tensors only (its param_groups come from the config), so no entry of a
+    checkpoint is pickled."""
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    return {"model": model_state, "optimizer": {"state": optimizer_state["state"]}}, \
+        optimizer_state
+
+
+def restore_checkpoint(out: Path, candidates: list[Path], model: torch.nn.Module,
+                       optimizer: torch.optim.Optimizer, runtime: Runtime) -> dict[str, Any]:
+    """Load the first of `candidates` (best first, `resume_candidates`) whose shards load into
+    `model` and `optimizer`, in place, and return its trainer state. One whose shards fail to load
+    is named in a warning (by rank 0) and the next is tried; none loading is a ValueError."""
+    for checkpoint in candidates:
+        tensors, optimizer_state = trainer_tensors(model, optimizer)
+        try:
+            # DCP gathers every rank's error and raises on all: the ranks fall back together.
+            state = load_checkpoint(checkpoint, tensors, runtime)
+        except (Exception, CheckpointException) as error:  # the latter a BaseException
+            if runtime.is_main:
+                shards = ", ".join(sorted(p.name for p in checkpoint.glob("*.distcp")))
+                log.warning("checkpoint %s is damaged: a shard (%s) failed to load (%s: %s); "
+                            "falling back to an older one", checkpoint, shards,
+                            type(error).__name__, str(error)[:300])
+            continue
+        optimizer_state["state"] = tensors["optimizer"]["state"]
+        set_state_dict(model, optimizer, model_state_dict=tensors["model"],
+                       optim_state_dict=optimizer_state)
+        return state
+    raise ValueError(no_intact_checkpoint(out))
 
 
 def export_model(model: LLaDAModelLM, tokenizer, folder: Path, runtime: Runtime) -> None:

@@ -42,8 +42,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
@@ -51,17 +49,18 @@ from minillada import data
 from minillada.batches import BatchSource, Rows, noise, packed_rows, row_tokens, task_row
 from minillada.checkpoint import (
     MetricsLog,
+    check_resumable,
     export_model,
-    load_checkpoint,
     lock_run,
     model_folder,
-    no_intact_checkpoint,
+    restore_checkpoint,
     resume_candidates,
     save_checkpoint,
     save_config,
     saved_config,
+    trainer_tensors,
 )
-from minillada.config import PRECISIONS, TrainConfig, incompatible_fields, lr_at
+from minillada.config import PRECISIONS, TrainConfig, lr_at
 from minillada.diffusion import NoisedBatch, diffusion_loss
 from minillada.distributed import (
     Runtime,
@@ -142,7 +141,9 @@ class Trainer:
 
     def _setup(self, resume: Resume) -> None:
         config, runtime = self.config, self.runtime
-        candidates = self._check_resume(resume)
+        candidates = resume_candidates(self.out, resume, runtime.is_main)
+        if candidates:
+            check_resumable(self.out, config)
         self.tokenizer = self._tokenizer()
         self.block_diagonal = PACKING_STRATEGIES[config.packing].block_diagonal
         self.model = build_model(config, self.tokenizer).to(runtime.device)
@@ -161,7 +162,10 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
         self.step, self.tokens = 0, 0
         if candidates:
-            self._restore(candidates)
+            state = restore_checkpoint(self.out, candidates, self.model, self.optimizer, runtime)
+            self.step, self.tokens = state["step"], state["tokens"]
+            self.source.cursor = state["corpus_cursor"]
+            log.info("resumed %s at step %d", self.out, self.step)
         if runtime.is_main:  # what a killed run logged past its checkpoint is logged again
             self.metrics.truncate_after(self.step)
 
@@ -172,19 +176,6 @@ class Trainer:
             self.lock = None
 
     # -- setup ---------------------------------------------------------------------------------
-
-    def _check_resume(self, resume: Resume) -> list[Path]:
-        """The intact checkpoints to resume from, best first; errors for a clash, before any
-        work is done."""
-        candidates = resume_candidates(self.out, resume, self.runtime.is_main)
-        if candidates:
-            saved = saved_config(candidates[0].parent.parent)
-            differing = incompatible_fields(saved, self.config)
-            if differing:
-                details = ", ".join(f"{n}: {saved.get(n)!r} -> {getattr(self.config, n, None)!r}"
-                                    for n in differing)
-                raise ValueError(f"cannot resume {self.out}: config differs in {details}")
-        return candidates
 
     def _tokenizer(self):
         if self.config.stage == "extend":
@@ -215,36 +206,6 @@ class Trainer:
         rng = np.random.default_rng(derived_seed(config.split_seed, "val_rows"))
         count = min(config.val_rows, len(rows) - len(rows) % self.runtime.world)
         return rows.select(torch.from_numpy(rng.permutation(len(rows))[:count]))
-
-    def _tensors(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The sharded model and optimizer state (DTensors under FSDP: nothing is gathered), as
-        DCP saves and loads it: the optimizer's tensors only (its param_groups come from the
-        config), so no entry of a checkpoint is pickled."""
-        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
-        return {"model": model_state, "optimizer": {"state": optimizer_state["state"]}}, \
-            optimizer_state
-
-    def _restore(self, candidates: list[Path]) -> None:
-        for checkpoint in candidates:
-            tensors, optimizer_state = self._tensors()
-            try:
-                # DCP gathers every rank's error and raises on all: the ranks fall back together.
-                state = load_checkpoint(checkpoint, tensors, self.runtime)
-            except (Exception, CheckpointException) as error:  # the latter a BaseException
-                if self.runtime.is_main:
-                    shards = ", ".join(sorted(p.name for p in checkpoint.glob("*.distcp")))
-                    log.warning("checkpoint %s is damaged: a shard (%s) failed to load (%s: %s); "
-                                "falling back to an older one", checkpoint, shards,
-                                type(error).__name__, str(error)[:300])
-                continue
-            optimizer_state["state"] = tensors["optimizer"]["state"]
-            set_state_dict(self.model, self.optimizer, model_state_dict=tensors["model"],
-                           optim_state_dict=optimizer_state)
-            self.step, self.tokens = state["step"], state["tokens"]
-            self.source.cursor = state["corpus_cursor"]
-            log.info("resumed %s at step %d", self.out, self.step)
-            return
-        raise ValueError(no_intact_checkpoint(self.out))
 
     # -- one step ------------------------------------------------------------------------------
 
@@ -347,7 +308,7 @@ class Trainer:
     # -- run -----------------------------------------------------------------------------------
 
     def _save(self) -> None:
-        tensors, _ = self._tensors()
+        tensors, _ = trainer_tensors(self.model, self.optimizer)
         state = {"step": self.step, "tokens": self.tokens, "corpus_cursor": self.source.cursor}
         save_checkpoint(self.out, tensors, state, self.config.keep_checkpoints, self.runtime)
 
