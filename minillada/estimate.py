@@ -17,7 +17,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from minillada.config import TrainConfig
 
 TIMINGS_FILE = "timings.json"
 
@@ -54,6 +57,16 @@ def remaining_seconds(steps_total: int, steps_done: int, seconds_per_step: float
     if steps_done > steps_total:
         raise ValueError(f"steps_done {steps_done} exceeds steps_total {steps_total}")
     return (steps_total - steps_done) * seconds_per_step
+
+
+def training_pace(config: TrainConfig, first_step: int, step: int, tokens: int,
+                  seconds: float) -> str:
+    """What the trainer says once: the pace of steps first_step + 1 .. step (`tokens` in
+    `seconds`) and the expected wall time of the steps left."""
+    left = remaining_seconds(config.steps, step, seconds / (step - first_step))
+    return (f"{config.stage} {config.preset}: {tokens / seconds:.0f} tokens/s in {config.dtype} "
+            f"over steps {first_step + 1}-{step}; the {config.steps - step} steps left need "
+            f"about {format_duration(left)} (plus validation and checkpoints)")
 
 
 def estimate_reproduction(notebooks: Sequence[str], tokens_per_s: float,

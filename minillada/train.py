@@ -70,7 +70,7 @@ from minillada.distributed import (
     start_runtime,
     stop_runtime,
 )
-from minillada.estimate import format_duration, remaining_seconds
+from minillada.estimate import training_pace
 from minillada.model import LLaDAConfig, LLaDAModelLM
 from minillada.packing import PACKING_STRATEGIES
 from minillada.seeds import derived_seed
@@ -314,12 +314,8 @@ class Trainer:
 
     def _announce_estimate(self, bar: tqdm, step: int, tokens: int, started: float) -> None:
         """Say, once, the measured pace and the expected wall time of the steps left."""
-        seconds = time.perf_counter() - started
-        left = remaining_seconds(self.config.steps, self.step, seconds / (self.step - step))
-        message = (f"{self.config.stage} {self.config.preset}: "
-                   f"{(self.tokens - tokens) / seconds:.0f} tokens/s in {self.config.dtype} "
-                   f"over steps {step + 1}-{self.step}; the {self.config.steps - self.step} steps "
-                   f"left need about {format_duration(left)} (plus validation and checkpoints)")
+        message = training_pace(self.config, step, self.step, self.tokens - tokens,
+                                time.perf_counter() - started)
         if bar.disable:
             log.info(message)
         else:
