@@ -6,7 +6,8 @@
     torchrun --nproc_per_node=2 -m minillada train --preset smoke --stage pretrain --out ...
 
 What a run is (`TrainConfig`, stages, schedules) lives in `minillada.config`; the rows of a step in
-`minillada.batches`; the run folder on disk in `minillada.checkpoint`; ranks and FSDP2 in
+`minillada.batches`; the held-out rows and their scores in `minillada.validation`; the run folder
+on disk (checkpoints, resume) in `minillada.checkpoint`; ranks and FSDP2 in
 `minillada.distributed`. One optimizer step s, identical on every rank and for any world size:
 
 1. The global batch: `batch_size` rows (`BatchSource.batch`). Corpus rows come in a seeded order
@@ -40,13 +41,12 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
-from minillada import data
-from minillada.batches import BatchSource, Rows, noise, packed_rows, row_tokens, task_row
+from minillada import data, validation
+from minillada.batches import BatchSource, Rows, noise, packed_rows, row_tokens
 from minillada.checkpoint import (
     MetricsLog,
     check_resumable,
@@ -158,7 +158,8 @@ class Trainer:
                          else nullcontext())
         self.optimizer = build_optimizer(self.model, config)
         self.source = BatchSource(self._rows("train"), config, self.tokenizer)
-        self.val_rows = self._val_rows()
+        self.val_rows = (validation.held_out_rows(self._rows("validation"), config, runtime.world)
+                         if config.val_rows else None)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
         self.step, self.tokens = 0, 0
         if candidates:
@@ -192,20 +193,6 @@ class Trainer:
         self.runtime.barrier()
         docs = data.tokenized_split(self.tokenizer, config.corpus, config.split_seed, split)
         return packed_rows(docs, config, self.tokenizer)
-
-    def _val_rows(self) -> Rows | None:
-        config = self.config
-        if config.val_rows == 0:
-            return None
-        rows = self._rows("validation")
-        if len(rows) < config.val_rows:
-            log.info("only %d held-out rows of %d tokens: validating on %d, not val_rows %d",
-                     len(rows), config.seq_len, len(rows) - len(rows) % self.runtime.world,
-                     config.val_rows)
-        # Seeded by split_seed, not seed: runs with different seeds validate on the same rows.
-        rng = np.random.default_rng(derived_seed(config.split_seed, "val_rows"))
-        count = min(config.val_rows, len(rows) - len(rows) % self.runtime.world)
-        return rows.select(torch.from_numpy(rng.permutation(len(rows))[:count]))
 
     # -- one step ------------------------------------------------------------------------------
 
@@ -281,29 +268,17 @@ class Trainer:
         return results
 
     def _validate_tasks(self) -> dict[str, float]:
-        config = self.config
-        rows = Rows.concat([
-            task_row(self.tokenizer, config.tasks[i % len(config.tasks)], config.seq_len,
-                     100.0 * i / max(1, config.val_task_rows - 1),
-                     derived_seed(config.split_seed, "val_task", i), answer_only=True,
-                     key_digits=config.task_key_digits)
-            for i in range(config.val_task_rows)
-        ])
-        # Mask the whole answer: noised with t = 1 over the maskable (answer) tokens.
-        noisy = torch.where(rows.maskable, self.mask_token_id, rows.tokens).long()
-        counts = torch.zeros(3)  # correct answer tokens, answer tokens, exactly right answers
-        placeholder = NoisedBatch(noisy, rows.maskable, torch.ones(noisy.shape))
-        for part_rows, part, _ in self._local(rows, placeholder):
+        rows = validation.task_rows(self.tokenizer, self.config)
+        counts = torch.zeros(3)  # `answer_counts` summed over this rank's task rows
+        masked = validation.answer_masked(rows, self.mask_token_id)
+        for part_rows, part, _ in self._local(rows, masked):
             with self.autocast:
                 logits = self.model(part.noisy_ids.to(self.runtime.device),
                                     positions=part_rows.positions.long().to(self.runtime.device),
                                     doc_ids=None).logits  # one document per task row
-            hit = (logits.argmax(-1).cpu() == part_rows.tokens) | ~part_rows.maskable
-            counts += torch.tensor([float((hit & part_rows.maskable).sum()),
-                                    float(part_rows.maskable.sum()), float(hit.all(dim=1).sum())])
-        correct, answer_tokens, exact = all_sum(counts.to(self.runtime.device), self.runtime)
-        return {"val_task_token_acc": float(correct / answer_tokens),
-                "val_task_exact": float(exact) / config.val_task_rows}
+            counts += validation.answer_counts(logits.argmax(-1).cpu(), part_rows)
+        counts = all_sum(counts.to(self.runtime.device), self.runtime)
+        return validation.task_scores(counts, self.config)
 
     # -- run -----------------------------------------------------------------------------------
 
