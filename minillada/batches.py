@@ -18,7 +18,7 @@ import torch
 from minillada import tasks
 from minillada.config import TrainConfig, task_fraction_at
 from minillada.diffusion import NoisedBatch, forward_process, mask_exactly
-from minillada.packing import pack_documents
+from minillada.packing import PACKING_STRATEGIES, pack_documents
 from minillada.seeds import derived_seed
 
 log = logging.getLogger(__name__)
@@ -64,20 +64,72 @@ def packed_rows(docs: list[np.ndarray], config: TrainConfig, tokenizer) -> Rows:
     )
 
 
-def task_row(tokenizer, task: str, length: int, depth: float, seed: int, answer_only: bool,
-             key_digits: int = 5) -> Rows:
+def task_sample(tokenizer, config: TrainConfig, task: str, length: int, depth: float, seed: int,
+                split: str = "train") -> tasks.TaskSample:
+    """A retrieval sample with the run's keys; a NIAH haystack comes from `split` of the run's
+    corpus (train rows never see held-out text)."""
+    params = tasks.haystack_params(task, config.corpus, split, config.split_seed)
+    return tasks.make_task_sample(tokenizer, task, length=length, depth=depth, seed=seed,
+                                  key_digits=config.task_key_digits,
+                                  key_kind=config.task_key_kind, **params)
+
+
+def task_row(tokenizer, config: TrainConfig, task: str, length: int, depth: float, seed: int,
+             answer_only: bool, split: str = "train") -> Rows:
     """One synthetic retrieval sample of exactly `length` tokens, one document; maskable: every
     token, or only the answer (SFT-style) when `answer_only`."""
-    sample = tasks.make_task_sample(tokenizer, task, length=length, depth=depth, seed=seed,
-                                   key_digits=key_digits)
-    ids = torch.tensor([*sample.prompt_ids, *sample.answer_ids], dtype=torch.int32)
+    sample = task_sample(tokenizer, config, task, length, depth, seed, split)
+    ids = torch.tensor(sample.input_ids, dtype=torch.int32)
     if len(ids) != length:
         raise ValueError(f"task {task!r} gave {len(ids)} tokens for length {length}")
-    maskable = torch.ones(length, dtype=torch.bool)
-    if answer_only:
-        maskable[: len(sample.prompt_ids)] = False
+    maskable = torch.tensor(sample.answer_mask if answer_only else [True] * length)
     return Rows(ids[None], torch.zeros(1, length, dtype=torch.int32),
                 torch.arange(length, dtype=torch.int32)[None], maskable[None])
+
+
+def packed_task_row(tokenizer, config: TrainConfig, rng: np.random.Generator, seed: int,
+                    answer_only: bool) -> Rows:
+    """A row of seq_len tokens holding retrieval documents of U{lo..hi} tokens (`task_lengths`)
+    and corpus text, in random order, laid out by `config.packing` (separators, positions,
+    document ids). The first piece drawn is a retrieval document; while room is left, another
+    retrieval document (a distractor carrying another key) follows with probability 1/2, else a
+    corpus chunk of U{min(lo, room)..room} tokens. Under `direct` and `eod` every query can see
+    the other documents' needles; under `adaptive` it cannot. Answer-only: only the answers are
+    maskable."""
+    low, high = config.task_lengths
+    separator = int(PACKING_STRATEGIES[config.packing].separator)
+    corpus = tasks.corpus_filler(tokenizer, config.corpus, "train", config.split_seed)
+    pieces: list[tuple[list[int], list[bool]]] = []
+    room = config.seq_len
+    while room > 0:
+        space = room - separator  # tokens the next document may hold
+        retrieval = space >= low and (not pieces or rng.random() < 0.5)
+        size = int(rng.integers(low, min(high, space) + 1) if retrieval
+                   else rng.integers(min(low, space), space + 1))
+        if separator and room - size - separator == 1:  # a 1-token room holds no document
+            size += 1 if size < (high if retrieval else space) else -1
+        if retrieval:
+            task = config.tasks[int(rng.integers(len(config.tasks)))]
+            sample = task_sample(tokenizer, config, task, size, float(rng.uniform(0.0, 100.0)),
+                                 derived_seed(seed, len(pieces)))
+            mask = sample.answer_mask if answer_only else [True] * size
+            pieces.append((sample.input_ids, mask))
+        else:
+            start = int(rng.integers(len(corpus.tokens)))
+            pieces.append((corpus.take(start, size)[0], [not answer_only] * size))
+        room -= size + separator
+    order = rng.permutation(len(pieces))
+    docs = [pieces[i][0] for i in order]
+    packed = pack_documents(docs, config.seq_len, config.packing,
+                            eod_token_id=tokenizer.eod_token_id,
+                            pad_token_id=tokenizer.pad_token_id,
+                            restart_positions=config.restart_positions)
+    maskable = [flag for i in order for flag in [*pieces[i][1], *[not answer_only] * separator]]
+    if packed.tokens.shape[0] != 1 or len(maskable) != config.seq_len:
+        raise RuntimeError(f"packed task row has shape {tuple(packed.tokens.shape)}, "
+                           f"expected (1, {config.seq_len})")
+    return Rows(packed.tokens.int(), packed.doc_ids.int(), packed.positions.int(),
+                torch.tensor(maskable)[None])
 
 
 class BatchSource:
@@ -121,12 +173,14 @@ class BatchSource:
         parts, corpus_index = [], 0
         for row, task_flag in enumerate(is_task):
             if task_flag:
+                seed = derived_seed(config.seed, "task", step, row)
+                answer_only = bool(rng.random() < config.answer_only_fraction)
+                if config.task_lengths is not None:
+                    parts.append(packed_task_row(self.tokenizer, config, rng, seed, answer_only))
+                    continue
                 task = config.tasks[int(rng.integers(len(config.tasks)))]
-                parts.append(task_row(
-                    self.tokenizer, task, length, float(rng.uniform(0.0, 100.0)),
-                    derived_seed(config.seed, "task", step, row),
-                    bool(rng.random() < config.answer_only_fraction), config.task_key_digits,
-                ))
+                parts.append(task_row(self.tokenizer, config, task, length,
+                                      float(rng.uniform(0.0, 100.0)), seed, answer_only))
             else:
                 parts.append(corpus.select(slice(corpus_index, corpus_index + 1)))
                 corpus_index += 1

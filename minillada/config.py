@@ -221,6 +221,11 @@ class TrainConfig:
     task_curriculum_steps: int | None = None  # None: the whole run
     answer_only_fraction: float = 0.0
     task_key_digits: int = 5  # digits of passkey / NIAH numbers in task rows
+    task_key_kind: str = "number"  # or "word": one-token word keys (minillada.tasks.KeySpace)
+    # None: a task row is one retrieval document of seq_len tokens. (lo, hi): retrieval documents
+    # of U{lo..hi} tokens packed under `packing` with corpus text and other retrieval documents
+    # (distractors with other keys) into each task row: the extend stage's mix.
+    task_lengths: tuple[int, int] | None = None
     # validation, checkpoints, precision
     val_every: int = 50
     val_rows: int = 16  # held-out corpus rows, masked with a fixed seed
@@ -279,6 +284,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.task_key_digits < 1:
             raise ValueError(f"task_key_digits must be >= 1, got {self.task_key_digits}")
+        if self.task_key_kind not in tasks.KEY_KINDS:
+            raise ValueError(f"unknown task_key_kind {self.task_key_kind!r}; choose one of "
+                             f"{', '.join(tasks.KEY_KINDS)}")
+        if self.task_lengths is not None:
+            low, high = self.task_lengths
+            if not 1 <= low < high <= self.seq_len:
+                raise ValueError(f"task_lengths {list(self.task_lengths)} must be (lo, hi) with "
+                                 f"1 <= lo < hi <= seq_len ({self.seq_len})")
         for name in ("warmup_steps", "val_rows", "val_task_rows"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

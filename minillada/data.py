@@ -190,8 +190,13 @@ def _unit_hash(key: str) -> float:
 
 SPECIAL_TOKENS = {"mask_token": "<|mask|>", "eod_token": "<|eod|>", "pad_token": "<|pad|>",
                   "bos_token": "<|bos|>"}
+# Reserved key tokens for the synthetic retrieval tasks (`tasks.KeySpace` kind "token"): one
+# vocabulary entry each, never produced by the corpus, like the reserved tokens of LLaDA's
+# vocabulary. A vocabulary keeps up to this many, and at most half its room above the bytes.
+KEY_TOKENS = 128
+KEY_TOKEN_FORMAT = "<|key{:03d}|>"
 # Bump when the tokenizer's rules change, so cached tokenizers are retrained.
-TOKENIZER_VERSION = 1
+TOKENIZER_VERSION = 2
 # BPE is trained on at most this many characters of the training split (an even subsample of its
 # documents, for large user corpora): the whole stdlib split (8M characters) takes about 1 s.
 TOKENIZER_TRAIN_CHARS = 16_000_000
@@ -231,21 +236,30 @@ def _tokenizer_training_texts(docs: list[str]) -> list[str]:
     return docs[::stride]
 
 
+def key_token_count(vocab_size: int) -> int:
+    """How many reserved key tokens a vocabulary of `vocab_size` holds."""
+    return min(KEY_TOKENS, (vocab_size - MIN_VOCAB_SIZE) // 2)
+
+
 def train_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Train byte-level BPE on `texts` (no normalization, lossless round trip); special tokens
-    take ids 0-3 in the order of SPECIAL_TOKENS."""
+    take ids 0-3 in the order of SPECIAL_TOKENS, the `key_token_count` key tokens the last ids
+    (plain added tokens: decoding keeps them)."""
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False),
     ])
     backend.decoder = decoders.ByteLevel()
+    keys = key_token_count(vocab_size)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()),
+        vocab_size=vocab_size - keys, special_tokens=list(SPECIAL_TOKENS.values()),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     backend.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=backend, **_special_token_kwargs())
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **_special_token_kwargs())
+    tokenizer.add_tokens([KEY_TOKEN_FORMAT.format(i) for i in range(keys)])
+    return tokenizer
 
 
 def _special_token_kwargs() -> dict:

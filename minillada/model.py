@@ -68,6 +68,7 @@ class LLaDAConfig(PretrainedConfig):
         eos_token_id: int | None = None,
         pad_token_id: int | None = None,
         bos_token_id: int | None = None,
+        tie_word_embeddings: bool = False,
         **kwargs: Any,
     ) -> None:
         self.vocab_size, self.d_model, self.n_layers = vocab_size, d_model, n_layers
@@ -80,8 +81,8 @@ class LLaDAConfig(PretrainedConfig):
         self.activation_checkpointing = bool(activation_checkpointing)
         self.rms_norm_eps, self.init_std = rms_norm_eps, init_std
         self.mask_token_id = mask_token_id
-        kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(
+            tie_word_embeddings=tie_word_embeddings,
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
             bos_token_id=bos_token_id,
@@ -204,12 +205,21 @@ class LLaDAModelLM(PreTrainedModel):
 
     config_class = LLaDAConfig
     base_model_prefix = "model"
+    # Tied only with config.tie_word_embeddings (LLaDA's `weight_tying`; off for LLaDA-8B).
+    _tied_weights_keys: ClassVar[dict[str, str]] = {
+        "model.transformer.ff_out.weight": "model.transformer.wte.weight"}
     _no_split_modules: ClassVar[list[str]] = ["LLaDABlock"]
 
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__(config)
         self.model = LLaDAModel(config)
         self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.transformer.wte
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.model.transformer.ff_out
 
     def _init_weights(self, module: nn.Module) -> None:
         """transformers' default (normal(0, init_std) for linear and embedding weights, ones for

@@ -387,16 +387,23 @@ def plot_score_heatmap(ax: Axes, frame: pd.DataFrame, title: str, value: str = "
 
 
 def plot_lines(ax: Axes, frame: pd.DataFrame, x: str, y: str, title: str, ylabel: str,
-               hue: str = "rope", error: str | None = None, train_len: int | None = None,
+               hue: str = "rope", error: str | tuple[str, str] | None = None,
+               train_len: int | None = None,
                xlabel: str | None = None, log_x: bool = True, log_y: bool = False,
                chance: float | None = None) -> Axes:
     """One line of `y` against `x` per `hue` value (RoPE variants in their fixed colors, other
-    labels by `display_name`), with ±`error` bars when given, T_train and the `chance` level
+    labels by `display_name`), with ±`error` bars when given (a pair of columns: the interval's
+    low and high ends, e.g. Wilson intervals), T_train and the `chance` level
     (%) drawn and labelled; `x` in tokens on a log2 axis by default, `y` on a log axis with
     `log_y`; a linear y axis that does not start at 0 says so."""
     for name, group in frame.groupby(hue, sort=False):
         group = group.sort_values(x)
-        ax.errorbar(group[x], group[y], yerr=None if error is None else group[error],
+        if isinstance(error, tuple):
+            # Rounding can put a Wilson end a hair inside its point estimate (k = 0 or n).
+            bars = np.clip([group[y] - group[error[0]], group[error[1]] - group[y]], 0, None)
+        else:
+            bars = None if error is None else group[error]
+        ax.errorbar(group[x], group[y], yerr=bars,
                     capsize=3, linewidth=1.8, markersize=6, **_variant_style(str(name)))
     if train_len is not None:
         ax.axvline(train_len, color="black", linestyle="--", linewidth=1,

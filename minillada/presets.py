@@ -15,15 +15,27 @@ from typing import Any
 
 @dataclass(frozen=True)
 class EvalGrid:
-    """Evaluation grid: NIAH depths (percent), repeats per cell, Monte-Carlo draws per likelihood
-    estimate, held-out windows per length, and the PPL chunk (LongLLaDA scores 64-token chunks at
-    T_train 4K; the mini models keep a chunk well inside their shorter window)."""
+    """Evaluation grid: NIAH depths (percent) and repeats per cell of the heatmaps, Monte-Carlo
+    draws per likelihood estimate, held-out windows per length, the PPL chunk (LongLLaDA scores
+    64-token chunks at T_train 4K; the mini models keep a chunk well inside their shorter
+    window), the samples per (model, length) of the headline retrieval table (`headline_depths`,
+    10 depths) and of the base model's in-window check per task."""
 
     depths: tuple[float, ...] = tuple(float(depth) for depth in range(0, 101, 10))
     repeats: int = 1
     mc: int = 8
     windows: int = 8
     chunk: int = 64
+    headline_samples: int = 100
+    base_samples: int = 200
+
+    @property
+    def headline_depths(self) -> list[float]:
+        return [round(100 * i / 9, 2) for i in range(10)]
+
+    @property
+    def headline_repeats(self) -> int:
+        return -(-self.headline_samples // len(self.headline_depths))
 
 
 @dataclass(frozen=True)
@@ -73,11 +85,16 @@ PRESETS: dict[str, Preset] = {
                    rope_theta=110.0, max_sequence_length=64),
         train_len=64,
         pretrain=dict(steps=40, batch_size=8, micro_batch_size=8, lr=3e-3, warmup_steps=4,
-                      val_every=20, val_rows=16, save_every=20),
+                      val_every=20, val_rows=16, val_task_rows=4, save_every=20,
+                      # NIAH needs 85 tokens with this vocabulary: passkey only.
+                      tasks=("passkey",), task_key_digits=1, task_fraction=0.5,
+                      answer_only_fraction=0.5),
         extend=dict(steps=4, batch_size=2, micro_batch_size=2, lr=1e-3, warmup_steps=1,
                     packing="adaptive", rope="diffusion_ntk", val_every=4, val_rows=2,
-                    save_every=4),
-        evaluation=EvalGrid(depths=(0.0, 50.0, 100.0), repeats=1, mc=2, windows=2, chunk=16),
+                    save_every=4, tasks=("passkey",), task_key_digits=1,
+                    task_fraction=0.5, answer_only_fraction=0.5, task_lengths=(64, 1024)),
+        evaluation=EvalGrid(depths=(0.0, 50.0, 100.0), repeats=1, mc=2, windows=2, chunk=16,
+                            headline_samples=10, base_samples=20),
     ),
     "cpu": Preset(
         name="cpu",
@@ -85,22 +102,23 @@ PRESETS: dict[str, Preset] = {
                    rope_theta=500.0, max_sequence_length=128),
         train_len=128,
         pretrain=dict(
-            steps=2000, batch_size=32, micro_batch_size=32, lr=1e-3, warmup_steps=100,
-            val_every=200, val_rows=64, val_task_rows=64, save_every=200,
-            # Not needed with exact-count answer masking; kept: the committed study used them.
+            steps=600, batch_size=32, micro_batch_size=32, lr=2e-3, warmup_steps=30,
+            val_every=100, val_rows=64, val_task_rows=64, save_every=100,
             model=dict(include_qkv_bias=True), stratified_t=True,
-            # One-digit keys (chance 10 %): longer keys stayed at 0 % exact at this budget.
+            # One-digit passkeys (chance 10 %): keys with chance <= 1 % (word, reserved-token,
+            # two-digit) did not learn at this budget, and teaching NIAH too left both formats
+            # below 90 % (docs/recipe.md). Retrieval rows 60 % -> 30 %, half answer-only.
             tasks=("passkey",), task_key_digits=1,
-            # Passkey rows 30 % -> 10 % over the run (a curriculum); the rest is corpus.
-            task_fraction=0.3, task_fraction_final=0.1,
-            # Half the passkey rows answer-only, masked as LLaDA's SFT: the decisive lever.
-            answer_only_fraction=0.5,
+            task_fraction=0.6, task_fraction_final=0.3, answer_only_fraction=0.5,
         ),
-        extend=dict(steps=40, batch_size=8, micro_batch_size=4, lr=5e-4, warmup_steps=4,
-                    packing="adaptive", rope="diffusion_ntk", val_every=20,
-                    val_rows=8, save_every=20),
-        # Sized so that notebooks 03-05 evaluate in about 6 minutes each on 2 cores.
-        evaluation=EvalGrid(depths=(0.0, 25.0, 50.0, 75.0, 100.0), repeats=2, mc=4, windows=4,
+        # The mini study's departure from the paper: retrieval documents of 128..2048 tokens
+        # packed with corpus text and distractor documents (other keys) into half the rows.
+        extend=dict(steps=16, batch_size=8, micro_batch_size=4, lr=5e-4, warmup_steps=2,
+                    packing="adaptive", rope="diffusion_ntk", val_every=8, val_rows=8,
+                    save_every=8, tasks=("passkey",), task_key_digits=1,
+                    task_fraction=0.5, answer_only_fraction=0.5, task_lengths=(128, 2048)),
+        # Heatmap cells of 10 samples; 8 paired windows per loss; 100 samples per headline cell.
+        evaluation=EvalGrid(depths=(0.0, 25.0, 50.0, 75.0, 100.0), repeats=10, mc=2, windows=8,
                             chunk=32),
     ),
     "gpu": Preset(

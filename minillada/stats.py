@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
@@ -45,3 +46,22 @@ def paired_bootstrap_interval(differences: Sequence[float], resamples: int = 200
 def intervals_overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     """True when two intervals share a point: the two results are not told apart."""
     return a[0] <= b[1] and b[0] <= a[1]
+
+
+def proportion_table(frame: pd.DataFrame, by: Sequence[str], column: str = "exact",
+                     z: float = Z95) -> pd.DataFrame:
+    """Per group of `by`: n, the successes (sum of the 0/1 `column`), the percentage and its
+    Wilson interval (`low`, `high`, in %), in the groups' first-seen order."""
+    if frame.empty:
+        raise ValueError("no rows to summarise")
+    rows = []
+    for key, group in frame.groupby(list(by), sort=False):
+        values = group[column].to_numpy(dtype=float)
+        if not np.isin(values, (0.0, 1.0)).all():
+            raise ValueError(f"column {column!r} must hold 0/1 outcomes")
+        n, k = len(values), int(values.sum())
+        low, high = wilson_interval(k, n, z)
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key, strict=True)), "n": n, "successes": k,
+                     "percent": 100.0 * k / n, "low": 100.0 * low, "high": 100.0 * high})
+    return pd.DataFrame(rows)

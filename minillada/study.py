@@ -42,8 +42,8 @@ from minillada.train import train
 
 # Bumped when evaluation code computes other numbers from the same inputs, so that cached tables
 # are recomputed: 2 = one seed hash for all draws (seeds.derived_seed) and leakage over rows
-# with two or more documents.
-EVALUATION_VERSION = 2
+# with two or more documents; 3 = NIAH haystacks from the run's corpus, word keys.
+EVALUATION_VERSION = 3
 
 
 def model_fingerprint(path: str | os.PathLike) -> str:
@@ -162,11 +162,13 @@ class Study:
                                "whose tokenizer and corpus split the evaluations use")
         return self.trained_base
 
-    def extension(self, base: Path, rope: str, packing: str, **overrides: Any) -> Path:
-        """A post-training run of `base` at the target length with a RoPE variant and packing."""
+    def extension(self, base: Path, rope: str, packing: str, seed: int | None = None,
+                  **overrides: Any) -> Path:
+        """A post-training run of `base` at the target length with a RoPE variant and packing
+        (seed: the study's unless given)."""
         return ensure_trained(self.preset.name, "extend", f"extend-{rope}-{packing}", self.runs,
-                              init=str(base), rope=rope, packing=packing, seed=self.seed,
-                              **overrides)
+                              init=str(base), rope=rope, packing=packing,
+                              seed=self.seed if seed is None else seed, **overrides)
 
     @functools.cached_property
     def tokenizer(self):
@@ -178,11 +180,33 @@ class Study:
         saved = saved_config(self._base_run())
         return data.split_documents(self.tokenizer, "test", saved["corpus"], saved["split_seed"])
 
-    def sample_maker(self, key_digits: int):
-        """make_sample(task, length, depth, seed) for retrieval grids."""
+    @functools.cached_property
+    def keys(self) -> tasks.KeySpace:
+        """The keys the base model was trained to retrieve (its task_key_kind and digits)."""
+        saved = saved_config(self._base_run())
+        return tasks.key_space(self.tokenizer, saved.get("task_key_kind", "number"),
+                               saved["task_key_digits"])
+
+    @functools.cached_property
+    def retrieval_task(self) -> str:
+        """The study's retrieval task: `niah` (a needle in held-out corpus text) when the base
+        model was trained on it, else the first task it was trained on."""
+        trained = saved_config(self._base_run())["tasks"]
+        return "niah" if "niah" in trained else trained[0]
+
+    def sample_maker(self, distractor: bool = False):
+        """make_sample(task, length, depth, seed) for retrieval grids, with the base run's keys
+        and a held-out (test split) haystack; `distractor`: `tasks.make_distractor_sample`."""
+        saved = saved_config(self._base_run())
+
         def make(task: str, length: int, depth: float, seed: int) -> tasks.TaskSample:
-            return tasks.make_task_sample(self.tokenizer, task, length, depth, seed,
-                                         key_digits=key_digits)
+            params = {"key_digits": self.keys.digits, "key_kind": self.keys.kind,
+                      **tasks.haystack_params(task, saved["corpus"], "test", saved["split_seed"])}
+            if distractor:
+                return tasks.make_distractor_sample(
+                    self.tokenizer, task, length, depth, seed,
+                    eod_token_id=self.tokenizer.eod_token_id, **params)
+            return tasks.make_task_sample(self.tokenizer, task, length, depth, seed, **params)
         return make
 
     # -- evaluations ---------------------------------------------------------------------------
@@ -216,16 +240,19 @@ class Study:
 
     def retrieval(self, name: str, candidates: Mapping[str, Candidate], tasks: Sequence[str],
                   lengths: Sequence[int], depths: Sequence[float], repeats: int,
-                  key_digits: int) -> pd.DataFrame:
-        """`run_retrieval_grid` with UltraLLaDA's sampler settings fitted to the answer."""
+                  distractor: bool = False) -> pd.DataFrame:
+        """`run_retrieval_grid` with UltraLLaDA's sampler settings fitted to the answer, on the
+        base run's keys (`keys`); `distractor`: each prompt starts with another document of the
+        task carrying another key (`tasks.make_distractor_sample`; column `distractor_hit`)."""
         settings = GenerationSettings()
         inputs = self._inputs(candidates, tasks=list(tasks), lengths=list(lengths),
-                              depths=list(depths), repeats=repeats, key_digits=key_digits,
-                              settings=dataclasses.asdict(settings))
+                              depths=list(depths), repeats=repeats,
+                              keys=[self.keys.kind, self.keys.digits, self.keys.size],
+                              distractor=distractor, settings=dataclasses.asdict(settings))
         return cached_grid(self.results / f"{name}.csv", inputs, lambda partial: (
             run_retrieval_grid(
                 {label: c.at_length() for label, c in candidates.items()},
-                self.sample_maker(key_digits),
+                self.sample_maker(distractor),
                 lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
                 tasks=tasks, lengths=lengths, depths=depths, repeats=repeats,
                 settings=settings, fit_gen_length=True, results_path=partial,

@@ -1,6 +1,13 @@
 """Synthetic long-context tasks (`TASKS`): passkey retrieval, single- and multi-key needle in a
 haystack, variable tracking. `make_task_sample` builds a `TaskSample` of exactly the requested
 number of tokens, deterministic from its seed; haystacks come from `minillada.data` corpora.
+
+Keys (`KeySpace`) are `number`s of k digits (digits are single tokens), `word`s (one vocabulary
+token: a space and 4-12 lowercase letters, `key_words`) or `token`s: the tokenizer's reserved key
+tokens (`minillada.data.KEY_TOKENS`), which no corpus text contains. Each is drawn uniformly, so
+an exact-match guess succeeds with probability 1 / `KeySpace.size` (the cpu preset: 128 tokens,
+0.78 %). A key token is found by its content, as a lone digit in noise is, with the chance level
+of a multi-digit number; word keys hide among the corpus's own words (docs/recipe.md).
 """
 
 from __future__ import annotations
@@ -8,6 +15,7 @@ from __future__ import annotations
 import functools
 import itertools
 import random
+import re
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +24,15 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerFast
 
-from minillada.data import STDLIB, CorpusSplit, load_corpus, split_corpus, tokenize_documents
+from minillada.data import (
+    KEY_TOKEN_FORMAT,
+    KEY_TOKENS,
+    STDLIB,
+    CorpusSplit,
+    load_corpus,
+    split_corpus,
+    tokenize_documents,
+)
 
 # Every prompt is filler with needle(s) inserted at filler-unit boundaries, then the question;
 # the answer follows the prompt. Prompts that end in "is " put the space token before the
@@ -25,9 +41,9 @@ NOISE_SENTENCES = (" The grass is green.", " The sky is blue.", " The sun is yel
                    " Here we go.", " There and back again.")
 PASSKEY_NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key."
 PASSKEY_QUESTION = " What is the pass key? The pass key is "
-NIAH_NEEDLE = "The special magic number for {word} is {key}.\n"
-NIAH_QUESTION = ("\nWhat is the special magic number for {word}? "
-                 "The special magic number for {word} is ")
+NIAH_NEEDLE = "The special magic {noun} for {word} is {key}.\n"
+NIAH_QUESTION = ("\nWhat is the special magic {noun} for {word}? "
+                 "The special magic {noun} for {word} is ")
 VARIABLE_STATEMENT = " VAR {name} = {value}."
 VARIABLE_QUESTION = (" Find all variables that are assigned the value {value} in the text above."
                      " Answer:")
@@ -38,6 +54,92 @@ NIAH_WORDS = (
     "cedar", "dolphin", "ember", "fjord", "garnet", "hazel", "ivory", "jasper", "kettle",
     "lemon", "maple", "nectar", "onyx", "pebble", "quartz", "raven", "silver", "tulip",
 )
+
+
+KEY_KINDS = ("number", "word", "token")
+_KEY_WORD = re.compile(r" [a-z]{4,12}")
+
+
+def key_words(tokenizer: PreTrainedTokenizerFast) -> tuple[str, ...]:
+    """Every vocabulary token that decodes to a space and 4-12 lowercase letters, by token id,
+    without the space (each encodes back to that one token after a space)."""
+    return _key_words(tokenizer)
+
+
+@functools.lru_cache(maxsize=8)
+def _key_words(tokenizer: PreTrainedTokenizerFast) -> tuple[str, ...]:
+    words = []
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id])
+        if _KEY_WORD.fullmatch(text) and _encode(tokenizer, text) == [token_id]:
+            words.append(text[1:])
+    return tuple(words)
+
+
+def key_tokens(tokenizer: PreTrainedTokenizerFast) -> tuple[str, ...]:
+    """The tokenizer's reserved key tokens (`minillada.data.KEY_TOKEN_FORMAT`), by id."""
+    return _key_tokens(tokenizer)
+
+
+@functools.lru_cache(maxsize=8)
+def _key_tokens(tokenizer: PreTrainedTokenizerFast) -> tuple[str, ...]:
+    found = []
+    for i in range(KEY_TOKENS):
+        token = KEY_TOKEN_FORMAT.format(i)
+        if tokenizer.convert_tokens_to_ids(token) in (None, tokenizer.unk_token_id):
+            break
+        found.append(token)
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    """What a retrieval key is: a `digits`-digit number (leading zeros allowed), or one of `words`
+    (single tokens after a space, kinds `word` and `token`). `size` keys, drawn uniformly:
+    exact-match chance 1 / size."""
+
+    kind: str = "number"
+    digits: int = 5
+    words: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in KEY_KINDS:
+            raise ValueError(f"unknown key kind {self.kind!r}; choose one of "
+                             f"{', '.join(KEY_KINDS)}")
+        if not isinstance(self.digits, int) or self.digits < 1:
+            raise ValueError(f"key_digits must be a positive integer, got {self.digits!r}")
+        if self.kind != "number" and len(self.words) < 2:
+            raise ValueError(f"{self.kind} keys need at least 2 single-token {self.kind}s; the "
+                             f"tokenizer has {len(self.words)} (a tokenizer trained before key "
+                             "tokens existed has none: retrain it)")
+
+    @property
+    def size(self) -> int:
+        return len(self.words) if self.words else 10**self.digits
+
+    @property
+    def noun(self) -> str:
+        return "word" if self.kind == "token" else self.kind
+
+    def draw(self, rng: random.Random) -> str:
+        if self.words:
+            return rng.choice(self.words)
+        return f"{rng.randrange(10**self.digits):0{self.digits}d}"
+
+    def question(self, text: str) -> str:
+        """A question ending in "is ": digits follow the space; a word token holds it."""
+        return text.rstrip(" ") if self.kind == "word" else text
+
+    @property
+    def answer_prefix(self) -> str:
+        return " " if self.kind == "word" else ""
+
+
+def key_space(tokenizer: PreTrainedTokenizerFast, kind: str = "number",
+              digits: int = 5) -> KeySpace:
+    """The keys of `kind` for `tokenizer` (`key_words` or `key_tokens` of it)."""
+    words = {"word": key_words, "token": key_tokens}.get(kind, lambda _: ())(tokenizer)
+    return KeySpace(kind, digits, words)
 
 
 @dataclass(frozen=True)
@@ -144,48 +246,47 @@ def corpus_filler(tokenizer: PreTrainedTokenizerFast, corpus: str = STDLIB,
     return Filler(tokens, unit_start)
 
 
-def _random_key(rng: random.Random, digits: int) -> str:
-    """A `digits`-digit number without a leading zero."""
-    return str(rng.randrange(10 ** (digits - 1), 10**digits))
-
-
-def passkey(tokenizer, rng: random.Random, depth: float, key_digits: int) -> TaskSpec:
-    """Passkey retrieval (Landmark Attention / YaRN): a number hidden in repeated noise."""
-    key = _random_key(rng, key_digits)
+def passkey(tokenizer, rng: random.Random, depth: float, key_space: KeySpace) -> TaskSpec:
+    """Passkey retrieval (Landmark Attention / YaRN): a key hidden in repeated noise."""
+    key = key_space.draw(rng)
     return TaskSpec(needles=[PASSKEY_NEEDLE.format(key=key)], needle_depths=[depth],
-                    question=PASSKEY_QUESTION, answer_text=key, filler=noise_filler(tokenizer),
+                    question=key_space.question(PASSKEY_QUESTION), answer_text=key,
+                    answer_prefix=key_space.answer_prefix, filler=noise_filler(tokenizer),
                     metadata={"key": key})
 
 
-def niah(tokenizer, rng: random.Random, depth: float, key_digits: int, keys: int = 1,
+def niah(tokenizer, rng: random.Random, depth: float, key_space: KeySpace, keys: int = 1,
          haystack: str = STDLIB, haystack_split: str = "test",
          haystack_split_seed: int = 0) -> TaskSpec:
     """Needle in a haystack of held-out corpus lines (RULER niah_single / niah_multikey): `keys`
-    needles "The special magic number for <word> is <number>." with distinct words; the first is
+    needles "The special magic number for <word> is <key>." with distinct words; the first is
     queried and sits at `depth`, the others at random depths. The haystack is the
     `haystack_split` split (under `haystack_split_seed`) of the corpus `haystack`."""
     if not 1 <= keys <= len(NIAH_WORDS):
         raise ValueError(f"keys must be in [1, {len(NIAH_WORDS)}], got {keys}")
     words = rng.sample(NIAH_WORDS, keys)
-    numbers = [_random_key(rng, key_digits) for _ in words]
+    numbers = [key_space.draw(rng) for _ in words]
     filler = corpus_filler(tokenizer, haystack, haystack_split, haystack_split_seed)
+    noun = key_space.noun
     return TaskSpec(
-        needles=[NIAH_NEEDLE.format(word=w, key=n) for w, n in zip(words, numbers, strict=True)],
+        needles=[NIAH_NEEDLE.format(noun=noun, word=w, key=n)
+                 for w, n in zip(words, numbers, strict=True)],
         needle_depths=[depth] + [rng.uniform(0, 100) for _ in words[1:]],
-        question=NIAH_QUESTION.format(word=words[0]), answer_text=numbers[0], filler=filler,
+        question=key_space.question(NIAH_QUESTION.format(noun=noun, word=words[0])),
+        answer_text=numbers[0], answer_prefix=key_space.answer_prefix, filler=filler,
         filler_start=filler.random_start(rng),
         metadata={"key": numbers[0], "word": words[0], "words": words, "keys": numbers},
     )
 
 
-def variable_tracking(tokenizer, rng: random.Random, depth: float, key_digits: int,
+def variable_tracking(tokenizer, rng: random.Random, depth: float, key_space: KeySpace,
                       hops: int = 4) -> TaskSpec:
     """RULER variable tracking: "VAR A = 12345." then `hops` statements "VAR B = A." ... spread
     evenly from `depth` towards the end of repeated noise; the answer lists every variable
     holding the value, in chain order."""
     if hops < 0:
         raise ValueError(f"hops must be >= 0, got {hops}")
-    value = _random_key(rng, key_digits)
+    value = key_space.draw(rng)
     names: list[str] = []
     while len(names) < hops + 1:
         name = "".join(rng.choices(string.ascii_uppercase, k=5))
@@ -212,13 +313,20 @@ TASKS: dict[str, TaskBuilder] = {
 }
 
 
-def _task_parts(tokenizer, task: str, depth: float | None, seed: int, key_digits: int,
+def haystack_params(task: str, corpus: str, split: str, split_seed: int) -> dict[str, Any]:
+    """The builder parameters that put `task`'s haystack in `split` of `corpus` (NIAH tasks; the
+    others take no haystack)."""
+    return ({"haystack": corpus, "haystack_split": split, "haystack_split_seed": split_seed}
+            if getattr(TASKS[task], "func", TASKS[task]) is niah else {})
+
+
+def _task_parts(tokenizer, task: str, depth: float | None, seed: int, keys: KeySpace,
                 params: dict[str, Any]) -> tuple[float, TaskSpec, list[list[int]], list[int],
                                                  list[int]]:
     """The depth, the builder's spec and the token ids of needles, question and answer."""
     rng = random.Random(seed)
     depth = rng.uniform(0, 100) if depth is None else float(depth)
-    spec = TASKS[task](tokenizer, rng, depth, key_digits, **params)
+    spec = TASKS[task](tokenizer, rng, depth, keys, **params)
     needles = [_encode(tokenizer, text) for text in spec.needles]
     question = _encode(tokenizer, spec.question)
     answer = _encode(tokenizer, spec.answer_prefix + spec.answer_text)
@@ -226,25 +334,28 @@ def _task_parts(tokenizer, task: str, depth: float | None, seed: int, key_digits
 
 
 def min_task_length(tokenizer: PreTrainedTokenizerFast, task: str, key_digits: int = 5,
-                    seeds: Sequence[int] = range(16), **params: Any) -> int:
+                    seeds: Sequence[int] = range(16), key_kind: str = "number",
+                    **params: Any) -> int:
     """The shortest length that holds the needles, question and answer of `task` for every one of
     `seeds` (needle words and names vary with the seed)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
+    keys = key_space(tokenizer, key_kind, key_digits)
     return max(sum(map(len, needles)) + len(question) + len(answer)
                for _, _, needles, question, answer in
-               (_task_parts(tokenizer, task, 50.0, seed, key_digits, params) for seed in seeds))
+               (_task_parts(tokenizer, task, 50.0, seed, keys, params) for seed in seeds))
 
 
 def make_task_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
                      depth: float | None = None, seed: int = 0, *, key_digits: int = 5,
-                     **params: Any) -> TaskSample:
+                     key_kind: str = "number", **params: Any) -> TaskSample:
     """A sample of `task` with exactly `length` tokens, deterministic from `seed`.
 
     `depth` (percent, default: uniform from the seed) places the queried needle after that share
     of the filler, snapped to the nearest filler-unit boundary (a noise repeat or a corpus line);
-    `key_digits` sets the number's length; `params` go to the task builder (`keys` for
-    `niah`, `hops` for `variable_tracking`, `haystack` / `haystack_split` for the NIAH corpus).
+    `key_kind` and `key_digits` pick the keys (`key_space`); `params` go to the task builder
+    (`keys` for `niah`, `hops` for `variable_tracking`, `haystack` / `haystack_split` for the
+    NIAH corpus).
     Raises ValueError for an unknown task, a depth outside [0, 100], or a length too short for
     the needles, question and answer (naming the minimum).
     """
@@ -252,12 +363,11 @@ def make_task_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
         raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
     if depth is not None and not 0 <= depth <= 100:
         raise ValueError(f"depth must be a percentage in [0, 100], got {depth}")
-    if not isinstance(key_digits, int) or key_digits < 1:
-        raise ValueError(f"key_digits must be a positive integer, got {key_digits!r}")
+    keys = key_space(tokenizer, key_kind, key_digits)
     if not isinstance(length, (int, np.integer)) or length < 1:
         raise ValueError(f"length must be a positive integer, got {length!r}")
     depth, spec, needles, question, answer = _task_parts(tokenizer, task, depth, seed,
-                                                         key_digits, params)
+                                                         keys, params)
     minimum = sum(map(len, needles)) + len(question) + len(answer)
     if length < minimum:
         raise ValueError(f"length={length} is too short for task {task!r}: its needles, "
@@ -290,3 +400,38 @@ def make_task_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
     return TaskSample(task=task, prompt_ids=prompt, answer_ids=answer,
                       answer_text=spec.answer_text, length=len(prompt) + len(answer),
                       depth=depth, metadata=metadata)
+
+
+def make_distractor_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
+                           depth: float | None = None, seed: int = 0, *, eod_token_id: int,
+                           key_digits: int = 5, key_kind: str = "number",
+                           **params: Any) -> TaskSample:
+    """Cross-document interference: a `task` sample of `length` tokens whose prompt starts with a
+    whole other sample of the same task (a distractor document carrying another key, its answer
+    in place) and an end-of-document token, as two documents concatenated under `eod` packing.
+
+    The distractor takes `length // 2` tokens (its needle at a depth drawn from the seed), the
+    queried document the rest (needle at `depth`). `metadata` adds `distractor_key`,
+    `distractor_ids` (the distractor's answer tokens) and `distractor_tokens`; the needle spans
+    are shifted to their place in the full prompt."""
+    rng = random.Random(seed)
+    first = length // 2
+    own = make_task_sample(tokenizer, task, length - first - 1, depth, seed,
+                           key_digits=key_digits, key_kind=key_kind, **params)
+    other_seed = rng.randrange(2**31)
+    while True:
+        other = make_task_sample(tokenizer, task, first, None, other_seed,
+                                 key_digits=key_digits, key_kind=key_kind, **params)
+        if other.answer_text != own.answer_text:
+            break
+        other_seed += 1
+    offset = first + 1
+    shifted = {name: [offset + i for i in own.metadata[name]]
+               for name in ("needle_starts", "needle_ends")}
+    shifted.update({name: offset + own.metadata[name] for name in ("needle_start", "needle_end")
+                    if name in own.metadata})
+    metadata = dict(own.metadata, **shifted, distractor_key=other.answer_text,
+                    distractor_ids=list(other.answer_ids), distractor_tokens=first)
+    return TaskSample(task=task, prompt_ids=[*other.input_ids, eod_token_id, *own.prompt_ids],
+                      answer_ids=own.answer_ids, answer_text=own.answer_text, length=length,
+                      depth=own.depth, metadata=metadata)

@@ -34,12 +34,12 @@ def held_out_rows(rows: Rows, config: TrainConfig, world: int) -> Rows:
 
 def task_rows(tokenizer, config: TrainConfig) -> Rows:
     """`val_task_rows` answer-only task rows of seq_len tokens, cycling over `config.tasks`, at
-    depths spread evenly over 0-100 %."""
+    depths spread evenly over 0-100 %, NIAH haystacks from the validation split."""
     return Rows.concat([
-        task_row(tokenizer, config.tasks[i % len(config.tasks)], config.seq_len,
+        task_row(tokenizer, config, config.tasks[i % len(config.tasks)], config.seq_len,
                  100.0 * i / max(1, config.val_task_rows - 1),
                  derived_seed(config.split_seed, "val_task", i), answer_only=True,
-                 key_digits=config.task_key_digits)
+                 split="validation")
         for i in range(config.val_task_rows)
     ])
 

@@ -5,7 +5,6 @@ promise. One shared runs folder: notebook 02 trains the base model, the others r
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -20,25 +19,26 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 CASES = {
     "02_pretrain_base": (
         {"retrieval_repeats": 1},
-        ["02_pretrain_curves", "02_base_passkey"],
-        ["02_base_ppl.csv", "02_base_passkey.csv", "02_base_summary.json"],
+        ["02_pretrain_curves", "02_base_retrieval"],
+        ["02_base_ppl.csv", "02_base_retrieval.csv", "02_base_summary.json"],
     ),
     "03_training_free_extension": (
-        {"variants": ["default", "ntk_critical", "diffusion_ntk"],
-         "retrieval_variants": ["default", "diffusion_ntk"]},
-        ["03_loss_grid", "03_ppl", "03_retrieval_heatmaps", "03_local_perception"],
+        {"variants": ["default", "ntk_critical", "diffusion_ntk"]},
+        ["03_loss_grid", "03_ppl", "03_retrieval_heatmaps", "03_retrieval_by_length",
+         "03_local_perception"],
         ["03_loss_grid.csv", "03_ppl.csv", "03_retrieval.csv", "03_training_free_summary.json"],
     ),
     "04_masking_ablation": (
-        {"packings": ["direct", "adaptive"], "leakage_rows": 2},
-        ["04_training_curves", "04_leakage", "04_retrieval_heatmaps"],
-        ["04_leakage.csv", "04_loss_grid.csv", "04_ppl.csv", "04_retrieval.csv",
+        {"packings": ["direct", "adaptive"], "seeds": [0], "leakage_rows": 2},
+        ["04_training_curves", "04_leakage", "04_retrieval"],
+        ["04_leakage.csv", "04_loss_grid.csv", "04_retrieval.csv", "04_interference.csv",
          "04_masking_summary.json"],
     ),
     "05_long_context_eval": (
-        {"tasks": ["niah"], "task_depths": [50.0]},
-        ["05_loss_ppl", "05_passkey_heatmaps", "05_retrieval_by_length"],
-        ["05_loss.csv", "05_ppl.csv", "05_passkey.csv", "05_ruler.csv", "summary.md"],
+        {"tasks": ["niah_multikey"], "task_depths": [50.0]},
+        ["05_ppl", "05_headline"],
+        ["05_ppl.csv", "05_headline.csv", "05_control.csv", "summary.md",
+         "claims.json"],
     ),
     "00_walkthrough": ({}, ["00_periods", "00_walkthrough_loss"], ["00_walkthrough_loss.csv"]),
 }
@@ -110,28 +110,29 @@ def test_notebook_writes_its_figures_and_results(study, name):
 
 def test_runs_are_shared_and_reused(study):
     runs = sorted(p.name.rsplit("-", 1)[0] for p in (study / "runs" / "smoke").iterdir())
-    # One base model for every notebook; 04's adaptive run is the one 00 and 05 reuse.
-    assert runs == ["base", "extend-diffusion_ntk-adaptive", "extend-diffusion_ntk-direct",
-                    "extend-ntk_critical-eod"]
+    # One base model for every notebook; 04's adaptive runs (with and without retrieval rows)
+    # are the ones 00 and 05 reuse.
+    assert runs == ["base", "extend-diffusion_ntk-adaptive", "extend-diffusion_ntk-adaptive",
+                    "extend-diffusion_ntk-direct"]
 
 
-def test_summary_reports_the_numbers_of_the_result_tables(study):
-    summary = (study / "results" / "smoke" / "summary.md").read_text()
-    assert "reported: UltraLLaDA" in summary and "ours: mini-UltraLLaDA" in summary
-    # The main table's PPL at T_train is exp(mean chunk loss) of 05_ppl.csv at T_train.
-    ppl = pd.read_csv(study / "results" / "smoke" / "05_ppl.csv")
-    t_train = int(ppl["length"].min())
-    header, _, *rows = [line for line in summary.splitlines() if line.startswith("| ")]
-    columns = [cell.strip() for cell in header.strip("|").split("|")]
-    row = next(r for r in rows if r.startswith("| PPL at T_train |"))
-    cells = dict(zip(columns, (cell.strip() for cell in row.strip("|").split("|")), strict=True))
-    for name in ("base (direct)", "mini-UltraLLaDA"):
-        loss = ppl[(ppl["model"] == name) & (ppl["length"] == t_train)]["loss"].mean()
-        assert cells[f"ours: {name}"] == f"{math.exp(loss):.2f}", name
-    # The base model's passkey line is the mean exact match of 02_base_passkey.csv.
-    passkey = pd.read_csv(study / "results" / "smoke" / "02_base_passkey.csv")
-    base = json.loads((study / "results" / "smoke" / "02_base_summary.json").read_text())
-    assert base["passkey_exact"] == round(100 * passkey["exact"].mean(), 2)
-    assert f"{base['passkey_exact']}% exact over {len(passkey)} samples" in summary
-    findings = summary.split("## Findings")[1].strip().splitlines()
-    assert len(findings) == 3 and all("; verdict: " in line for line in findings)
+def test_summary_and_claims_are_rendered_from_the_result_tables(study):
+    results = study / "results" / "smoke"
+    claims = json.loads((results / "claims.json").read_text())
+    assert [c["id"] for c in claims] == ["direct_extrapolation", "training_free",
+                                         "post_trained_retrieval", "packing"]
+    assert all(c["verdict"] in ("reproduced", "refuted", "unclear") for c in claims)
+    # The headline claim's numbers are the exact-match rates of 05_headline.csv.
+    headline = pd.read_csv(results / "05_headline.csv")
+    claim = next(c for c in claims if c["id"] == "post_trained_retrieval")
+    for key, value in claim["values"].items():
+        model, length = key.rsplit(" @ ", 1)
+        rows = headline[(headline["model"] == model) & (headline["length"] == int(length))]
+        assert value == round(100 * rows["exact"].mean(), 2) and claim["n"][key] == len(rows)
+    summary = (results / "summary.md").read_text()
+    assert all(f"**{c['verdict']}**: {c['claim']}" in summary for c in claims)
+    base = json.loads((results / "02_base_summary.json").read_text())
+    retrieval = pd.read_csv(results / "02_base_retrieval.csv")
+    for task, rows in retrieval.groupby("task"):
+        assert base[f"{task} exact inside T_train"].startswith(f"{100 * rows['exact'].mean():.1f}%")
+        assert f"(n={len(rows)})" in base[f"{task} exact inside T_train"]

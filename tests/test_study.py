@@ -71,13 +71,13 @@ def test_runs_are_reused_resumed_and_separated_by_config(tmp_path, monkeypatch):
                                 **{**FAST, "val_every": 1}) == base
 
     extended = study.ensure_trained("smoke", "extend", "ext", tmp_path, init=str(base),
-                                    **{**FAST, "seq_len": 128})
+                                    **{**FAST, "seq_len": 128, "task_lengths": (64, 128)})
     # An interrupted run (model not yet exported) resumes from its checkpoint.
     checkpoints = sorted((extended / "checkpoints").glob("step_*"))
     assert checkpoints
     shutil.rmtree(extended / "model")
     assert study.ensure_trained("smoke", "extend", "ext", tmp_path, init=str(base),
-                                **{**FAST, "seq_len": 128}) == extended
+                                **{**FAST, "seq_len": 128, "task_lengths": (64, 128)}) == extended
     assert (extended / "model" / "config.json").is_file()
     assert [r["step"] for r in read_metrics(extended)] == [1, 2]
 

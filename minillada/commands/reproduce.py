@@ -202,11 +202,24 @@ def reproduce(args: argparse.Namespace) -> int:
 
             write_timings(results, seconds_per_notebook, throughput[0], describe_machine(),
                           throughput[1])
+    _quote_claims_in_readme(study / "README.md", results / "claims.json", args.preset)
     print(f"reproduce: done in {sum(seconds_per_notebook.values()) / 60:.1f} min; wrote "
           f"{_listing(figures)} figures in {figures}, {_listing(results)} result files in "
           f"{results}" + (f" (summary: {results / 'summary.md'})"
                           if (results / "summary.md").exists() else ""))
     return 0
+
+
+def _quote_claims_in_readme(readme: Path, claims: Path, preset: str) -> None:
+    """At the default preset, the README's results block quotes the claims just written."""
+    from minillada import report
+
+    if preset != "cpu" or not claims.is_file() or not readme.is_file():
+        return
+    text = readme.read_text()
+    if report.README_START in text:
+        readme.write_text(report.readme_with_results(text, report.load_claims(claims)))
+        print(f"reproduce: {readme} quotes {claims}")
 
 
 def _listing(folder: Path) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -25,7 +26,8 @@ from minillada.diffusion import generate, mc_log_likelihood, model_device
 from minillada.evals.models import Model, ModelAtLength, check_lengths, rope_columns
 from minillada.results import ResultLog
 from minillada.seeds import derived_seed
-from minillada.tasks import TaskSample
+from minillada.stats import proportion_table
+from minillada.tasks import KeySpace, TaskSample
 
 # ----------------------------------------------------------------------------------------------
 # Scoring
@@ -78,34 +80,36 @@ def token_match(generated_ids: Sequence[int], answer_ids: Sequence[int]) -> tupl
 
 
 
-DIGIT_KEY_TASKS = ("passkey", "niah", "niah_multikey")  # the answer is a k-digit number
+KEY_TASKS = ("passkey", "niah", "niah_multikey")  # the answer is one key
 
 
-def chance_level(task: str, key_digits: int, *, metric: str = "exact",
+def chance_level(task: str, keys: KeySpace | int, *, metric: str = "exact",
                  n_distractors: int | None = None, hops: int = 4) -> float:
     """The score (in %) of a uniformly random guess, to read beside a retrieval number.
 
-    `exact` (exact match of the generated answer, the `exact` column): 100 x 10^-k for the tasks
-    whose answer is a k-digit number (`DIGIT_KEY_TASKS`); for variable tracking, whose answer is
+    `keys` is the task's `KeySpace` (an int: k-digit number keys). `exact` (exact match of the
+    generated answer, the `exact` column): 100 / keys.size for the tasks whose answer is one key
+    (`KEY_TASKS`; 100 x 10^-k for k-digit numbers, 100 / n for n word or token keys); for
+    variable tracking, whose answer is
     hops + 1 names of 5 random capitals, 100 x 26^-(5 (hops + 1)). `likelihood` (the answer more
     likely than `n_distractors` random answers): 100 / (n_distractors + 1), for any task. The
     NeedleBench score (`value`) has no closed-form chance: a generation that happens to contain
     the key scores 100, and other outputs earn partial credit.
     """
-    if not isinstance(key_digits, int) or key_digits < 1:
-        raise ValueError(f"key_digits must be a positive integer, got {key_digits!r}")
+    if not isinstance(keys, KeySpace):
+        keys = KeySpace("number", keys)
     if metric == "likelihood":
         if not isinstance(n_distractors, int) or n_distractors < 1:
             raise ValueError(f"likelihood chance needs n_distractors >= 1, got {n_distractors!r}")
         return 100.0 / (n_distractors + 1)
     if metric != "exact":
         raise ValueError(f"unknown metric {metric!r}; choose exact or likelihood")
-    if task in DIGIT_KEY_TASKS:
-        return 100.0 * 10.0 ** -key_digits
+    if task in KEY_TASKS:
+        return 100.0 / keys.size
     if task == "variable_tracking":
         return 100.0 * 26.0 ** -(5 * (hops + 1))
     raise ValueError(f"no chance level for task {task!r}; known: "
-                     f"{', '.join((*DIGIT_KEY_TASKS, 'variable_tracking'))}")
+                     f"{', '.join((*KEY_TASKS, 'variable_tracking'))}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -296,10 +300,13 @@ def _generate_rows(model: Model, label: str, cells: list[tuple],
         sample = samples[cell]
         text = decode(generated)
         exact, accuracy = token_match(generated, sample.answer_ids)
+        distractor = sample.metadata.get("distractor_ids")
         rows.append(dict(rope_columns(model, label), method="generate",
                          **_cell_columns(cell, sample, seed),
                          value=needle_score(text, sample.answer_text), exact=float(exact),
-                         token_acc=accuracy, prediction=text, mc=None))
+                         token_acc=accuracy, prediction=text, mc=None,
+                         distractor_hit=None if distractor is None else
+                         float(token_match(generated, distractor)[0])))
     return rows
 
 
@@ -328,19 +335,35 @@ def needle_distance(sample: TaskSample) -> int | None:
     return None if end is None else len(sample.prompt_ids) - end
 
 
-def by_needle_distance(frame: pd.DataFrame, bin_width: int) -> pd.DataFrame:
+def by_needle_distance(frame: pd.DataFrame, bin_width: int | None = None,
+                       edges: Sequence[int] | None = None) -> pd.DataFrame:
     """Retrieval re-binned by the needle's distance from the question instead of its depth.
 
     LongLLaDA's "local perception": under direct extrapolation a diffusion LM still retrieves a
     needle, but only within about T_train tokens of the question, whatever the total length.
-    `distance` is the start of each bin of `bin_width` tokens; value and exact are means.
+    Bins are `bin_width` tokens wide, or start at the increasing `edges` (distances below the
+    first edge are dropped); `distance` is each bin's start; `value` the mean score, `exact`
+    the exact-match percentage with its Wilson 95% interval (`low`, `high`) over `n` samples.
     """
-    if not isinstance(bin_width, int) or bin_width < 1:
+    if (bin_width is None) == (edges is None):
+        raise ValueError("give exactly one of bin_width and edges")
+    if bin_width is not None and (not isinstance(bin_width, int) or bin_width < 1):
         raise ValueError(f"bin_width must be a positive integer, got {bin_width!r}")
+    if edges is not None and (len(edges) < 1 or list(edges) != sorted(set(edges))):
+        raise ValueError(f"edges must be increasing distances, got {list(edges)}")
     known = frame.dropna(subset=["needle_distance"])
     if known.empty:
         raise ValueError("no row has a needle_distance (single-needle tasks only)")
-    binned = known.assign(distance=(known["needle_distance"] // bin_width * bin_width).astype(int))
-    groups = binned.groupby(["model", "rope", "method", "task", "distance"], dropna=False)
-    return groups.agg(value=("value", "mean"), exact=("exact", "mean"),
-                      n=("value", "size")).reset_index()
+    distance = known["needle_distance"].to_numpy()
+    if edges is None:
+        starts = distance // bin_width * bin_width
+    else:
+        index = np.searchsorted(np.asarray(edges), distance, side="right") - 1
+        known, starts = known[index >= 0], np.asarray(edges)[index[index >= 0]]
+    # A model kept as saved has no rope label; "" keeps it a group of its own.
+    binned = known.assign(distance=np.asarray(starts).astype(int),
+                          rope=known["rope"].fillna(""))
+    keys = ["model", "rope", "method", "task", "distance"]
+    scores = binned.groupby(keys)["value"].mean().rename("value").reset_index()
+    exact = proportion_table(binned, keys).rename(columns={"percent": "exact"})
+    return scores.merge(exact, on=keys).sort_values(["model", "distance"], ignore_index=True)

@@ -1,0 +1,103 @@
+"""Retrieval keys, packed retrieval rows of the extend stage, and distractor samples."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from minillada import data, tasks
+from minillada.batches import packed_task_row
+from minillada.config import TrainConfig
+from minillada.evals.retrieval import chance_level
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return data.get_tokenizer(512)
+
+
+def test_key_spaces_and_their_chance(tokenizer):
+    numbers = tasks.key_space(tokenizer, "number", 2)
+    assert numbers.size == 100 and chance_level("niah", numbers) == pytest.approx(1.0)
+    drawn = {numbers.draw(random.Random(i)) for i in range(2000)}
+    assert drawn == {f"{i:02d}" for i in range(100)}  # leading zeros: all 100 keys
+    keys = tasks.key_space(tokenizer, "token")
+    assert keys.size == data.key_token_count(512) and keys.words[0] == "<|key000|>"
+    assert chance_level("passkey", keys) == pytest.approx(100 / keys.size)
+    for word in tasks.key_space(tokenizer, "word").words:
+        assert len(tokenizer.encode(" " + word, add_special_tokens=False)) == 1
+    with pytest.raises(ValueError, match="unknown key kind 'emoji'"):
+        tasks.key_space(tokenizer, "emoji")
+
+
+@pytest.mark.parametrize("kind", ["number", "word", "token"])
+def test_every_key_kind_gives_one_answer_of_the_stated_length(tokenizer, kind):
+    for task in ("passkey", "niah"):
+        sample = tasks.make_task_sample(tokenizer, task, 96, 50.0, 3, key_digits=2, key_kind=kind)
+        assert sample.length == 96 == len(sample.input_ids)
+        assert tokenizer.decode(sample.answer_ids).strip() == sample.answer_text
+        # The key is in the needle, and prompt + answer tokenize as the joined text does.
+        assert sample.answer_text in tokenizer.decode(sample.prompt_ids)
+        expected = 2 if kind == "number" else 1
+        assert len(sample.answer_ids) == expected
+
+
+def config(packing: str, **fields) -> TrainConfig:
+    return TrainConfig(seq_len=512, packing=packing, tasks=("passkey", "niah"),
+                       task_key_kind="number", task_key_digits=2, task_lengths=(96, 512),
+                       model=dict(vocab_size=512), **fields)
+
+
+@pytest.mark.parametrize("packing", ["direct", "eod", "adaptive", "adaptive_eod"])
+def test_packed_task_rows_fill_the_row_with_whole_retrieval_documents(tokenizer, packing):
+    for seed in range(12):
+        for answer_only in (False, True):
+            row = packed_task_row(tokenizer, config(packing), np.random.default_rng(seed), seed,
+                                  answer_only)
+            assert row.tokens.shape == (1, 512) and (row.doc_ids >= 0).all()
+            if answer_only:  # only answers (2 digits per retrieval document) are maskable
+                assert 2 <= int(row.maskable.sum()) <= 16 and int(row.maskable.sum()) % 2 == 0
+            else:
+                assert row.maskable.all()
+            # Positions restart at each document, as the packing module lays them out.
+            starts = torch.ones(512, dtype=torch.bool)
+            starts[1:] = row.doc_ids[0, 1:] != row.doc_ids[0, :-1]
+            assert (row.positions[0][starts] == 0).all()
+    eod = sum(int((packed_task_row(tokenizer, config(packing), np.random.default_rng(s), s,
+                                   False).tokens == tokenizer.eod_token_id).sum())
+              for s in range(4))
+    assert (eod > 0) == (packing in ("eod", "adaptive_eod"))
+
+
+def test_packed_task_rows_hold_distractor_documents_with_other_keys(tokenizer):
+    questions = 0
+    for seed in range(20):
+        row = packed_task_row(tokenizer, config("direct"), np.random.default_rng(seed), seed, True)
+        questions += int(row.maskable.sum()) // 2
+    assert questions > 20  # more than one retrieval document per row on average
+
+
+def test_packed_rows_depend_only_on_the_seed_not_the_packing_draws(tokenizer):
+    a = packed_task_row(tokenizer, config("eod"), np.random.default_rng(5), 5, False)
+    b = packed_task_row(tokenizer, config("eod"), np.random.default_rng(5), 5, False)
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.positions, b.positions)
+
+
+def test_task_lengths_are_checked():
+    with pytest.raises(ValueError, match=r"task_lengths \[600, 700\] must be"):
+        TrainConfig(seq_len=512, task_lengths=(600, 700)).validate()
+
+
+def test_distractor_sample_puts_another_document_first(tokenizer):
+    sample = tasks.make_distractor_sample(tokenizer, "niah", 256, 50.0, 7,
+                                          eod_token_id=tokenizer.eod_token_id, key_digits=2)
+    assert sample.length == 256 == len(sample.input_ids)
+    assert sample.metadata["distractor_key"] != sample.answer_text
+    first = sample.metadata["distractor_tokens"]
+    assert sample.prompt_ids[first] == tokenizer.eod_token_id
+    needle = sample.prompt_ids[sample.metadata["needle_start"]:sample.metadata["needle_end"]]
+    assert sample.answer_text in tokenizer.decode(needle)
+    assert sample.metadata["distractor_key"] in tokenizer.decode(sample.prompt_ids[:first])
