@@ -390,12 +390,12 @@ def plot_lines(ax: Axes, frame: pd.DataFrame, x: str, y: str, title: str, ylabel
                hue: str = "rope", error: str | tuple[str, str] | None = None,
                train_len: int | None = None,
                xlabel: str | None = None, log_x: bool = True, log_y: bool = False,
-               chance: float | None = None) -> Axes:
+               chance: float | None = None, ylim: tuple[float, float] | None = None) -> Axes:
     """One line of `y` against `x` per `hue` value (RoPE variants in their fixed colors, other
     labels by `display_name`), with ±`error` bars when given (a pair of columns: the interval's
     low and high ends, e.g. Wilson intervals), T_train and the `chance` level
     (%) drawn and labelled; `x` in tokens on a log2 axis by default, `y` on a log axis with
-    `log_y`; a linear y axis that does not start at 0 says so."""
+    `log_y`, `ylim` when given; a linear y axis that does not start at 0 says so."""
     for name, group in frame.groupby(hue, sort=False):
         group = group.sort_values(x)
         if isinstance(error, tuple):
@@ -419,6 +419,8 @@ def plot_lines(ax: Axes, frame: pd.DataFrame, x: str, y: str, title: str, ylabel
         ax.set_yscale("log")
         ylabel = f"{ylabel} (log scale)"
     ax.set(title=title, xlabel=xlabel or f"{x} (tokens)", ylabel=ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     note_axis_origin(ax)
     ax.legend()
     return ax
