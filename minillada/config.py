@@ -356,7 +356,8 @@ class TrainConfig:
 
 
 def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: Any) -> TrainConfig:
-    """TrainConfig for `stage` at `preset`: defaults < preset stage settings < overrides.
+    """TrainConfig for `stage` at `preset`: defaults < preset stage settings < overrides (a preset
+    `task_lengths` whose longest document is the row length follows an overridden `seq_len`).
 
     Raises ValueError naming unknown fields or a value of the wrong type (checked against
     TrainConfig's annotations, as the preset's values); the result is validated.
@@ -369,8 +370,12 @@ def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: An
                  else value for name, value in overrides.items()}
     overrides = check_overrides(overrides)
     stage_settings = getattr(chosen, stage)
-    settings = {"seq_len": chosen.train_len if stage == "pretrain" else chosen.target_len,
-                **stage_settings, **overrides}
+    default_len = chosen.train_len if stage == "pretrain" else chosen.target_len
+    settings = {"seq_len": default_len, **stage_settings, **overrides}
+    # Retrieval documents that reach the preset's row length follow an overridden row length.
+    lengths = stage_settings.get("task_lengths")
+    if lengths and lengths[1] == default_len and "task_lengths" not in overrides:
+        settings["task_lengths"] = (lengths[0], settings["seq_len"])
     # Model fields merge (preset dims < stage < overrides); extend takes init's model, so any
     # model override there is left for validate() to reject.
     base_model = chosen.model if stage == "pretrain" else {}

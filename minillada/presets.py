@@ -126,11 +126,16 @@ PRESETS: dict[str, Preset] = {
         model=dict(vocab_size=4096, d_model=512, n_heads=8, n_layers=8, mlp_hidden_size=1536,
                    rope_theta=2000.0, max_sequence_length=256),
         train_len=256,
+        # The cpu recipe at a larger scale (untested on a GPU yet): retrieval rows in both stages.
         pretrain=dict(steps=10000, batch_size=64, micro_batch_size=64, lr=1e-3, warmup_steps=500,
-                      val_every=500, val_rows=256, save_every=1000),
+                      val_every=500, val_rows=256, val_task_rows=256, save_every=1000,
+                      model=dict(include_qkv_bias=True), tasks=("passkey", "niah"),
+                      task_key_digits=1, task_fraction=0.6, task_fraction_final=0.3,
+                      answer_only_fraction=0.5),
         extend=dict(steps=300, batch_size=16, micro_batch_size=16, lr=3e-4, warmup_steps=30,
                     packing="adaptive", rope="diffusion_ntk", val_every=50,
-                    val_rows=32, save_every=100),
+                    val_rows=32, save_every=100, tasks=("passkey", "niah"), task_key_digits=1,
+                    task_fraction=0.5, answer_only_fraction=0.5, task_lengths=(256, 4096)),
     ),
 }
 
