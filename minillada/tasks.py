@@ -60,14 +60,10 @@ KEY_KINDS = ("number", "word", "token")
 _KEY_WORD = re.compile(r" [a-z]{4,12}")
 
 
+@functools.lru_cache(maxsize=8)
 def key_words(tokenizer: PreTrainedTokenizerFast) -> tuple[str, ...]:
     """Every vocabulary token that decodes to a space and 4-12 lowercase letters, by token id,
     without the space (each encodes back to that one token after a space)."""
-    return _key_words(tokenizer)
-
-
-@functools.lru_cache(maxsize=8)
-def _key_words(tokenizer: PreTrainedTokenizerFast) -> tuple[str, ...]:
     words = []
     for token_id in range(len(tokenizer)):
         text = tokenizer.decode([token_id])
@@ -76,13 +72,9 @@ def _key_words(tokenizer: PreTrainedTokenizerFast) -> tuple[str, ...]:
     return tuple(words)
 
 
+@functools.lru_cache(maxsize=8)
 def key_tokens(tokenizer: PreTrainedTokenizerFast) -> tuple[str, ...]:
     """The tokenizer's reserved key tokens (`minillada.data.KEY_TOKEN_FORMAT`), by id."""
-    return _key_tokens(tokenizer)
-
-
-@functools.lru_cache(maxsize=8)
-def _key_tokens(tokenizer: PreTrainedTokenizerFast) -> tuple[str, ...]:
     found = []
     for i in range(KEY_TOKENS):
         token = KEY_TOKEN_FORMAT.format(i)
