@@ -35,8 +35,8 @@ def test_every_task_writes_a_tidy_csv_a_figure_and_a_summary(checkpoint, tmp_pat
     assert evaluate(checkpoint, tmp_path, "--tasks", "loss,ppl,passkey,niah",
                     "--rope", "default,diffusion_ntk", "--target-len", "256") == 0
     summary = capsys.readouterr().out.strip().splitlines()
-    assert [line.split(" ")[0] for line in summary] == ["loss", "ppl", "passkey:", "niah:",
-                                                         "wrote"]
+    assert [line.split(" ")[0] for line in summary] == ["keys:", "loss", "ppl", "passkey:",
+                                                         "niah:", "wrote"]
     assert summary[-1] == (f"wrote loss.csv, loss.png, ppl.csv, ppl.png, passkey.csv, "
                            f"passkey.png, niah.csv, niah.png in {tmp_path}")
     for task in ("loss", "ppl", "passkey", "niah"):
@@ -51,6 +51,15 @@ def test_every_task_writes_a_tidy_csv_a_figure_and_a_summary(checkpoint, tmp_pat
     # Paired: both variants are scored on the same windows at each length.
     counts = loss.groupby(["length", "model"]).size().unstack()
     assert (counts["default"] == counts["diffusion_ntk"]).all()
+
+
+def test_keys_default_to_the_digits_the_run_was_trained_with(checkpoint, tmp_path, capsys):
+    assert evaluate(checkpoint, tmp_path / "own", "--tasks", "passkey") == 0
+    out = capsys.readouterr().out
+    assert "keys: 1-digit numbers (as the run was trained" in out and "chance 10%" in out
+    assert evaluate(checkpoint, tmp_path / "two", "--tasks", "passkey", "--key-digits", "2") == 0
+    out = capsys.readouterr().out
+    assert "keys:" not in out and "chance 1%" in out
 
 
 def test_a_rerun_resumes_the_retrieval_grid(checkpoint, tmp_path, capsys):

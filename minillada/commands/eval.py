@@ -14,6 +14,7 @@ resumable: rerunning the same command skips the cells already in `<task>.jsonl`.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -109,8 +110,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--likelihood", action="store_true",
                         help="also score retrieval by likelihood against distractor answers")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=8)
-    parser.add_argument("--key-digits", type=positive_int("--key-digits"), default=5,
-                        help="digits of passkey / NIAH numbers (default 5)")
+    parser.add_argument("--key-digits", type=positive_int("--key-digits"),
+                        help="digits of passkey / NIAH numbers (default: those a minillada "
+                        "run was trained with, from its config.json; 5 for other checkpoints)")
     parser.add_argument("--corpus", default=STDLIB,
                         help="corpus whose test split gives the loss/PPL windows and the NIAH "
                         "haystack (default stdlib)")
@@ -137,6 +139,19 @@ class Plan:
     chunk: int
     settings: GenerationSettings
     fit_gen_length: bool
+
+
+def trained_key_digits(checkpoint: Path) -> int | None:
+    """The key digits a minillada run trained its retrieval rows with (the run's config.json, in
+    `checkpoint` or above its model folder), or None (no such run, or no retrieval rows)."""
+    for folder in (checkpoint, checkpoint.parent):
+        try:
+            fields = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(fields, dict) and fields.get("tasks") and "task_key_digits" in fields:
+            return int(fields["task_key_digits"])
+    return None
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -199,6 +214,11 @@ def _task_params(task: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
+    if args.key_digits is None:
+        trained = trained_key_digits(args.checkpoint)
+        args.key_digits = trained or 5
+        print(f"keys: {args.key_digits}-digit numbers ("
+              + ("as the run was trained, its config.json" if trained else "the default") + ")")
     import torch
 
     from minillada import data, plots, tasks
