@@ -14,7 +14,6 @@ resumable: rerunning the same command skips the cells already in `<task>.jsonl`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -144,9 +143,11 @@ class Plan:
 def trained_key_digits(checkpoint: Path) -> int | None:
     """The key digits a minillada run trained its retrieval rows with (the run's config.json, in
     `checkpoint` or above its model folder), or None (no such run, or no retrieval rows)."""
+    from minillada.checkpoint import saved_config
+
     for folder in (checkpoint, checkpoint.parent):
         try:
-            fields = json.loads((folder / "config.json").read_text())
+            fields = saved_config(folder)
         except (OSError, ValueError):
             continue
         if isinstance(fields, dict) and fields.get("tasks") and "task_key_digits" in fields:
