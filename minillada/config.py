@@ -30,6 +30,7 @@ from minillada.presets import get_preset
 STAGES = ("pretrain", "extend")
 DTYPE_CHOICES = ("float32", "bfloat16")  # what "auto" resolves to; torch dtypes: PRECISIONS
 T_PER = ("sequence", "document")
+KEY_KINDS = ("number", "word", "token", "code")  # retrieval keys: minillada.tasks.KeySpace
 LOGS = ("jsonl", "tensorboard")  # TrainConfig.log: where the metrics go besides metrics.jsonl
 # The model fields of an init that must match the preset it is extended at.
 MATCHED_MODEL_FIELDS = ("vocab_size", "d_model", "n_heads", "n_layers", "mlp_hidden_size",
@@ -221,7 +222,7 @@ class TrainConfig:
     task_curriculum_steps: int | None = None  # None: the whole run
     answer_only_fraction: float = 0.0
     task_key_digits: int = 5  # digits of passkey / NIAH numbers in task rows
-    task_key_kind: str = "number"  # or "word": one-token word keys (minillada.tasks.KeySpace)
+    task_key_kind: str = "number"  # KEY_KINDS (minillada.tasks.KeySpace)
     # None: a task row is one retrieval document of seq_len tokens. (lo, hi): retrieval documents
     # of U{lo..hi} tokens packed under `packing` with corpus text and other retrieval documents
     # (distractors with other keys) into each task row: the extend stage's mix.
@@ -284,9 +285,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.task_key_digits < 1:
             raise ValueError(f"task_key_digits must be >= 1, got {self.task_key_digits}")
-        if self.task_key_kind not in tasks.KEY_KINDS:
+        if self.task_key_kind not in KEY_KINDS:
             raise ValueError(f"unknown task_key_kind {self.task_key_kind!r}; choose one of "
-                             f"{', '.join(tasks.KEY_KINDS)}")
+                             f"{', '.join(KEY_KINDS)}")
         if self.task_lengths is not None:
             low, high = self.task_lengths
             if not 1 <= low < high <= self.seq_len:

@@ -119,7 +119,7 @@ LLADA_REQUIRED_FIELDS = ("d_model", "n_heads", "n_layers", "vocab_size", "max_se
 # field -> the only value it may have (a missing field is taken to have it).
 LLADA_FIXED_FIELDS = {
     "block_type": "llama", "activation_type": "silu", "layer_norm_type": "rms", "rope": True,
-    "alibi": False, "include_bias": False, "bias_for_layer_norm": False, "weight_tying": False,
+    "alibi": False, "include_bias": False, "bias_for_layer_norm": False,
     "layer_norm_with_affine": True, "attention_layer_norm": False, "input_emb_norm": False,
     "scale_logits": False, "block_group_size": 1,
 }
@@ -186,7 +186,22 @@ def llada_config(fields: Mapping[str, Any]) -> LLaDAConfig:
     accepted = set(inspect.signature(LLaDAConfig.__init__).parameters) - {"self", "kwargs"}
     kwargs = {name: value for name, value in fields.items() if name in accepted}
     kwargs["vocab_size"] = max(fields["vocab_size"], fields.get("embedding_size") or 0)
+    kwargs["tie_word_embeddings"] = _weight_tying(fields)
     return LLaDAConfig(**kwargs)
+
+
+def _weight_tying(fields: Mapping[str, Any]) -> bool:
+    """LLaDA's `weight_tying` (the output head is the input embedding's transpose), or the
+    `tie_word_embeddings` a minillada config.json holds; both given must agree."""
+    values = {name: fields[name] for name in ("weight_tying", "tie_word_embeddings")
+              if fields.get(name) is not None}
+    for name, value in values.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+    if len(set(values.values())) > 1:
+        raise ValueError(f"weight_tying={values['weight_tying']} and tie_word_embeddings="
+                         f"{values['tie_word_embeddings']} disagree; give one of them")
+    return any(values.values())
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -239,6 +254,8 @@ def load_llada_checkpoint(path: str | Path, *, rope_variant: str | None = None,
     with torch.device("meta"):
         model = LLaDAModelLM(config)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if config.tie_word_embeddings:  # the head is the embedding: stored once, as wte
+        expected.pop("model.transformer.ff_out.weight")
     found: dict[str, tuple[int, ...]] = {}
     for file in files:
         with safe_open(file, framework="pt") as handle:
@@ -249,7 +266,9 @@ def load_llada_checkpoint(path: str | Path, *, rope_variant: str | None = None,
     for file in files:
         with safe_open(file, framework="pt") as handle:
             state.update({name: handle.get_tensor(name).to(dtype) for name in handle.keys()})  # noqa: SIM118
-    model.load_state_dict(state, assign=True)
+    model.load_state_dict(state, assign=True, strict=not config.tie_word_embeddings)
+    if config.tie_word_embeddings:
+        model.get_output_embeddings().weight = model.get_input_embeddings().weight
     variant = rope_variant or config.rope_variant
     if rope_variant is None:
         rope_target_len, rope_params = config.rope_target_len, config.rope_params

@@ -3,11 +3,13 @@ haystack, variable tracking. `make_task_sample` builds a `TaskSample` of exactly
 number of tokens, deterministic from its seed; haystacks come from `minillada.data` corpora.
 
 Keys (`KeySpace`) are `number`s of k digits (digits are single tokens), `word`s (one vocabulary
-token: a space and 4-12 lowercase letters, `key_words`) or `token`s: the tokenizer's reserved key
-tokens (`minillada.data.KEY_TOKENS`), which no corpus text contains. Each is drawn uniformly, so
-an exact-match guess succeeds with probability 1 / `KeySpace.size` (the cpu preset: 128 tokens,
-0.78 %). A key token is found by its content, as a lone digit in noise is, with the chance level
-of a multi-digit number; word keys hide among the corpus's own words (docs/recipe.md).
+token: a space and 4-12 lowercase letters, `key_words`), `token`s: the tokenizer's reserved key
+tokens (`minillada.data.KEY_TOKENS`), which no corpus text contains, or `code`s: k-digit numbers
+written in reserved key tokens, digit position i in its own ten tokens (`CODE_BASE`). Each key is
+drawn uniformly, so an exact-match guess succeeds with probability 1 / `KeySpace.size` (the cpu
+preset: 2-digit codes, 1 %). A code digit is found by its content alone, as a lone digit in noise
+is, whatever the haystack, and its position by which ten it belongs to: no ordering to learn
+(docs/recipe.md).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerFast
 
+from minillada.config import KEY_KINDS
 from minillada.data import (
     KEY_TOKEN_FORMAT,
     KEY_TOKENS,
@@ -56,7 +59,8 @@ NIAH_WORDS = (
 )
 
 
-KEY_KINDS = ("number", "word", "token")
+# Code keys: digit position i is written with key tokens [CODE_BASE * i, CODE_BASE * (i + 1)).
+CODE_BASE = 10
 _KEY_WORD = re.compile(r" [a-z]{4,12}")
 
 
@@ -86,8 +90,9 @@ def key_tokens(tokenizer: PreTrainedTokenizerFast) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class KeySpace:
-    """What a retrieval key is: a `digits`-digit number (leading zeros allowed), or one of `words`
-    (single tokens after a space, kinds `word` and `token`). `size` keys, drawn uniformly:
+    """What a retrieval key is: a `digits`-digit number (leading zeros allowed), one of `words`
+    (single tokens after a space, kinds `word` and `token`), or a `digits`-digit `code` whose
+    digit i is one of `words[CODE_BASE * i:CODE_BASE * (i + 1)]`. `size` keys, drawn uniformly:
     exact-match chance 1 / size."""
 
     kind: str = "number"
@@ -100,6 +105,11 @@ class KeySpace:
                              f"{', '.join(KEY_KINDS)}")
         if not isinstance(self.digits, int) or self.digits < 1:
             raise ValueError(f"key_digits must be a positive integer, got {self.digits!r}")
+        if self.kind == "code" and len(self.words) < CODE_BASE * self.digits:
+            raise ValueError(f"code keys of {self.digits} digits need {CODE_BASE * self.digits} "
+                             f"reserved key tokens; the tokenizer has {len(self.words)} (a "
+                             "vocabulary of V tokens holds min(128, (V - 260) // 2); one trained "
+                             "before key tokens existed has none: retrain it)")
         if self.kind != "number" and len(self.words) < 2:
             raise ValueError(f"{self.kind} keys need at least 2 single-token {self.kind}s; the "
                              f"tokenizer has {len(self.words)} (a tokenizer trained before key "
@@ -107,13 +117,18 @@ class KeySpace:
 
     @property
     def size(self) -> int:
-        return len(self.words) if self.words else 10**self.digits
+        if self.kind in ("number", "code"):
+            return CODE_BASE**self.digits
+        return len(self.words)
 
     @property
     def noun(self) -> str:
-        return "word" if self.kind == "token" else self.kind
+        return {"token": "word", "code": "number"}.get(self.kind, self.kind)
 
     def draw(self, rng: random.Random) -> str:
+        if self.kind == "code":
+            return "".join(rng.choice(self.words[CODE_BASE * i:CODE_BASE * (i + 1)])
+                           for i in range(self.digits))
         if self.words:
             return rng.choice(self.words)
         return f"{rng.randrange(10**self.digits):0{self.digits}d}"
@@ -130,7 +145,8 @@ class KeySpace:
 def key_space(tokenizer: PreTrainedTokenizerFast, kind: str = "number",
               digits: int = 5) -> KeySpace:
     """The keys of `kind` for `tokenizer` (`key_words` or `key_tokens` of it)."""
-    words = {"word": key_words, "token": key_tokens}.get(kind, lambda _: ())(tokenizer)
+    words = {"word": key_words, "token": key_tokens, "code": key_tokens}.get(
+        kind, lambda _: ())(tokenizer)
     return KeySpace(kind, digits, words)
 
 

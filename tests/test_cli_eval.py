@@ -53,13 +53,18 @@ def test_every_task_writes_a_tidy_csv_a_figure_and_a_summary(checkpoint, tmp_pat
     assert (counts["default"] == counts["diffusion_ntk"]).all()
 
 
-def test_keys_default_to_the_digits_the_run_was_trained_with(checkpoint, tmp_path, capsys):
+def test_keys_default_to_those_the_run_was_trained_with(checkpoint, tmp_path, capsys):
     assert evaluate(checkpoint, tmp_path / "own", "--tasks", "passkey") == 0
     out = capsys.readouterr().out
     assert "keys: 1-digit numbers (as the run was trained" in out and "chance 10%" in out
     assert evaluate(checkpoint, tmp_path / "two", "--tasks", "passkey", "--key-digits", "2") == 0
     out = capsys.readouterr().out
-    assert "keys:" not in out and "chance 1%" in out
+    assert "keys: 2-digit numbers (the rest as the run was trained)" in out
+    assert "chance 1%" in out
+    assert evaluate(checkpoint, tmp_path / "code", "--tasks", "passkey", "--key-kind", "code",
+                    "--key-digits", "3") == 0
+    out = capsys.readouterr().out
+    assert "keys:" not in out and "chance 0.1%" in out
 
 
 def test_a_rerun_resumes_the_retrieval_grid(checkpoint, tmp_path, capsys):

@@ -93,6 +93,14 @@ def test_multi_query_attention_builds_one_key_value_head():
             r"unsupported LLaDA option\(s\) \{'include_bias': True, 'bias_for_layer_norm': True\}",
         ),
         (
+            {"weight_tying": True, "tie_word_embeddings": False},
+            r"weight_tying=True and tie_word_embeddings=False disagree; give one of them",
+        ),
+        (
+            {"weight_tying": "no"},
+            r"weight_tying must be true or false, got 'no'",
+        ),
+        (
             {"n_kv_heads": 0},
             r"n_kv_heads must be an integer in \[1, n_heads = 4\], got 0",
         ),

@@ -171,6 +171,24 @@ def test_loaded_checkpoint_matches_hand_written_forward(tmp_path, shards):
                                atol=1e-4, rtol=1e-4)
 
 
+def test_a_weight_tied_checkpoint_uses_its_embedding_as_the_head(tmp_path):
+    weights = tiny_weights(TINY)
+    head = weights.pop("model.transformer.ff_out.weight")  # LLaDA stores a tied head once
+    path = write_checkpoint(tmp_path / "tied", TINY | {"weight_tying": True}, weights)
+    model = load_llada_checkpoint(path)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    ids = torch.randint(0, 40, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(ids).logits
+    tied = weights | {"model.transformer.ff_out.weight": weights["model.transformer.wte.weight"]}
+    torch.testing.assert_close(logits.double(), reference_logits(tied, TINY, ids),
+                               atol=1e-4, rtol=1e-4)
+    untied = write_checkpoint(tmp_path / "untied", TINY | {"weight_tying": True},
+                              weights | {"model.transformer.ff_out.weight": head})
+    with pytest.raises(ValueError, match=r"unexpected: model\.transformer\.ff_out\.weight"):
+        load_llada_checkpoint(untied)  # a tied config with a separate head is refused
+
+
 def test_rope_override_at_load_time(tmp_path):
     weights = tiny_weights(TINY)
     path = write_checkpoint(tmp_path / "llada", TINY, weights)

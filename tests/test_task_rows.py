@@ -33,7 +33,28 @@ def test_key_spaces_and_their_chance(tokenizer):
         tasks.key_space(tokenizer, "emoji")
 
 
-@pytest.mark.parametrize("kind", ["number", "word", "token"])
+def test_code_keys_write_digit_position_i_in_its_own_ten_key_tokens(tokenizer):
+    codes = tasks.key_space(tokenizer, "code", 2)
+    assert codes.size == 100 and chance_level("niah", codes) == pytest.approx(1.0)
+    assert codes.noun == "number"
+    token_id = tokenizer.convert_tokens_to_ids
+    drawn = set()
+    for i in range(3000):
+        ids = tokenizer.encode(codes.draw(random.Random(i)), add_special_tokens=False)
+        first, second = (token_id(data.KEY_TOKEN_FORMAT.format(k)) for k in (0, 10))
+        assert len(ids) == 2 and first <= ids[0] < first + 10 <= second <= ids[1] < second + 10
+        drawn.add(tuple(ids))
+    assert len(drawn) == 100  # uniform over all 10 x 10 codes
+    # A vocabulary holds key_token_count(V) key tokens: codes of at most that // 10 digits.
+    most = data.key_token_count(512) // tasks.CODE_BASE
+    assert tasks.key_space(tokenizer, "code", most).size == 10**most
+    with pytest.raises(ValueError, match=f"code keys of {most + 1} digits need "
+                                         f"{10 * (most + 1)} reserved key tokens; the "
+                                         f"tokenizer has {data.key_token_count(512)}"):
+        tasks.key_space(tokenizer, "code", most + 1)
+
+
+@pytest.mark.parametrize("kind", ["number", "word", "token", "code"])
 def test_every_key_kind_gives_one_answer_of_the_stated_length(tokenizer, kind):
     for task in ("passkey", "niah"):
         sample = tasks.make_task_sample(tokenizer, task, 96, 50.0, 3, key_digits=2, key_kind=kind)
@@ -41,7 +62,7 @@ def test_every_key_kind_gives_one_answer_of_the_stated_length(tokenizer, kind):
         assert tokenizer.decode(sample.answer_ids).strip() == sample.answer_text
         # The key is in the needle, and prompt + answer tokenize as the joined text does.
         assert sample.answer_text in tokenizer.decode(sample.prompt_ids)
-        expected = 2 if kind == "number" else 1
+        expected = 2 if kind in ("number", "code") else 1
         assert len(sample.answer_ids) == expected
 
 

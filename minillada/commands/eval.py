@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from minillada.config import KEY_KINDS
 from minillada.presets import PRESETS, get_preset
 from minillada.rope_checks import VARIANT_NAMES
 
@@ -109,9 +110,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--likelihood", action="store_true",
                         help="also score retrieval by likelihood against distractor answers")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=8)
+    parser.add_argument("--key-kind", choices=KEY_KINDS,
+                        help="retrieval keys (minillada.tasks.KeySpace; default: those a "
+                        "minillada run was trained with, from its config.json; number for "
+                        "other checkpoints)")
     parser.add_argument("--key-digits", type=positive_int("--key-digits"),
-                        help="digits of passkey / NIAH numbers (default: those a minillada "
-                        "run was trained with, from its config.json; 5 for other checkpoints)")
+                        help="digits of number and code keys (default: as --key-kind; 5 for "
+                        "other checkpoints)")
     parser.add_argument("--corpus", default=STDLIB,
                         help="corpus whose test split gives the loss/PPL windows and the NIAH "
                         "haystack (default stdlib)")
@@ -140,9 +145,10 @@ class Plan:
     fit_gen_length: bool
 
 
-def trained_key_digits(checkpoint: Path) -> int | None:
-    """The key digits a minillada run trained its retrieval rows with (the run's config.json, in
-    `checkpoint` or above its model folder), or None (no such run, or no retrieval rows)."""
+def trained_keys(checkpoint: Path) -> tuple[str, int] | None:
+    """The key kind and digits a minillada run trained its retrieval rows with (the run's
+    config.json, in `checkpoint` or above its model folder), or None (no such run, or no
+    retrieval rows)."""
     from minillada.checkpoint import saved_config
 
     for folder in (checkpoint, checkpoint.parent):
@@ -151,8 +157,27 @@ def trained_key_digits(checkpoint: Path) -> int | None:
         except (OSError, ValueError):
             continue
         if isinstance(fields, dict) and fields.get("tasks") and "task_key_digits" in fields:
-            return int(fields["task_key_digits"])
+            return str(fields.get("task_key_kind", "number")), int(fields["task_key_digits"])
     return None
+
+
+def resolve_keys(args: argparse.Namespace) -> None:
+    """Fill --key-kind and --key-digits left unset from the run's training, else number / 5, and
+    say which keys were chosen and why."""
+    if args.key_kind is not None and args.key_digits is not None:
+        return
+    trained = trained_keys(args.checkpoint)
+    kind, digits = trained or ("number", 5)
+    if args.key_kind is None and args.key_digits is None:
+        source = "as the run was trained, its config.json" if trained else "the default"
+    else:
+        source = "the rest " + ("as the run was trained" if trained else "by default")
+    if args.key_kind is None:
+        args.key_kind = kind
+    if args.key_digits is None:
+        args.key_digits = digits if args.key_kind == kind else 5
+    shape = f"{args.key_digits}-digit " if args.key_kind in ("number", "code") else ""
+    print(f"keys: {shape}{args.key_kind}s ({source})")
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -215,11 +240,7 @@ def _task_params(task: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
-    if args.key_digits is None:
-        trained = trained_key_digits(args.checkpoint)
-        args.key_digits = trained or 5
-        print(f"keys: {args.key_digits}-digit numbers ("
-              + ("as the run was trained, its config.json" if trained else "the default") + ")")
+    resolve_keys(args)
     import torch
 
     from minillada import data, plots, tasks
@@ -230,11 +251,13 @@ def run(args: argparse.Namespace) -> int:
         else args.device
     model = load_llada_checkpoint(args.checkpoint, dtype=getattr(torch, args.dtype)).to(device)
     tokenizer = _tokenizer(args.checkpoint)
+    args.keys = tasks.key_space(tokenizer, args.key_kind, args.key_digits)
     models = rope_variants(model, args.rope, args.target_len)
     for task in plan.tasks:  # a retrieval length too short for the task fails before any work
         if task not in CORPUS_TASKS:
             tasks.make_task_sample(tokenizer, task, min(plan.lengths), 50.0,
-                                  key_digits=args.key_digits, **_task_params(task, args))
+                                  key_digits=args.key_digits, key_kind=args.key_kind,
+                                  **_task_params(task, args))
     train_len = model.config.max_sequence_length
     args.out.mkdir(parents=True, exist_ok=True)
     plots.use_style()
@@ -315,12 +338,15 @@ def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan
 
     def make_sample(task: str, length: int, depth: float, seed: int) -> tasks.TaskSample:
         return tasks.make_task_sample(tokenizer, task, length, depth, seed,
-                                     key_digits=args.key_digits, **params)
+                                     key_digits=args.key_digits, key_kind=args.key_kind,
+                                     **params)
 
     likelihood = None
     if args.likelihood:
-        digits = tuple(tokenizer.convert_tokens_to_ids(list("0123456789")))
-        likelihood = LikelihoodScoring(alphabet=digits, mc=plan.mc)
+        keys = list("0123456789") if args.keys.kind == "number" else list(args.keys.words)
+        alphabet = tokenizer.convert_tokens_to_ids(
+            [tokenizer.tokenize(key)[-1] for key in keys] if args.keys.kind == "word" else keys)
+        likelihood = LikelihoodScoring(alphabet=tuple(alphabet), mc=plan.mc)
     table = run_retrieval_grid(
         models, make_sample, lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
         tasks=[task], lengths=plan.lengths, depths=plan.depths, repeats=plan.repeats,
@@ -333,7 +359,7 @@ def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan
     fig, axes = plots.panels(len(labels) + 1, columns=min(3, len(labels) + 1), width=5.5)
     for ax, label in zip(axes, labels, strict=False):
         plots.plot_score_heatmap(ax, generated[generated["model"] == label], f"{task}: {label}",
-                                 train_len=train_len, chance=chance_level(task, args.key_digits))
+                                 train_len=train_len, chance=chance_level(task, args.keys))
     if generated["needle_distance"].notna().any():
         distance = by_needle_distance(generated, bin_width=max(1, train_len // 2))
         plots.plot_lines(axes[-1], distance, "distance", "value",
@@ -344,8 +370,8 @@ def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan
         axes[-1].remove()
     plots.save_figure(fig, args.out / f"{task}.png")
     scores = table.groupby(["model", "method"], sort=False)[["value", "exact"]].mean()
-    chance = {"generate": chance_level(task, args.key_digits),
-              "likelihood": likelihood and chance_level(task, args.key_digits, metric="likelihood",
+    chance = {"generate": chance_level(task, args.keys),
+              "likelihood": likelihood and chance_level(task, args.keys, metric="likelihood",
                                                         n_distractors=likelihood.n_distractors)}
     parts = [f"{model} {method} {row.value:.1f} (exact {100 * row.exact:.0f}%, "
              f"chance {chance[method]:.3g}%)" for (model, method), row in scores.iterrows()]
