@@ -343,10 +343,10 @@ def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan
 
     likelihood = None
     if args.likelihood:
-        keys = list("0123456789") if args.keys.kind == "number" else list(args.keys.words)
-        alphabet = tokenizer.convert_tokens_to_ids(
-            [tokenizer.tokenize(key)[-1] for key in keys] if args.keys.kind == "word" else keys)
-        likelihood = LikelihoodScoring(alphabet=tuple(alphabet), mc=plan.mc)
+        keys = args.keys.words or "0123456789"  # the answer tokens a key is made of
+        alphabet = {token for key in keys for token in tokenizer.encode(
+            args.keys.answer_prefix + key, add_special_tokens=False)}
+        likelihood = LikelihoodScoring(alphabet=tuple(sorted(alphabet)), mc=plan.mc)
     table = run_retrieval_grid(
         models, make_sample, lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
         tasks=[task], lengths=plan.lengths, depths=plan.depths, repeats=plan.repeats,
