@@ -7,9 +7,9 @@ token: a space and 4-12 lowercase letters, `key_words`), `token`s: the tokenizer
 tokens (`minillada.data.KEY_TOKENS`), which no corpus text contains, or `code`s: k-digit numbers
 written in reserved key tokens, digit position i in its own ten tokens (`CODE_BASE`). Each key is
 drawn uniformly, so an exact-match guess succeeds with probability 1 / `KeySpace.size` (the cpu
-preset: one-digit numbers, 10 %; 2-digit codes: 1 %). A code digit is found by its content
-alone, as a lone digit in noise is, whatever the haystack, and its position by which ten it
-belongs to: no ordering to learn (docs/recipe.md).
+and gpu presets: 2-digit codes, 1 %; smoke: one-digit numbers, 10 %). A code digit is found by
+its content alone, as a lone digit in noise is, whatever the haystack, and its position by which
+ten it belongs to: no ordering to learn (docs/recipe.md).
 """
 
 from __future__ import annotations
