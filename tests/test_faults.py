@@ -241,7 +241,11 @@ def test_a_checkpoint_resumes_across_world_sizes(tmp_path, monkeypatch):
         for name in ("loss", "grad_norm", "val_loss"):
             values = [r.get(name) for r in resumed]
             assert all(v is None or torch.isfinite(torch.tensor(v)) for v in values)
-            assert values == pytest.approx([r.get(name) for r in straight], abs=1e-5), name
+            # Across world sizes: float32 rounding of reordered reductions (tests/test_fsdp.py).
+            want = [r.get(name) for r in straight]
+            assert [v is None for v in values] == [v is None for v in want], name
+            assert [v for v in values if v is not None] == pytest.approx(
+                [v for v in want if v is not None], rel=1e-4), name
         assert resumed[-1]["tokens"] == straight[-1]["tokens"]
 
 

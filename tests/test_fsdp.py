@@ -32,6 +32,11 @@ def test_two_gloo_processes_match_one_process(tmp_path, monkeypatch):
     sharded, single = read_metrics(tmp_path / "fsdp"), read_metrics(tmp_path / "single")
     assert [r["step"] for r in sharded] == [1, 2, 3]
     for name in ("loss", "grad_norm", "val_loss", "val_task_token_acc"):
-        assert [r.get(name) for r in sharded] == pytest.approx(
-            [r.get(name) for r in single], abs=1e-5), name
+        # Float32 rounding only: sharded reductions sum in another order and the kernels
+        # (AVX512, AMX) block shapes differently per CPU; 1e-5 absolute failed on one Xeon
+        # (1.3e-5 at loss 5.9). A wrong gradient scale moves these by far more than 1e-4.
+        got, want = [r.get(name) for r in sharded], [r.get(name) for r in single]
+        assert [v is None for v in got] == [v is None for v in want], name
+        assert [v for v in got if v is not None] == pytest.approx(
+            [v for v in want if v is not None], rel=1e-4), name
     assert sharded[-1]["tokens"] == single[-1]["tokens"]
