@@ -9,7 +9,11 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from minillada.cli import main
-from minillada.commands.reproduce import find_study_notebooks, select_notebooks
+from minillada.commands.reproduce import (
+    computes_everything,
+    find_study_notebooks,
+    select_notebooks,
+)
 
 PARAMETERS = 'preset = "unset"\nseed = -1\nfigures_dir = "unset"\noutput_dir = "unset"'
 
@@ -142,3 +146,18 @@ def test_presets_other_than_cpu_write_into_their_own_folders(tmp_path):
     assert (again.results, again.figures) == (study.results, study.figures)  # never doubled
     cpu = Study.create("cpu", 0, tmp_path / "runs", tmp_path / "results", tmp_path / "figures")
     assert (cpu.results, cpu.figures) == (tmp_path / "results", tmp_path / "figures")
+
+
+def test_only_a_run_that_computes_everything_times_the_next_estimate(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    assert computes_everything(runs, results, "cpu")  # nothing there yet
+    (results / "smoke").mkdir(parents=True)
+    (results / "smoke" / "02_base_ppl.csv.inputs.json").write_text("{}")
+    assert computes_everything(runs, results, "cpu")  # another preset's tables
+    (results / "03_ppl.csv.inputs.json").write_text("{}")  # a committed table, reused
+    assert not computes_everything(runs, results, "cpu")
+    (results / "03_ppl.csv.inputs.json").unlink()
+    (runs / "cpu" / "base-1" / "model").mkdir(parents=True)
+    (runs / "cpu" / "base-1" / "model" / "config.json").write_text("{}")
+    assert not computes_everything(runs, results, "cpu")
+    assert computes_everything(runs, results, "smoke")
