@@ -78,6 +78,12 @@ class Preset:
         return tuple(lengths)
 
 
+# The retrieval rows of the cpu and gpu recipes, in both stages: passkey in noise and NIAH in
+# corpus text, with two-digit code keys (100 keys, chance 1 %), half of the rows answer-only
+# (LLaDA's SFT). Tied embeddings are what make code keys learn (docs/recipe.md).
+CODE_KEY_TASKS: dict[str, Any] = dict(tasks=("passkey", "niah"), task_key_kind="code",
+                                      task_key_digits=2, answer_only_fraction=0.5)
+
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke",
@@ -105,22 +111,17 @@ PRESETS: dict[str, Preset] = {
             steps=800, batch_size=32, micro_batch_size=32, lr=1e-3, warmup_steps=40,
             val_every=100, val_rows=64, val_task_rows=64, save_every=100,
             model=dict(include_qkv_bias=True, tie_word_embeddings=True), stratified_t=True,
-            # Two-digit code keys (100 keys, chance 1 %) in noise (passkey) and in corpus text
-            # (niah); tied embeddings are what make them learn at this budget (docs/recipe.md).
-            # A retrieval warm-up: retrieval rows 90 % -> 30 % over the first 300 steps, then
-            # 30 %, half of them answer-only (LLaDA's SFT).
-            tasks=("passkey", "niah"), task_key_kind="code", task_key_digits=2,
-            task_fraction=0.9, task_fraction_final=0.3, task_curriculum_steps=300,
-            answer_only_fraction=0.5,
+            # A retrieval warm-up: retrieval rows 90 % -> 30 % over the first 300 steps, then 30 %.
+            **CODE_KEY_TASKS, task_fraction=0.9, task_fraction_final=0.3,
+            task_curriculum_steps=300,
         ),
         # The mini study's departure from the paper: retrieval documents of 128..2048 tokens
-        # packed with corpus text and distractor documents (other keys) into 90 % of the rows.
-        # 64 steps: 16 do not relearn code keys even in the window; retrieval rows in 90 % of
-        # the rows: 50 % left 16x retrieval at 67 % (docs/recipe.md).
+        # packed with corpus text and distractor documents (other keys) into 90 % of the rows
+        # (50 % left 16x retrieval at 67 %); 64 steps, as 16 do not relearn code keys even in
+        # the window (docs/recipe.md).
         extend=dict(steps=64, batch_size=8, micro_batch_size=4, lr=5e-4, warmup_steps=2,
                     packing="adaptive", rope="diffusion_ntk", val_every=16, val_rows=8,
-                    save_every=16, tasks=("passkey", "niah"), task_key_kind="code",
-                    task_key_digits=2, task_fraction=0.9, answer_only_fraction=0.5,
+                    save_every=16, **CODE_KEY_TASKS, task_fraction=0.9,
                     task_lengths=(128, 2048)),
         # Heatmap cells of 10 samples; 8 paired windows per loss; 100 samples per headline cell.
         evaluation=EvalGrid(depths=(0.0, 25.0, 50.0, 75.0, 100.0), repeats=10, mc=2, windows=8,
@@ -135,13 +136,11 @@ PRESETS: dict[str, Preset] = {
         pretrain=dict(steps=10000, batch_size=64, micro_batch_size=64, lr=1e-3, warmup_steps=500,
                       val_every=500, val_rows=256, val_task_rows=256, save_every=1000,
                       model=dict(include_qkv_bias=True, tie_word_embeddings=True),
-                      tasks=("passkey", "niah"), task_key_kind="code", task_key_digits=2,
-                      task_fraction=0.9, task_fraction_final=0.3, task_curriculum_steps=3750,
-                      answer_only_fraction=0.5),
+                      **CODE_KEY_TASKS, task_fraction=0.9, task_fraction_final=0.3,
+                      task_curriculum_steps=3750),
         extend=dict(steps=300, batch_size=16, micro_batch_size=16, lr=3e-4, warmup_steps=30,
-                    packing="adaptive", rope="diffusion_ntk", val_every=50,
-                    val_rows=32, save_every=100, tasks=("passkey", "niah"), task_key_kind="code",
-                    task_key_digits=2, task_fraction=0.9, answer_only_fraction=0.5,
+                    packing="adaptive", rope="diffusion_ntk", val_every=50, val_rows=32,
+                    save_every=100, **CODE_KEY_TASKS, task_fraction=0.9,
                     task_lengths=(256, 4096)),
     ),
 }
