@@ -9,13 +9,14 @@ whose answer a cut would lose).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from minillada import tasks
+from minillada import data, tasks
 from minillada.config import TrainConfig, task_fraction_at
 from minillada.diffusion import NoisedBatch, forward_process, mask_exactly
 from minillada.packing import PACKING_STRATEGIES, pack_documents
@@ -87,49 +88,82 @@ def task_row(tokenizer, config: TrainConfig, task: str, length: int, depth: floa
                 torch.arange(length, dtype=torch.int32)[None], maskable[None])
 
 
+@functools.lru_cache(maxsize=4)
+def natural_documents(tokenizer, corpus: str, split_seed: int) -> list[np.ndarray]:
+    """The train split's documents (token arrays) that packed task rows draw from."""
+    return data.tokenized_split(tokenizer, corpus, split_seed, "train")
+
+
 def packed_task_row(tokenizer, config: TrainConfig, rng: np.random.Generator, seed: int,
                     answer_only: bool) -> Rows:
-    """A row of seq_len tokens holding retrieval documents of U{lo..hi} tokens (`task_lengths`)
-    and corpus text, in random order, laid out by `config.packing` (separators, positions,
-    document ids). The first piece drawn is a retrieval document; while room is left, another
-    retrieval document (a distractor carrying another key) follows with probability 1/2, else a
-    corpus chunk of U{min(lo, room)..room} tokens. Under `direct` and `eod` every query can see
-    the other documents' needles; under `adaptive` it cannot. Answer-only: only the answers are
-    maskable."""
+    """A row of seq_len tokens packing retrieval documents of U{lo..hi} tokens (`task_lengths`)
+    with natural documents of the train split, laid out by `config.packing` and
+    `config.restart_positions` (UltraLLaDA packs natural documents into its long rows).
+
+    The documents are drawn the same way whatever the layout, so every packing of one seed sees
+    the same documents in the same order: a retrieval document first; then, while the documents
+    hold fewer than seq_len tokens, another retrieval document (a distractor carrying another
+    key) with probability 1/2 if it would end at least one token before the row end even with a
+    separator after every document, else a natural document (a whole train document, or the
+    seq_len-token chunk of a longer one that starts at a random multiple of seq_len). The packed
+    stream is cut at seq_len, so only a natural document is ever cut (with separators, the row
+    ends earlier in it). Under `direct` and `eod` every query can see the other documents; under
+    `adaptive` it cannot. Answer-only: only the answers are maskable.
+    """
     low, high = config.task_lengths
-    separator = int(PACKING_STRATEGIES[config.packing].separator)
-    corpus = tasks.corpus_filler(tokenizer, config.corpus, "train", config.split_seed)
-    pieces: list[tuple[list[int], list[bool]]] = []
-    room = config.seq_len
-    while room > 0:
-        space = room - separator  # tokens the next document may hold
-        retrieval = space >= low and (not pieces or rng.random() < 0.5)
-        size = int(rng.integers(low, min(high, space) + 1) if retrieval
-                   else rng.integers(min(low, space), space + 1))
-        if separator and room - size - separator == 1:  # a 1-token room holds no document
-            size += 1 if size < (high if retrieval else space) else -1
-        if retrieval:
+    natural = natural_documents(tokenizer, config.corpus, config.split_seed)
+    docs: list[list[int]] = []
+    masks: list[list[bool]] = []
+    tokens = separated = 0  # the documents' tokens, without and with a separator after each
+    while tokens < config.seq_len:
+        room = config.seq_len - separated - 2
+        if room >= low and (not docs or rng.random() < 0.5):
             task = config.tasks[int(rng.integers(len(config.tasks)))]
+            size = int(rng.integers(low, min(high, room) + 1))
             sample = task_sample(tokenizer, config, task, size, float(rng.uniform(0.0, 100.0)),
-                                 derived_seed(seed, len(pieces)))
-            mask = sample.answer_mask if answer_only else [True] * size
-            pieces.append((sample.input_ids, mask))
+                                 derived_seed(seed, len(docs)))
+            ids, mask = sample.input_ids, sample.answer_mask if answer_only else [True] * size
         else:
-            start = int(rng.integers(len(corpus.tokens)))
-            pieces.append((corpus.take(start, size)[0], [not answer_only] * size))
-        room -= size + separator
-    order = rng.permutation(len(pieces))
-    docs = [pieces[i][0] for i in order]
+            document = natural[int(rng.integers(len(natural)))]
+            start = int(rng.integers(len(document))) // config.seq_len * config.seq_len
+            ids = document[start:start + config.seq_len].tolist()
+            mask = [not answer_only] * len(ids)
+        docs.append(ids)
+        masks.append(mask)
+        tokens += len(ids)
+        separated += len(ids) + 1
+    strategy = PACKING_STRATEGIES[config.packing]
     packed = pack_documents(docs, config.seq_len, config.packing,
                             eod_token_id=tokenizer.eod_token_id,
                             pad_token_id=tokenizer.pad_token_id,
                             restart_positions=config.restart_positions)
-    maskable = [flag for i in order for flag in [*pieces[i][1], *[not answer_only] * separator]]
-    if packed.tokens.shape[0] != 1 or len(maskable) != config.seq_len:
-        raise RuntimeError(f"packed task row has shape {tuple(packed.tokens.shape)}, "
-                           f"expected (1, {config.seq_len})")
-    return Rows(packed.tokens.int(), packed.doc_ids.int(), packed.positions.int(),
-                torch.tensor(maskable)[None])
+    maskable = [flag for mask in masks
+                for flag in [*mask, *[not answer_only] * int(strategy.separator)]]
+    return Rows(packed.tokens[:1].int(), packed.doc_ids[:1].int(), packed.positions[:1].int(),
+                torch.tensor(maskable[:config.seq_len])[None])
+
+
+def task_row_statistics(tokenizer, config: TrainConfig, rows: int = 200,
+                        seed: int = 0) -> dict[str, float]:
+    """What the packed task rows of `config` hold, over `rows` answer-only rows drawn as the
+    trainer draws them: the share of rows with two or more documents, and the mean number of
+    documents, document boundaries, retrieval documents (runs of answer tokens) and natural
+    documents per row."""
+    counts = []
+    for index in range(rows):
+        row_seed = derived_seed(seed, "statistics", index)
+        row = packed_task_row(tokenizer, config, np.random.default_rng(row_seed), row_seed, True)
+        ids, answers = row.doc_ids[0], row.maskable[0].int()
+        documents = int(torch.unique(ids).numel())
+        retrieval = int((answers[1:] > answers[:-1]).sum() + answers[0])
+        counts.append((documents, retrieval))
+    documents = np.array([c[0] for c in counts], dtype=float)
+    retrieval = np.array([c[1] for c in counts], dtype=float)
+    return {"rows": rows, "share_with_2_or_more_documents": float((documents >= 2).mean()),
+            "documents_per_row": float(documents.mean()),
+            "boundaries_per_row": float((documents - 1).mean()),
+            "retrieval_documents_per_row": float(retrieval.mean()),
+            "natural_documents_per_row": float((documents - retrieval).mean())}
 
 
 class BatchSource:

@@ -19,7 +19,8 @@ class EvalGrid:
     draws per likelihood estimate, held-out windows per length, the PPL chunk (LongLLaDA scores
     64-token chunks at T_train 4K; the mini models keep a chunk well inside their shorter
     window), the samples per (model, length) of the headline retrieval table (`headline_depths`,
-    10 depths) and of the base model's in-window check per task."""
+    10 depths), of the base model's in-window check per task and of the local-perception
+    prompts per length."""
 
     depths: tuple[float, ...] = tuple(float(depth) for depth in range(0, 101, 10))
     repeats: int = 1
@@ -28,6 +29,7 @@ class EvalGrid:
     chunk: int = 64
     headline_samples: int = 100
     base_samples: int = 200
+    local_samples: int = 50
 
     @property
     def headline_depths(self) -> list[float]:
@@ -36,6 +38,11 @@ class EvalGrid:
     @property
     def headline_repeats(self) -> int:
         return -(-self.headline_samples // len(self.headline_depths))
+
+    @property
+    def local_repeats(self) -> int:
+        """Repeats per headline depth of the local-perception prompts at each length."""
+        return -(-self.local_samples // len(self.headline_depths))
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,8 @@ class Preset:
     pretrain: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
     extend: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
     evaluation: EvalGrid = EvalGrid()
+    # The retrieval documents (task_lengths) of the comparator that keeps them within T_train.
+    short_task_lengths: tuple[int, int] = (0, 0)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -96,11 +105,13 @@ PRESETS: dict[str, Preset] = {
                       tasks=("passkey",), task_key_digits=1, task_fraction=0.5,
                       answer_only_fraction=0.5),
         extend=dict(steps=4, batch_size=2, micro_batch_size=2, lr=1e-3, warmup_steps=1,
-                    packing="adaptive", rope="diffusion_ntk", val_every=4, val_rows=2,
+                    packing="adaptive", restart_positions=False, rope="diffusion_ntk",
+                    val_every=4, val_rows=2,
                     save_every=4, tasks=("passkey",), task_key_digits=1,
                     task_fraction=0.5, answer_only_fraction=0.5, task_lengths=(64, 1024)),
         evaluation=EvalGrid(depths=(0.0, 50.0, 100.0), repeats=1, mc=2, windows=2, chunk=16,
-                            headline_samples=10, base_samples=20),
+                            headline_samples=10, base_samples=20, local_samples=10),
+        short_task_lengths=(62, 64),  # a passkey sample needs 61 tokens at vocabulary 512
     ),
     "cpu": Preset(
         name="cpu",
@@ -120,12 +131,14 @@ PRESETS: dict[str, Preset] = {
         # (50 % left 16x retrieval at 67 %); 64 steps, as 16 do not relearn code keys even in
         # the window (docs/recipe.md).
         extend=dict(steps=64, batch_size=8, micro_batch_size=4, lr=5e-4, warmup_steps=2,
-                    packing="adaptive", rope="diffusion_ntk", val_every=16, val_rows=8,
+                    packing="adaptive", restart_positions=False, rope="diffusion_ntk",
+                    val_every=16, val_rows=8,
                     save_every=16, **CODE_KEY_TASKS, task_fraction=0.9,
                     task_lengths=(128, 2048)),
         # Heatmap cells of 10 samples; 8 paired windows per loss; 100 samples per headline cell.
         evaluation=EvalGrid(depths=(0.0, 25.0, 50.0, 75.0, 100.0), repeats=10, mc=2, windows=8,
                             chunk=32),
+        short_task_lengths=(64, 128),
     ),
     "gpu": Preset(
         name="gpu",
@@ -139,9 +152,11 @@ PRESETS: dict[str, Preset] = {
                       **CODE_KEY_TASKS, task_fraction=0.9, task_fraction_final=0.3,
                       task_curriculum_steps=3750),
         extend=dict(steps=300, batch_size=16, micro_batch_size=16, lr=3e-4, warmup_steps=30,
-                    packing="adaptive", rope="diffusion_ntk", val_every=50, val_rows=32,
+                    packing="adaptive", restart_positions=False, rope="diffusion_ntk",
+                    val_every=50, val_rows=32,
                     save_every=100, **CODE_KEY_TASKS, task_fraction=0.9,
                     task_lengths=(256, 4096)),
+        short_task_lengths=(128, 256),
     ),
 }
 

@@ -264,15 +264,21 @@ def passkey(tokenizer, rng: random.Random, depth: float, key_space: KeySpace) ->
 
 
 def niah(tokenizer, rng: random.Random, depth: float, key_space: KeySpace, keys: int = 1,
-         haystack: str = STDLIB, haystack_split: str = "test",
-         haystack_split_seed: int = 0) -> TaskSpec:
+         haystack: str = STDLIB, haystack_split: str = "test", haystack_split_seed: int = 0,
+         word: str | None = None) -> TaskSpec:
     """Needle in a haystack of held-out corpus lines (RULER niah_single / niah_multikey): `keys`
     needles "The special magic number for <word> is <key>." with distinct words; the first is
     queried and sits at `depth`, the others at random depths. The haystack is the
-    `haystack_split` split (under `haystack_split_seed`) of the corpus `haystack`."""
+    `haystack_split` split (under `haystack_split_seed`) of the corpus `haystack`; `word` fixes
+    the queried word (the draws are the same either way)."""
     if not 1 <= keys <= len(NIAH_WORDS):
         raise ValueError(f"keys must be in [1, {len(NIAH_WORDS)}], got {keys}")
+    if word is not None and word not in NIAH_WORDS:
+        raise ValueError(f"word must be one of NIAH_WORDS, got {word!r}")
     words = rng.sample(NIAH_WORDS, keys)
+    if word is not None:  # the queried word replaced; an unqueried copy of it by an unused one
+        spare = next(w for w in NIAH_WORDS if w not in words and w != word)
+        words = [word, *(spare if w == word else w for w in words[1:])]
     numbers = [key_space.draw(rng) for _ in words]
     filler = corpus_filler(tokenizer, haystack, haystack_split, haystack_split_seed)
     noun = key_space.noun
@@ -410,36 +416,49 @@ def make_task_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
                       depth=depth, metadata=metadata)
 
 
-def make_distractor_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
-                           depth: float | None = None, seed: int = 0, *, eod_token_id: int,
-                           key_digits: int = 5, key_kind: str = "number",
-                           **params: Any) -> TaskSample:
-    """Cross-document interference: a `task` sample of `length` tokens whose prompt starts with a
-    whole other sample of the same task (a distractor document carrying another key, its answer
-    in place) and an end-of-document token, as two documents concatenated under `eod` packing.
+def make_decoy_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
+                      depth: float | None = None, seed: int = 0, *, decoys: int = 2,
+                      key_digits: int = 5, key_kind: str = "number",
+                      **params: Any) -> TaskSample:
+    """Packed-context retrieval with decoy keys: `decoys` whole documents of `task`, each
+    `length // (2 decoys)` tokens with its question answered, then the queried document (the
+    rest of the `length` tokens, needle at `depth`). Every decoy asks about the queried word
+    but holds another key, so only a model that keeps documents apart answers with the queried
+    key; one that picks any of the keys about that word scores 100 / (decoys + 1) %.
 
-    The distractor takes `length // 2` tokens (its needle at a depth drawn from the seed), the
-    queried document the rest (needle at `depth`). `metadata` adds `distractor_key`,
-    `distractor_ids` (the distractor's answer tokens) and `distractor_tokens`; the needle spans
-    are shifted to their place in the full prompt."""
-    rng = random.Random(seed)
-    first = length // 2
-    own = make_task_sample(tokenizer, task, length - first - 1, depth, seed,
+    `metadata` adds `doc_lengths` (the documents' token counts, the queried one without its
+    answer: how `evals.layout` lays the prompt out), `decoy_keys` and `distractor_ids` (the
+    decoys' answer tokens); the needle spans are shifted to their place in the prompt. For
+    `niah` and `niah_multikey` the decoys share the queried word; every `passkey` document asks
+    the same question already."""
+    builder = getattr(TASKS.get(task), "func", TASKS.get(task))
+    if builder not in (niah, passkey):
+        raise ValueError(f"decoy samples need a task with one queried key (passkey, niah, "
+                         f"niah_multikey), got {task!r}")
+    if not isinstance(decoys, int) or decoys < 1:
+        raise ValueError(f"decoys must be a positive integer, got {decoys!r}")
+    size = length // (2 * decoys)
+    own = make_task_sample(tokenizer, task, length - decoys * size, depth, seed,
                            key_digits=key_digits, key_kind=key_kind, **params)
-    other_seed = rng.randrange(2**31)
-    while True:
-        other = make_task_sample(tokenizer, task, first, None, other_seed,
-                                 key_digits=key_digits, key_kind=key_kind, **params)
-        if other.answer_text != own.answer_text:
-            break
-        other_seed += 1
-    offset = first + 1
+    rng = random.Random(seed)
+    shared = {"word": own.metadata["word"]} if builder is niah else {}
+    others: list[TaskSample] = []
+    while len(others) < decoys:
+        other = make_task_sample(tokenizer, task, size, None, rng.randrange(2**31),
+                                 key_digits=key_digits, key_kind=key_kind,
+                                 **{**params, **shared})
+        if other.answer_text not in {own.answer_text, *(o.answer_text for o in others)}:
+            others.append(other)
+    offset = decoys * size
     shifted = {name: [offset + i for i in own.metadata[name]]
                for name in ("needle_starts", "needle_ends")}
     shifted.update({name: offset + own.metadata[name] for name in ("needle_start", "needle_end")
                     if name in own.metadata})
-    metadata = dict(own.metadata, **shifted, distractor_key=other.answer_text,
-                    distractor_ids=list(other.answer_ids), distractor_tokens=first)
-    return TaskSample(task=task, prompt_ids=[*other.input_ids, eod_token_id, *own.prompt_ids],
-                      answer_ids=own.answer_ids, answer_text=own.answer_text, length=length,
-                      depth=own.depth, metadata=metadata)
+    metadata = dict(own.metadata, **shifted,
+                    doc_lengths=[size] * decoys + [len(own.prompt_ids)],
+                    decoy_keys=[o.answer_text for o in others],
+                    distractor_ids=[list(o.answer_ids) for o in others])
+    prompt = [token for other in others for token in other.input_ids] + own.prompt_ids
+    return TaskSample(task=task, prompt_ids=prompt, answer_ids=own.answer_ids,
+                      answer_text=own.answer_text, length=length, depth=own.depth,
+                      metadata=metadata)

@@ -393,8 +393,10 @@ def test_cross_document_share_is_closed_form_for_uniform_attention():
     table = leakage.cross_document_attention(model, tokens, positions, doc_ids)
     assert sorted(set(table["layer"])) == [0, 1]
     for layer in (0, 1):
-        values = table[table["layer"] == layer].sort_values("row")["value"].tolist()
-        assert values == pytest.approx([2 * a * b / 12**2, 0.0], abs=1e-6)
+        rows = table[table["layer"] == layer].sort_values("row")
+        assert rows["value"].tolist() == pytest.approx([2 * a * b / 12**2, 0.0], abs=1e-6)
+        # Attention blind to boundaries crosses exactly as much as a uniform spread would.
+        assert rows["uniform"].tolist() == pytest.approx([2 * a * b / 12**2, 0.0], abs=1e-6)
     with pytest.raises(ValueError, match=r"must all be the same \[B, L\]"):
         leakage.cross_document_attention(model, tokens, positions[:, :5], doc_ids)
 

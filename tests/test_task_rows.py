@@ -72,33 +72,65 @@ def config(packing: str, **fields) -> TrainConfig:
                        model=dict(vocab_size=512), **fields)
 
 
+def row_documents(row, eod_token_id: int | None) -> list[list[int]]:
+    """The documents of one packed row, separators dropped."""
+    tokens, doc_ids = row.tokens[0].tolist(), row.doc_ids[0].tolist()
+    documents: dict[int, list[int]] = {}
+    for token, doc in zip(tokens, doc_ids, strict=True):
+        documents.setdefault(doc, []).append(token)
+    return [[t for t in doc if t != eod_token_id] for doc in documents.values()]
+
+
+@pytest.mark.parametrize("restart", [False, True])
 @pytest.mark.parametrize("packing", ["direct", "eod", "adaptive", "adaptive_eod"])
-def test_packed_task_rows_fill_the_row_with_whole_retrieval_documents(tokenizer, packing):
+def test_packed_task_rows_fill_the_row_with_documents_laid_out_by_the_packing(tokenizer, packing,
+                                                                              restart):
     for seed in range(12):
         for answer_only in (False, True):
-            row = packed_task_row(tokenizer, config(packing), np.random.default_rng(seed), seed,
-                                  answer_only)
+            row = packed_task_row(tokenizer, config(packing, restart_positions=restart),
+                                  np.random.default_rng(seed), seed, answer_only)
             assert row.tokens.shape == (1, 512) and (row.doc_ids >= 0).all()
             if answer_only:  # only answers (2 digits per retrieval document) are maskable
                 assert 2 <= int(row.maskable.sum()) <= 16 and int(row.maskable.sum()) % 2 == 0
             else:
                 assert row.maskable.all()
-            # Positions restart at each document, as the packing module lays them out.
             starts = torch.ones(512, dtype=torch.bool)
             starts[1:] = row.doc_ids[0, 1:] != row.doc_ids[0, :-1]
-            assert (row.positions[0][starts] == 0).all()
+            if restart:  # positions restart at each document
+                assert (row.positions[0][starts] == 0).all()
+            else:  # the paper's concatenation: positions run over the packed row
+                assert torch.equal(row.positions[0], torch.arange(512, dtype=torch.int32))
     eod = sum(int((packed_task_row(tokenizer, config(packing), np.random.default_rng(s), s,
                                    False).tokens == tokenizer.eod_token_id).sum())
               for s in range(4))
     assert (eod > 0) == (packing in ("eod", "adaptive_eod"))
 
 
-def test_packed_task_rows_hold_distractor_documents_with_other_keys(tokenizer):
-    questions = 0
+def test_every_packing_of_one_seed_sees_the_same_documents_in_the_same_order(tokenizer):
+    for seed in range(10):
+        rows = {packing: row_documents(packed_task_row(tokenizer, config(packing),
+                                                       np.random.default_rng(seed), seed, False),
+                                       tokenizer.eod_token_id)
+                for packing in ("direct", "eod", "adaptive")}
+        assert rows["direct"] == rows["adaptive"]
+        direct, eod = rows["direct"], rows["eod"]
+        # With separators the row ends earlier, inside the same last document.
+        assert len(eod) <= len(direct) and eod[:-1] == direct[:len(eod) - 1]
+        assert direct[len(eod) - 1][:len(eod[-1])] == eod[-1]
+
+
+def test_packed_task_rows_mix_retrieval_and_natural_documents(tokenizer):
+    questions, several, natural = 0, 0, 0
+    train = {tuple(doc[:40].tolist()) for doc in data.tokenized_split(tokenizer, "stdlib", 0,
+                                                                       "train")}
     for seed in range(20):
         row = packed_task_row(tokenizer, config("direct"), np.random.default_rng(seed), seed, True)
         questions += int(row.maskable.sum()) // 2
+        documents = row_documents(row, None)
+        several += len(documents) >= 2
+        natural += sum(tuple(doc[:40]) in train for doc in documents)
     assert questions > 20  # more than one retrieval document per row on average
+    assert several >= 15 and natural >= 5  # whole natural documents start in the rows
 
 
 def test_packed_rows_depend_only_on_the_seed_not_the_packing_draws(tokenizer):
@@ -112,13 +144,30 @@ def test_task_lengths_are_checked():
         TrainConfig(seq_len=512, task_lengths=(600, 700)).validate()
 
 
-def test_distractor_sample_puts_another_document_first(tokenizer):
-    sample = tasks.make_distractor_sample(tokenizer, "niah", 256, 50.0, 7,
-                                          eod_token_id=tokenizer.eod_token_id, key_digits=2)
-    assert sample.length == 256 == len(sample.input_ids)
-    assert sample.metadata["distractor_key"] != sample.answer_text
-    first = sample.metadata["distractor_tokens"]
-    assert sample.prompt_ids[first] == tokenizer.eod_token_id
+@pytest.mark.parametrize("task", ["niah", "passkey"])
+def test_decoy_samples_pack_documents_about_the_same_question_with_other_keys(tokenizer, task):
+    sample = tasks.make_decoy_sample(tokenizer, task, 512, 50.0, 7, decoys=2, key_digits=2)
+    assert sample.length == 512 == len(sample.input_ids)
+    lengths = sample.metadata["doc_lengths"]
+    assert lengths == [128, 128, len(sample.prompt_ids) - 256] and sum(lengths) == 512 - 2
+    keys = sample.metadata["decoy_keys"]
+    assert len(set(keys)) == 2 and sample.answer_text not in keys
     needle = sample.prompt_ids[sample.metadata["needle_start"]:sample.metadata["needle_end"]]
     assert sample.answer_text in tokenizer.decode(needle)
-    assert sample.metadata["distractor_key"] in tokenizer.decode(sample.prompt_ids[:first])
+    assert sample.metadata["needle_start"] >= 256  # the queried document comes last
+    for start, key in zip((0, 128), keys, strict=True):
+        decoy = tokenizer.decode(sample.prompt_ids[start:start + 128])
+        assert key in decoy  # each decoy is a whole document with its answer in place
+        if task == "niah":  # ... asking about the queried word
+            assert f"for {sample.metadata['word']} is" in decoy
+    assert [tokenizer.decode(ids) for ids in sample.metadata["distractor_ids"]] == keys
+    with pytest.raises(ValueError, match="one queried key"):
+        tasks.make_decoy_sample(tokenizer, "variable_tracking", 512, 50.0, 7)
+
+
+def test_fixing_the_niah_word_keeps_every_other_draw(tokenizer):
+    plain = tasks.make_task_sample(tokenizer, "niah", 200, 30.0, 5, key_digits=2)
+    fixed = tasks.make_task_sample(tokenizer, "niah", 200, 30.0, 5, key_digits=2, word="raven")
+    assert fixed.metadata["word"] == "raven" and fixed.answer_text == plain.answer_text
+    with pytest.raises(ValueError, match="word must be one of NIAH_WORDS"):
+        tasks.make_task_sample(tokenizer, "niah", 200, 30.0, 5, word="zebra")

@@ -25,8 +25,11 @@ def cross_document_attention(model: torch.nn.Module, tokens: torch.Tensor,
     The model runs on packed rows [B, L] with full attention (no document mask), as `direct` and
     `eod` training sees them; at each block the attention probabilities are recomputed from the
     block's input, and for every query the mass on keys of another document is summed, then
-    averaged over heads and over the queries of the row. 0 means every query stays in its own
-    document; a uniform spread over two equal documents gives 0.5. Padding (doc id -1) is skipped.
+    averaged over heads and over the queries of the row (`value`). 0 means every query stays in
+    its own document; `uniform` is what attention spread evenly over the row's keys would give
+    (each query's share of keys in other documents, averaged), so `value / uniform` is 1 for a
+    model blind to boundaries and 0 for one that keeps to its document, whatever the row's mix
+    of documents. Padding (doc id -1) is skipped.
     """
     if tokens.shape != doc_ids.shape or tokens.shape != positions.shape or tokens.dim() != 2:
         raise ValueError(f"tokens {tuple(tokens.shape)}, positions {tuple(positions.shape)} and "
@@ -50,6 +53,10 @@ def cross_document_attention(model: torch.nn.Module, tokens: torch.Tensor,
     finally:
         for hook in hooks:
             hook.remove()
-    return pd.DataFrame([dict(layer=layer, row=row, value=float(value))
+    real = doc_ids >= 0
+    others = ((doc_ids[:, :, None] != doc_ids[:, None, :]) & real[:, None, :]).float().sum(-1)
+    uniform = ((others / real.sum(-1, keepdim=True)) * real).sum(-1) / real.sum(-1)
+    return pd.DataFrame([dict(layer=layer, row=row, value=float(value),
+                              uniform=float(uniform[row]))
                          for layer, per_row in enumerate(shares)
                          for row, value in enumerate(per_row.tolist())])

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from minillada.evals.layout import LaidOutModel
 from minillada.rope import UNTARGETED, validate_rope_args
 
 Model = Callable[..., Any]
@@ -95,7 +96,10 @@ def rope_variants(model: torch.nn.Module, variants: Sequence[str], target_len: i
 
 
 def rope_columns(model: Model, label: str) -> dict[str, Any]:
-    """Columns naming the model under test: its label and, when it has one, its RoPE setting."""
+    """Columns naming the model under test: its label and, when it has one, its RoPE setting
+    (of the model inside a `LaidOutModel`)."""
+    if isinstance(model, LaidOutModel):
+        model = model.model
     if isinstance(model, RopeSetting):
         return {"model": label, "rope": model.rope_variant,
                 "rope_target_len": model.rope_target_len}

@@ -26,16 +26,20 @@ from minillada.seeds import derived_seed
 
 
 def eval_windows(documents: Sequence[Sequence[int]], length: int, max_windows: int,
-                 eod_token_id: int) -> tuple[torch.Tensor, str]:
+                 eod_token_id: int, consecutive: bool = False) -> tuple[torch.Tensor, str]:
     """Up to `max_windows` token windows of exactly `length` tokens, and where they came from.
 
-    The first `length` tokens of each document that long, in order ("documents"); when no
-    document is that long, consecutive windows of all documents joined by `eod_token_id`
-    ("concatenated", with a warning, since windows then cross document boundaries).
+    The first `length` tokens of each document that long, in order ("documents"); with
+    `consecutive`, every non-overlapping `length`-token chunk of each document, taken round-robin
+    (the first chunk of every document, then the second, ...) so that capped windows spread
+    over documents (`document_of_windows` gives each window's document). When no document is
+    that long, consecutive windows of all documents joined by `eod_token_id` ("concatenated",
+    with a warning, since windows then cross document boundaries).
     """
     if length < 2 or max_windows < 1:
         raise ValueError(f"need length >= 2 and max_windows >= 1, got {length} and {max_windows}")
-    windows = [list(doc[:length]) for doc in documents if len(doc) >= length][:max_windows]
+    picked = _document_windows(documents, length, max_windows, consecutive)
+    windows = [list(documents[doc][start:start + length]) for doc, start in picked]
     source = "documents"
     if not windows:
         stream = [tok for doc in documents for tok in (*doc, eod_token_id)]
@@ -48,6 +52,23 @@ def eval_windows(documents: Sequence[Sequence[int]], length: int, max_windows: i
         warnings.warn(f"no document has {length} tokens: using {len(windows)} window(s) of the "
                       "documents concatenated with eod", stacklevel=2)
     return torch.tensor(windows, dtype=torch.long), source
+
+
+def _document_windows(documents: Sequence[Sequence[int]], length: int, max_windows: int,
+                      consecutive: bool) -> list[tuple[int, int]]:
+    """(document, start) of the windows `eval_windows` takes from documents."""
+    chunks = [range(0, len(doc) // length * length if consecutive else min(len(doc), length)
+                    // length * length, length) for doc in documents]
+    rounds = max((len(c) for c in chunks), default=0)
+    picked = [(doc, chunk[i]) for i in range(rounds) for doc, chunk in enumerate(chunks)
+              if i < len(chunk)]
+    return picked[:max_windows]
+
+
+def document_of_windows(documents: Sequence[Sequence[int]], length: int, max_windows: int,
+                        consecutive: bool = False) -> list[int]:
+    """The document index of each window `eval_windows` takes (the same arguments)."""
+    return [doc for doc, _ in _document_windows(documents, length, max_windows, consecutive)]
 
 
 @torch.no_grad()
@@ -153,18 +174,23 @@ def ppl_curve(models: Mapping[str, ModelAtLength], ids: Sequence[int], *, mask_t
 def paired_loss_grid(models: Mapping[str, ModelAtLength], documents: Sequence[Sequence[int]],
                      lengths: Sequence[int], *, mask_token_id: int, eod_token_id: int,
                      mc: int = 4, seed: int = 0, max_windows: int = 8,
-                     batch_size: int = 8) -> pd.DataFrame:
+                     batch_size: int = 8, consecutive: bool = False) -> pd.DataFrame:
     """The masked-diffusion loss (`diffusion.diffusion_loss`) of every model on the same held-out
-    windows under the same masks, at every length; one row per (model, length, window).
+    windows under the same masks, at every length; one row per (model, length, window), with the
+    window's `document` (windows of one document are not independent: bootstrap by document).
 
     Each window is noised `mc` times with stratified t = (j + u) / mc, j = 0..mc-1, once per
     length; every model then sees exactly those noised batches, so differences between models are
-    not sampling noise (see `paired_summary`).
+    not sampling noise (see `paired_summary`). `consecutive`: `eval_windows`' several windows per
+    document.
     """
     lengths = check_lengths(lengths, 1, "one token")
     if mc < 1:
         raise ValueError(f"mc must be >= 1, got {mc}")
-    windows = {n: eval_windows(documents, n, max_windows, eod_token_id) for n in lengths}
+    windows = {n: eval_windows(documents, n, max_windows, eod_token_id, consecutive)
+               for n in lengths}
+    origin = {n: document_of_windows(documents, n, max_windows, consecutive)
+              if windows[n][1] == "documents" else [-1] * len(windows[n][0]) for n in lengths}
     progress = tqdm(total=len(models) * len(lengths), desc="loss grid")
     rows = []
     for length, (batch, source) in windows.items():
@@ -182,7 +208,8 @@ def paired_loss_grid(models: Mapping[str, ModelAtLength], documents: Sequence[Se
                                           ).item() for i, row in enumerate(part.tolist())]
             per_window = torch.tensor(losses).view(len(batch), mc).mean(dim=1)
             rows += [dict(rope_columns(model, label), method="diffusion_loss", length=length,
-                          window=index, source=source, value=value, mc=mc, seed=seed)
+                          window=index, document=origin[length][index], source=source,
+                          value=value, mc=mc, seed=seed)
                      for index, value in enumerate(per_window.tolist())]
             progress.update()
     progress.close()

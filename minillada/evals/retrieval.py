@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minillada.diffusion import generate, mc_log_likelihood, model_device
+from minillada.evals.layout import LaidOutModel
 from minillada.evals.models import Model, ModelAtLength, check_lengths, rope_columns
 from minillada.results import ResultLog
 from minillada.seeds import derived_seed
@@ -268,11 +269,16 @@ def _check_fits(sample: TaskSample, settings: GenerationSettings, cell: tuple) -
                          f"than gen_length={settings.gen_length}")
 
 
+def document_lengths(sample: TaskSample) -> list[int]:
+    """The prompt's documents (`doc_lengths` of a packed sample; else the whole prompt)."""
+    return list(sample.metadata.get("doc_lengths") or [len(sample.prompt_ids)])
+
+
 def _equal_length_batches(cells: list[tuple], samples: Mapping[tuple, TaskSample],
                           batch_size: int) -> list[list[tuple]]:
-    by_length: dict[int, list[tuple]] = {}
+    by_length: dict[tuple[int, ...], list[tuple]] = {}
     for cell in cells:
-        by_length.setdefault(len(samples[cell].prompt_ids), []).append(cell)
+        by_length.setdefault(tuple(document_lengths(samples[cell])), []).append(cell)
     return [group[i:i + batch_size] for group in by_length.values()
             for i in range(0, len(group), batch_size)]
 
@@ -290,6 +296,8 @@ def _generate_rows(model: Model, label: str, cells: list[tuple],
                    settings: GenerationSettings, mask_token_id: int,
                    seed: int) -> list[dict[str, Any]]:
     prompts = torch.tensor([list(samples[cell].prompt_ids) for cell in cells], dtype=torch.long)
+    if isinstance(model, LaidOutModel):
+        model = model.documents(document_lengths(samples[cells[0]]))
     generator = torch.Generator().manual_seed(derived_seed(seed, "generate", *cells[0]))
     output = generate(model, prompts.to(model_device(model)), gen_length=settings.gen_length,
                       block_length=settings.block_length, steps=settings.steps,
@@ -300,13 +308,13 @@ def _generate_rows(model: Model, label: str, cells: list[tuple],
         sample = samples[cell]
         text = decode(generated)
         exact, accuracy = token_match(generated, sample.answer_ids)
-        distractor = sample.metadata.get("distractor_ids")
+        decoys = sample.metadata.get("distractor_ids")
         rows.append(dict(rope_columns(model, label), method="generate",
                          **_cell_columns(cell, sample, seed),
                          value=needle_score(text, sample.answer_text), exact=float(exact),
                          token_acc=accuracy, prediction=text, mc=None,
-                         distractor_hit=None if distractor is None else
-                         float(token_match(generated, distractor)[0])))
+                         distractor_hit=None if decoys is None else
+                         float(any(token_match(generated, ids)[0] for ids in decoys))))
     return rows
 
 

@@ -1,0 +1,92 @@
+"""Each model evaluated in the document layout it was trained with.
+
+A post-training arm saw documents in one layout: with or without an end-of-document token after
+each document (`eod` packings), attention inside each document or across the row (`adaptive`), RoPE
+positions running over the row or restarting at each document. An evaluation prompt holds one or
+more documents (the last one continues into the answer); `LaidOutModel` shows it to the model as
+that model's training rows showed documents, so that no arm is scored on a format it never saw
+(an EOD-trained model's answers were always followed by EOD). Logits come back aligned with the
+tokens given, the inserted separators dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from minillada.packing import get_strategy
+
+
+@dataclass(frozen=True)
+class Layout:
+    """`separator`: an EOD token after every document; `block_diagonal`: attention stays inside
+    each document; `restart_positions`: positions restart at each document."""
+
+    separator: bool = False
+    block_diagonal: bool = False
+    restart_positions: bool = True
+
+    @classmethod
+    def of_run(cls, saved: Mapping[str, Any]) -> Layout:
+        """The layout of a run's saved TrainConfig: an extend run's packing and positions; a
+        pre-trained base saw its retrieval rows as single documents without a separator."""
+        if saved.get("stage") != "extend":
+            return cls()
+        strategy = get_strategy(saved["packing"])
+        return cls(strategy.separator, strategy.block_diagonal,
+                   bool(saved.get("restart_positions", True)))
+
+
+@dataclass(frozen=True)
+class _Logits:
+    logits: torch.Tensor
+
+
+class LaidOutModel:
+    """`model` seen through `layout`: `documents(lengths)` gives the callable for sequences whose
+    first documents have `lengths[:-1]` tokens and whose last document takes the rest."""
+
+    def __init__(self, model: Any, layout: Layout, eod_token_id: int) -> None:
+        self.model, self.layout, self.eod_token_id = model, layout, eod_token_id
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "model":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def documents(self, lengths: Sequence[int]):
+        """The model for sequences laid out as documents of `lengths` (the last one open)."""
+        if not lengths or any(length < 1 for length in lengths):
+            raise ValueError(f"document lengths must be positive, got {list(lengths)}")
+
+        def run(input_ids: torch.Tensor, **_: Any) -> _Logits:
+            tokens, keep, positions, doc_ids = self.arrange(input_ids, lengths)
+            output = self.model(tokens, positions=positions,
+                                doc_ids=doc_ids if self.layout.block_diagonal else None)
+            return _Logits(output.logits[:, keep])
+        return run
+
+    def arrange(self, input_ids: torch.Tensor, lengths: Sequence[int]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tokens with separators, the indices of the given tokens in them, positions,
+        doc ids), each [B, L'] but the indices [L]."""
+        batch, total = input_ids.shape
+        sizes = [*lengths[:-1], total - sum(lengths[:-1])]
+        if sizes[-1] < 1:
+            raise ValueError(f"a sequence of {total} tokens cannot hold documents {list(lengths)}")
+        device, parts, keep, ids, positions = input_ids.device, [], [], [], []
+        start = written = 0
+        separator = input_ids.new_full((batch, 1), self.eod_token_id)
+        for doc, size in enumerate(sizes):
+            extra = int(self.layout.separator)
+            parts += [input_ids[:, start:start + size]] + ([separator] if extra else [])
+            keep.append(torch.arange(written, written + size))
+            ids.append(torch.full((size + extra,), doc))
+            first = 0 if self.layout.restart_positions else written
+            positions.append(torch.arange(first, first + size + extra))
+            start, written = start + size, written + size + extra
+        rows = [torch.cat(pieces).to(device)[None].expand(batch, -1) for pieces in (positions, ids)]
+        return torch.cat(parts, dim=1), torch.cat(keep).to(device), *rows
