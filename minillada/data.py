@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -83,6 +84,16 @@ def load_corpus(source: str | os.PathLike = STDLIB) -> list[str]:
     if not docs:
         raise ValueError(f"corpus {str(source)!r} holds no non-blank document")
     return docs
+
+
+@functools.lru_cache(maxsize=4)
+def corpus_fingerprint(source: str = STDLIB) -> str:
+    """A short hash of the corpus's documents (the standard library differs between Python
+    versions, so two machines may study different corpora): recorded with every claim."""
+    sha = hashlib.sha256()
+    for doc in load_corpus(source):
+        sha.update(hashlib.sha256(doc.encode()).digest())
+    return sha.hexdigest()[:16]
 
 
 def _stdlib_documents() -> list[str]:

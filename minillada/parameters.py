@@ -54,7 +54,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         raise ValueError(f"-p {name}: value {value!r} is not valid YAML ({error})") from None
 
 
-DEFAULT_PRESET = "cpu"  # the preset whose figures and results the repository commits
+DEFAULT_PRESET = "cpu-seeds"  # the design whose figures and results the repository commits
 
 
 def preset_folder(folder: str | os.PathLike, preset: str) -> Path:

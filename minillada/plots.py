@@ -15,8 +15,9 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -423,4 +424,37 @@ def plot_lines(ax: Axes, frame: pd.DataFrame, x: str, y: str, title: str, ylabel
         ax.set_ylim(*ylim)
     note_axis_origin(ax)
     ax.legend()
+    return ax
+
+
+def plot_estimates(ax: Axes, estimates: Mapping[str, Mapping[str, Any]], title: str,
+                   xlabel: str, chance: float | None = None, zero: bool = False) -> Axes:
+    """Estimates across runs (`report.Claim.estimates` entries), one row each: every run's own
+    value as a dot (one marker per base), the mean over bases as a bar with its 95% interval
+    across runs, and the range one new run falls in as a thin line; `chance` (%) or a `zero`
+    line for differences drawn and labelled."""
+    labels = list(estimates)
+    bases = sorted({run["base"] for e in estimates.values() for run in e["per_run"]})
+    markers = dict(zip(bases, "osD^vP*Xhp", strict=False))
+    for row, label in enumerate(labels):
+        entry = estimates[label]
+        ax.plot(entry["run_range"], [row - 0.3] * 2, color="silver", linewidth=3,
+                solid_capstyle="butt", label="95% of single runs" if row == 0 else None)
+        low, high = entry["ci"]
+        ax.errorbar(entry["mean"], row, xerr=[[entry["mean"] - low], [high - entry["mean"]]],
+                    fmt="|", color="black", markersize=14, capsize=5, linewidth=2,
+                    label="mean over bases (95% across runs)" if row == 0 else None)
+        for run in entry["per_run"]:
+            ax.scatter(run["value"], row + 0.22, marker=markers.get(run["base"], "o"),
+                       color="tab:blue", alpha=0.7, s=28)
+    for base, marker in markers.items():
+        ax.scatter([], [], marker=marker, color="tab:blue", label=f"a run on base {base}")
+    if chance is not None:
+        ax.axvline(chance, color="dimgray", linestyle=":", label=f"chance = {chance:.3g}%")
+    if zero:
+        ax.axvline(0, color="dimgray", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(labels)), [display_name(label) for label in labels])
+    ax.set_ylim(len(labels) - 0.5, -0.6)
+    ax.set(title=title, xlabel=xlabel)
+    legend_outside(ax)
     return ax

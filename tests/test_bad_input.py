@@ -80,7 +80,6 @@ TORCH_FREE = [
      "-p expects NAME=VALUE with a Python name, got 'foo'"),
     ("reproduce-reserved", ["reproduce", "-p", "output_dir=x"],
      "-p output_dir: set it with --executed instead"),
-    ("reproduce-seed", ["reproduce", "--seed", "x"], "invalid int value: 'x'"),
 ]
 
 

@@ -21,9 +21,25 @@ def test_scaled_by_the_throughput_ratio():
     assert "6000 then, 3000 tokens/s now" in expected.basis
 
 
+def test_another_design_scales_by_its_bases_and_runs(tmp_path):
+    from minillada.design import get_design
+
+    many, one = get_design("cpu-seeds"), get_design("cpu")
+    estimate.write_timings(tmp_path, {"02_pretrain_base.ipynb": 100.0, "04_mask.ipynb": 660.0},
+                           6000.0, "cpu X", "bfloat16", many, (500.0, 3300.0))
+    timings = estimate.read_timings(tmp_path)
+    assert (timings["design"], timings["bases"], timings["runs"]) == ("cpu-seeds", 5, 33)
+    expected = estimate.estimate_reproduction(["02_pretrain_base.ipynb", "04_mask.ipynb"],
+                                              6000.0, timings, 10**6, one)
+    # one base of five, five runs of 33
+    assert expected.seconds[estimate.TRAINING] == pytest.approx(500 / 5 + 3300 * 5 / 33)
+    assert expected.seconds["02_pretrain_base.ipynb"] == pytest.approx(20.0)
+    assert expected.seconds["04_mask.ipynb"] == pytest.approx(100.0)
+
+
 def test_without_timings_only_pretraining_is_estimated():
     expected = estimate.estimate_reproduction(NOTEBOOKS, 2000.0, None, pretrain_tokens=8_000_000)
-    assert expected.seconds["02_pretrain_base.ipynb"] == 4000.0
+    assert expected.seconds[estimate.TRAINING] == 4000.0
     assert expected.seconds["01_rope.ipynb"] is None
     with pytest.raises(ValueError, match="tokens_per_s must be > 0, got 0"):
         estimate.estimate_reproduction(NOTEBOOKS, 0.0, None, pretrain_tokens=1)

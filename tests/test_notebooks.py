@@ -15,30 +15,33 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
-# Per notebook: tiny parameters, the figures and the result files it must write.
+# Per notebook: tiny parameters, the figures and the result files it must write (the smoke
+# design: bases 1 and 2, post-training seed 1, every arm on base 1).
 CASES = {
     "02_pretrain_base": (
         {"retrieval_repeats": 1},
         ["02_pretrain_curves", "02_base_retrieval"],
-        ["02_base_ppl.csv", "02_base_retrieval.csv", "02_base_summary.json"],
+        ["b1/base_ppl.csv", "b1/base_retrieval.csv", "b2/base_retrieval.csv",
+         "02_base_summary.json"],
     ),
     "03_training_free_extension": (
         {"variants": ["default", "ntk_critical", "diffusion_ntk"]},
-        ["03_loss_grid", "03_ppl", "03_retrieval_heatmaps", "03_retrieval_by_length",
-         "03_local_perception"],
-        ["03_loss_grid.csv", "03_ppl.csv", "03_retrieval.csv", "03_training_free_summary.json"],
+        ["03_loss_grid", "03_ppl", "03_retrieval_heatmaps", "03_local_perception",
+         "03_training_free_claim"],
+        ["b1/loss_grid.csv", "b1/ppl.csv", "b2/local_perception.csv", "b2/loss_claim.csv",
+         "b2/selection.csv", "03_training_free_summary.json"],
     ),
     "04_masking_ablation": (
-        {"packings": ["direct", "adaptive"], "seeds": [0], "leakage_rows": 2},
-        ["04_training_curves", "04_leakage", "04_retrieval"],
-        ["04_leakage.csv", "04_loss_grid.csv", "04_retrieval.csv", "04_interference.csv",
-         "04_masking_summary.json"],
+        {"leakage_rows": 2},
+        ["04_training_curves", "04_retrieval", "04_leakage", "04_position_restart"],
+        ["b1/adaptive-s1/niah-1024.csv", "b2/direct-s1/decoys2-1024.csv",
+         "b1/eod_restart-s1/leakage-1024.csv", "04_masking_summary.json"],
     ),
     "05_long_context_eval": (
-        {"tasks": ["niah_multikey"], "task_depths": [50.0]},
-        ["05_ppl", "05_headline"],
-        ["05_ppl.csv", "05_headline.csv", "05_control.csv", "summary.md",
-         "claims.json"],
+        {},
+        ["05_headline", "05_comparators", "05_ppl"],
+        ["b2/base/niah-2048.csv", "b1/free/niah-1024.csv", "b1/adaptive-s1/niah-2048.csv",
+         "b1/default_rope-s1/niah-1024.csv", "b1/ppl_models.csv", "summary.md", "claims.json"],
     ),
     "00_walkthrough": ({}, ["00_periods", "00_walkthrough_loss"], ["00_walkthrough_loss.csv"]),
 }
@@ -71,7 +74,7 @@ def test_a_mistyped_parameter_stops_the_notebook_at_once_listing_the_parameters(
     assert time.perf_counter() - start < 30
     assert error.value.ename == "ValueError"
     assert error.value.evalue == ("unknown notebook parameter(s) ['presett']; this notebook takes "
-                                  "preset, figures_dir, output_dir, seed, llada_targets")
+                                  "preset, figures_dir, output_dir, llada_targets")
     assert not list(tmp_path.glob("*.png")) and not (tmp_path / "smoke").exists()  # nothing ran
 
 
@@ -85,7 +88,7 @@ def study(tmp_path_factory) -> Path:
         for name, (parameters, _, _) in CASES.items():
             papermill.execute_notebook(
                 str(NOTEBOOKS / f"{name}.ipynb"), str(root / "out" / f"{name}.ipynb"),
-                parameters={"preset": "smoke", "seed": 0, "figures_dir": str(root / "figures"),
+                parameters={"preset": "smoke", "figures_dir": str(root / "figures"),
                             "output_dir": str(root / "out"), "runs_dir": str(root / "runs"),
                             "results_dir": str(root / "results"), **parameters},
                 kernel_name="python3", language="python", cwd=str(NOTEBOOKS), progress_bar=False)
@@ -110,30 +113,37 @@ def test_notebook_writes_its_figures_and_results(study, name):
 
 def test_runs_are_shared_and_reused(study):
     runs = sorted(p.name.rsplit("-", 1)[0] for p in (study / "runs" / "smoke").iterdir())
-    # One base model for every notebook; 04's adaptive runs (with and without retrieval rows)
-    # are the ones 00 and 05 reuse.
-    assert runs == ["base", "extend-diffusion_ntk-adaptive", "extend-diffusion_ntk-adaptive",
-                    "extend-diffusion_ntk-direct"]
+    # One pre-training run per base and one post-training run per (arm, base, seed) of the
+    # design, whichever notebook needed it first; 00 and 05 reuse 04's adaptive runs.
+    assert runs == ["base", "base", *sorted(
+        ["extend-adaptive"] * 2 + ["extend-direct"] * 2 + ["extend-eod"] * 2
+        + ["extend-direct_restart", "extend-eod_restart", "extend-default_rope",
+           "extend-short_retrieval"])]
 
 
 def test_summary_and_claims_are_rendered_from_the_result_tables(study):
     results = study / "results" / "smoke"
     claims = json.loads((results / "claims.json").read_text())
     assert [c["id"] for c in claims] == ["direct_extrapolation", "training_free",
-                                         "post_trained_retrieval", "packing"]
-    assert all(c["verdict"] in ("reproduced", "refuted", "unclear") for c in claims)
-    # The headline claim's numbers are the exact-match rates of 05_headline.csv.
-    headline = pd.concat([pd.read_csv(results / "05_headline.csv"),
-                          pd.read_csv(results / "05_control.csv")])
-    claim = next(c for c in claims if c["id"] == "post_trained_retrieval")
-    for key, value in claim["values"].items():
-        model, length = key.rsplit(" @ ", 1)
-        rows = headline[(headline["model"] == model) & (headline["length"] == int(length))]
-        assert value == round(100 * rows["exact"].mean(), 2) and claim["n"][key] == len(rows)
+                                         "post_trained_retrieval", "rope_law", "long_rows",
+                                         "packing_adaptive", "packing_eod"]
+    # Two bases cannot decide a claim: every verdict says so.
+    assert all(c["verdict"] == "unclear" and "cannot decide" in c["note"] for c in claims)
+    assert all(c["provenance"]["corpus_sha256"] for c in claims)
+    # Each run's number is the exact-match rate of its own result table.
+    headline = next(c for c in claims if c["id"] == "post_trained_retrieval")
+    for run in headline["estimates"]["mini-UltraLLaDA @ 1024"]["per_run"]:
+        table = pd.read_csv(results / f"b{run['base']}/adaptive-s{run['seed']}/niah-1024.csv")
+        assert run["value"] == pytest.approx(100 * table["exact"].mean())
+        assert run["n"] == len(table)
+    for run in headline["estimates"]["base (direct) @ 2048"]["per_run"]:
+        table = pd.read_csv(results / f"b{run['base']}/base/niah-2048.csv")
+        assert run["value"] == pytest.approx(100 * table["exact"].mean())
     summary = (results / "summary.md").read_text()
     assert all(f"**{c['verdict']}**: {c['claim']}" in summary for c in claims)
-    base = json.loads((results / "02_base_summary.json").read_text())
-    retrieval = pd.read_csv(results / "02_base_retrieval.csv")
+    base = json.loads((results / "02_base_summary.json").read_text())["bases"]
+    retrieval = pd.read_csv(results / "b1/base_retrieval.csv")
     for task, rows in retrieval.groupby("task"):
-        assert base[f"{task} exact inside T_train"].startswith(f"{100 * rows['exact'].mean():.1f}%")
-        assert f"(n={len(rows)})" in base[f"{task} exact inside T_train"]
+        entry = base["1"][f"{task} exact inside T_train"]
+        assert entry.startswith(f"{100 * rows['exact'].mean():.1f}%")
+        assert f"(n={len(rows)})" in entry

@@ -1,4 +1,4 @@
-"""Claims as data: verdicts decided by the intervals of the measured values (never by hand), one
+"""Claims as data: verdicts decided across runs by the frozen rule (never by hand), one
 claims.json merged across notebooks, and the summary / README rendered from it."""
 
 from __future__ import annotations
@@ -15,108 +15,167 @@ from minillada.stats import wilson_interval
 T = 4
 
 
-def outcomes(model: str, length: int, hits: int, n: int = 100, **columns) -> pd.DataFrame:
-    return pd.DataFrame({"model": model, "length": length, "exact": [1.0] * hits +
-                         [0.0] * (n - hits), **columns})
+def hits(arm: str, base: int, seed: int, rate: float, n: int = 100, **columns) -> pd.DataFrame:
+    """n prompts (the same units for every run) of which round(rate n) are answered."""
+    k = round(rate * n)
+    table = pd.DataFrame({"task": "niah", "length": 64, "depth": np.arange(n) % 10,
+                          "repeat": np.arange(n) // 10, "exact": [1.0] * k + [0.0] * (n - k),
+                          **columns})
+    return report.outcomes(table, base=base, seed=seed, arm=arm)
 
 
-def headline(ultra16: int, ultra32: int, base: int = 5, free: int = 30) -> pd.DataFrame:
-    return pd.concat([outcomes(m, f * T, hits) for m, f, hits in (
-        ("base", 16, base), ("base", 32, base), ("free", 16, free), ("free", 32, free),
-        ("ultra", 16, ultra16), ("ultra", 32, ultra32))], ignore_index=True)
+def headline(ultra: float, bases: int = 3, free: float = 0.3) -> pd.DataFrame:
+    parts = []
+    for base in range(bases):
+        for length in (64, 128):
+            parts += [hits(f"ultra @ {length}", base, 21, ultra),
+                      hits(f"base @ {length}", base, -1, 0.05),
+                      hits(f"free @ {length}", base, -1, free)]
+    return pd.concat(parts, ignore_index=True)
 
 
-def test_retrieval_values_are_wilson_intervals_with_counts():
-    values, ci, n = report.retrieval_values(headline(90, 60), ["model", "length"], "{} @ {}")
-    assert values["ultra @ 64"] == 90.0 and n["ultra @ 64"] == 100
-    low, high = wilson_interval(90, 100)
-    assert ci["ultra @ 64"] == [round(100 * low, 2), round(100 * high, 2)]
+def test_outcomes_name_a_unit_per_prompt_and_keep_columns():
+    table = pd.DataFrame({"task": ["niah"] * 2, "length": [64, 64], "depth": [0.0, 50.0],
+                          "repeat": [0, 0], "exact": [1.0, 0.0], "document": [3, 4]})
+    frame = report.outcomes(table, base=11, seed=21, arm=["a", "b"], cluster="document",
+                            keep=("length",))
+    assert frame["unit"].tolist() == ["niah|64|0.0|0", "niah|64|50.0|0"]
+    assert frame["arm"].tolist() == ["a", "b"] and frame["cluster"].tolist() == [3, 4]
+    assert set(frame.columns) == {"base", "seed", "arm", "unit", "value", "cluster", "length"}
 
 
-@pytest.mark.parametrize("ultra16, ultra32, verdict", [
-    (90, 60, "reproduced"),   # meets 80 / 50 and separates from both baselines
-    (70, 60, "unclear"),      # separated but below the 80% target at 16x
-    (35, 30, "unclear"),      # overlaps the training-free baseline
-    (5, 5, "refuted"),        # below the training-free baseline
+@pytest.mark.parametrize("ultra, bases, verdict", [
+    (0.9, 3, "reproduced"),  # above both baselines at both lengths on every base
+    (0.9, 2, "unclear"),     # two bases cannot decide it
+    (0.3, 3, "unclear"),     # tied with the training-free baseline
+    (0.0, 3, "refuted"),     # below it
 ])
-def test_post_trained_retrieval_verdict_follows_the_intervals(ultra16, ultra32, verdict):
-    claim = report.post_trained_retrieval_claim(headline(ultra16, ultra32), "ultra",
-                                                ["base", "free"], T, chance=1.0)
+def test_post_trained_retrieval_verdict_follows_the_across_run_rule(ultra, bases, verdict):
+    claim = report.post_trained_retrieval_claim(headline(ultra, bases), "ultra", ["base", "free"],
+                                                [64, 128], chance=1.0, design="test")
     assert claim.verdict == verdict
-    assert set(claim.values) == set(claim.ci) == set(claim.n) and claim.chance == 1.0
+    entry = claim.estimates["ultra @ 64"]
+    assert entry["mean"] == pytest.approx(100 * ultra) and entry["bases"] == bases
+    assert entry["runs"] == bases and entry["units"] == 100
+    low, high = wilson_interval(round(100 * ultra), 100)
+    assert entry["per_run"][0]["wilson"] == [round(100 * low, 2), round(100 * high, 2)]
+    assert claim.design == {"name": "test", "bases": list(range(bases)), "seeds": [21]}
+    assert ("cannot decide" in claim.note) == (bases < 3)
 
 
-def packing_frame(direct: int, eod: int, adaptive: int) -> pd.DataFrame:
-    return pd.concat([outcomes(f"{p}, seed 0", 64, hits, packing=p) for p, hits in
-                      (("direct", direct), ("eod", eod), ("adaptive", adaptive))],
-                     ignore_index=True)
+def packing(direct: list[float], eod: list[float], adaptive: list[float]) -> pd.DataFrame:
+    return pd.concat([hits(arm, base, 21, rate)
+                      for arm, rates in (("direct", direct), ("eod", eod), ("adaptive", adaptive))
+                      for base, rate in enumerate(rates)], ignore_index=True)
 
 
-@pytest.mark.parametrize("counts, verdict", [
-    ((20, 60, 65), "reproduced"), ((40, 45, 50), "unclear"), ((70, 20, 25), "refuted"),
-    ((20, 70, 30), "refuted"),
+@pytest.mark.parametrize("eod, verdict", [
+    ([0.6] * 5, "reproduced"),
+    ([0.6, 0.6, 0.6, 0.1, 0.1], "unclear"),  # 3 of 5 bases: not the 80 % the test asks
+    ([0.2] * 5, "unclear"),
+    ([0.05] * 5, "refuted"),
 ])
-def test_packing_verdict(counts, verdict):
-    claim = report.packing_claim(packing_frame(*counts), packing_frame(*counts), 64, chance=1.0)
+def test_packing_claims_need_five_bases_and_a_consistent_sign(eod, verdict):
+    niah = packing([0.2] * 5, eod, [0.8] * 5)
+    claim = report.packing_claim("packing_eod", "EOD beats direct", niah, niah, "eod", "direct",
+                                 64, 1.0, 33.3, "test")
     assert claim.verdict == verdict
-    assert "eod, with a distractor document" in claim.values
+    assert {"eod, NIAH", "direct, NIAH", "eod - direct, NIAH", "eod - direct, decoys"} <= set(
+        claim.estimates)
+    four = packing([0.2] * 4, [0.6] * 4, [0.8] * 4)
+    assert report.packing_claim("packing_eod", "c", four, four, "eod", "direct", 64, 1.0, 33.3,
+                                "test").verdict == "unclear"
 
 
-def test_training_free_verdict_uses_the_paired_bootstrap():
+def losses(gap_ntk: float, gap_law: float, bases: int = 3, windows: int = 40) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    windows = np.arange(16)
-    noise = rng.normal(0, 0.01, 16)
-    loss = pd.concat([pd.DataFrame({"model": m, "length": 64, "window": windows,
-                                    "value": 5.0 + shift + noise})
-                      for m, shift in (("default", 2.0), ("ntk_critical", 0.0),
-                                       ("diffusion_ntk", -0.05))], ignore_index=True)
-    claim = report.training_free_claim(loss, 64)
-    assert claim.verdict == "reproduced" and claim.n["ntk_critical - default"] == 16
-    assert claim.values["ntk_critical - default"] == pytest.approx(-2.0, abs=1e-6)
-    tied = loss.assign(value=np.where(loss["model"] == "diffusion_ntk",
-                                      loss["value"] + 0.05 + rng.normal(0, 0.01, len(loss)),
-                                      loss["value"]))
-    assert report.training_free_claim(tied, 64).verdict == "unclear"
+    rows = []
+    for base in range(bases):
+        noise = rng.normal(0, 0.002, windows)
+        for arm, shift in (("default", 0.0), ("ntk_critical", gap_ntk),
+                           ("diffusion_ntk", gap_ntk + gap_law)):
+            rows += [dict(base=base, seed=-1, arm=arm, unit=w, cluster=w // 4, length=64,
+                          value=5.0 + shift + noise[w] + rng.normal(0, 0.001))
+                     for w in range(windows)]
+    return pd.DataFrame(rows)
 
 
-def test_local_perception_verdict():
-    near = pd.DataFrame({"rope": "default", "length": 64, "needle_distance": 2,
-                         "exact": [1.0] * 45 + [0.0] * 5})
-    far = pd.DataFrame({"rope": "default", "length": 64, "needle_distance": 40,
-                        "exact": [1.0] * 2 + [0.0] * 48})
-    claim = report.direct_extrapolation_claim(pd.concat([near, far]), T, chance=1.0)
+@pytest.mark.parametrize("gap_ntk, gap_law, verdict", [
+    (-0.5, 0.0, "reproduced"),    # NTK beats direct; the diffusion-aware law ties (non-inferior)
+    (-0.5, -0.05, "reproduced"),  # ... or beats it
+    (-0.5, 0.05, "refuted"),      # worse by more than the 0.01 margin
+    (0.5, 0.0, "refuted"),        # NTK worse than direct extrapolation
+    (-0.5, 0.01, "unclear"),      # on the margin: cannot tell
+])
+def test_training_free_claim_is_superiority_plus_non_inferiority(gap_ntk, gap_law, verdict):
+    claim = report.training_free_claim(losses(gap_ntk, gap_law), 64, "test")
+    assert claim.verdict == verdict
+    assert claim.estimates["ntk_critical - default @ 64"]["mean"] == pytest.approx(gap_ntk,
+                                                                                   abs=0.002)
+    assert "+0.01" in claim.test
+
+
+def test_local_perception_compares_near_and_far_needles():
+    near = [hits("within T_train", b, -1, 0.8, n=50) for b in range(3)]
+    far = [hits("beyond T_train", b, -1, 0.02, n=150).assign(unit=lambda f: "far" + f["unit"])
+           for b in range(3)]
+    claim = report.direct_extrapolation_claim(pd.concat(near + far), 1.0, T, "test")
     assert claim.verdict == "reproduced"
-    assert claim.n == {"needle within T_train": 50, "needle beyond T_train": 50}
+    assert claim.estimates["within - beyond"]["mean"] == pytest.approx(78.0)
+    assert claim.estimates["needle beyond T_train"]["units"] == 150
 
 
 def test_claims_merge_into_one_file_in_order_and_render(tmp_path):
     path = tmp_path / "claims.json"
-    ultra = report.post_trained_retrieval_claim(headline(90, 60), "ultra", ["base", "free"], T, 1.0)
-    packing = report.packing_claim(packing_frame(20, 60, 65), None, 64, 1.0)
-    report.record_claims(path, [packing])
-    claims = report.record_claims(path, [ultra, packing])
-    assert [c.id for c in claims] == ["post_trained_retrieval", "packing"]
+    ultra = report.post_trained_retrieval_claim(headline(0.9), "ultra", ["base", "free"],
+                                                [64, 128], 1.0, "test")
+    niah = packing([0.2] * 5, [0.6] * 5, [0.8] * 5)
+    eod = report.packing_claim("packing_eod", "EOD beats direct", niah, niah, "eod", "direct",
+                               64, 1.0, 33.3, "test")
+    report.record_claims(path, [eod])
+    claims = report.record_claims(path, [ultra, eod], {"machine": "a CPU"})
+    assert [c.id for c in claims] == ["post_trained_retrieval", "packing_eod"]
     entries = json.loads(path.read_text())
-    assert {"claim", "metric", "values", "ci", "n", "chance", "verdict"} <= set(entries[0])
+    assert {"claim", "metric", "estimates", "chance", "verdict", "design", "provenance"} <= set(
+        entries[0])
+    assert entries[0]["provenance"] == {"machine": "a CPU"}
     assert report.load_claims(path) == claims
-    summary = report.summary_markdown(preset="cpu", seed=0, train_len=T, target_len=16 * T,
-                                      date="2026-12-02", claims=claims,
+    summary = report.summary_markdown(design="test", train_len=T, target_len=16 * T,
+                                      date="2026-12-04", claims=claims,
                                       sections={"Base model": {"steps": 10}})
     assert "**reproduced**: Post-training" in summary and "- steps: 10" in summary
-    assert "ultra @ 64 90 [" in summary and "(n=100)" in summary
-    readme = f"intro\n{report.README_START}\nold\n{report.README_END}\nrest\n"
+    assert "ultra @ 64 90 [" in summary and "(3 bases, 3 runs, n=100 per run)" in summary
+    readme = f"intro\n{report.README_START}\nSTALE\n{report.README_END}\nrest\n"
     updated = report.readme_with_results(readme, claims)
-    assert "old" not in updated and report.results_markdown(claims) in updated
+    assert "STALE" not in updated and report.results_markdown(claims) in updated
     assert updated.endswith("rest\n")
     with pytest.raises(ValueError, match="results block"):
         report.readme_with_results("no block", claims)
 
 
-def test_a_claim_needs_matching_keys_and_a_known_verdict():
+def test_a_reproduction_is_placed_against_the_committed_ranges():
+    committed = report.post_trained_retrieval_claim(headline(0.8, bases=5), "ultra",
+                                                    ["base", "free"], [64, 128], 1.0, "many")
+    one = report.post_trained_retrieval_claim(
+        pd.concat([hits(f"ultra @ {n}", 11, 21, 0.2) for n in (64, 128)]
+                  + [hits(f"{m} @ {n}", 11, -1, 0.05) for m in ("base", "free")
+                     for n in (64, 128)]), "ultra", ["base", "free"], [64, 128], 1.0, "one")
+    assert one.verdict == "unclear" and "1 base" in one.note
+    table = report.committed_comparison([one], [committed])
+    row = table[table["quantity"] == "ultra @ 64"].iloc[0]
+    assert row["this run"] == pytest.approx(20.0) and not row["inside"]
+    assert table[table["quantity"] == "base @ 64"]["inside"].all()
+    assert set(table["committed verdict"]) == {"reproduced"}
+    text = report.summary_markdown(design="one", train_len=T, target_len=16 * T, date="d",
+                                   claims=[one], sections={}, comparison=table)
+    assert "lie inside the committed range" in text and "ultra @ 64 (20" in text
+
+
+def test_a_claim_needs_estimates_and_a_known_verdict():
     with pytest.raises(ValueError, match="verdict"):
-        report.Claim("x", "c", "m", {}, {}, {}, None, "t", "maybe")
-    with pytest.raises(ValueError, match="same keys"):
-        report.Claim("x", "c", "m", {"a": 1.0}, {}, {}, None, "t", "unclear")
+        report.Claim("x", "c", "m", {"a": {}}, None, "t", "maybe")
+    with pytest.raises(ValueError, match="no estimates"):
+        report.Claim("x", "c", "m", {}, None, "t", "unclear")
 
 
 def test_markdown_table():

@@ -15,7 +15,7 @@ from minillada.commands.reproduce import (
     select_notebooks,
 )
 
-PARAMETERS = 'preset = "unset"\nseed = -1\nfigures_dir = "unset"\noutput_dir = "unset"'
+PARAMETERS = 'preset = "unset"\nfigures_dir = "unset"\noutput_dir = "unset"'
 
 
 def write_notebook(path: Path, source: str) -> None:
@@ -36,10 +36,11 @@ def study(tmp_path: Path) -> Path:
     write_notebook(
         folder / "01_echo.ipynb",
         "from pathlib import Path\n"
-        "Path(figures_dir, 'echo.txt').write_text(f'{preset} {seed} {Path.cwd()} {output_dir}')",
+        "Path(figures_dir, 'echo.txt').write_text(f'{preset} {Path.cwd()} {output_dir}')",
     )
-    write_notebook(folder / "02_fail.ipynb", 'raise RuntimeError("boom")')
-    write_notebook(folder / "03_after.ipynb", "from pathlib import Path\n"
+    # Numbers past the study's 02-05: nothing to train before them.
+    write_notebook(folder / "06_fail.ipynb", 'raise RuntimeError("boom")')
+    write_notebook(folder / "07_after.ipynb", "from pathlib import Path\n"
                                               "Path(figures_dir, 'after.txt').write_text('ran')")
     (folder / "notes.ipynb").write_text("{}")  # not a study notebook: never read
     return folder
@@ -54,39 +55,39 @@ def run(study: Path, *options: str) -> int:
 
 
 def test_parameters_reach_the_notebook_and_the_executed_copy_is_written(study, capsys):
-    assert run(study, "--preset", "smoke", "--seed", "7", "--notebooks", "01") == 0
+    assert run(study, "--preset", "smoke", "--notebooks", "01") == 0
     root = study.parent
-    # A preset other than cpu writes into figures/<preset>, as the study notebooks do themselves.
+    # A design other than cpu-seeds writes into figures/<design>, as the notebooks do themselves.
     echoed = (root / "figures" / "smoke" / "echo.txt").read_text().split()
-    assert echoed == ["smoke", "7", str(study), str(root / "out")]  # run from its own folder
+    assert echoed == ["smoke", str(study), str(root / "out")]  # run from its own folder
     executed = nbformat.read(root / "out" / "01_echo.ipynb", as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and 'preset = "smoke"' in injected[0].source
     assert "runs_dir" not in injected[0].source  # only the parameters the notebook declares
-    assert executed.metadata.papermill.parameters["seed"] == 7
+    assert executed.metadata.papermill.parameters["preset"] == "smoke"
     assert "01_echo.ipynb done in" in capsys.readouterr().out
     assert sorted(p.name for p in (root / "out").iterdir()) == ["01_echo.ipynb"]
 
 
 def test_a_failing_notebook_stops_the_run_and_is_named(study, capsys):
-    assert run(study, "--notebooks", "02,03") == 1
+    assert run(study, "--notebooks", "06,07") == 1
     error = capsys.readouterr().err
-    assert "02_fail.ipynb failed" in error and "RuntimeError: boom" in error
-    assert (study.parent / "out" / "02_fail.ipynb").exists()
+    assert "06_fail.ipynb failed" in error and "RuntimeError: boom" in error
+    assert (study.parent / "out" / "06_fail.ipynb").exists()
     assert not (study.parent / "figures" / "after.txt").exists()
 
 
 def test_discovery_skips_the_walkthrough_and_other_files(study):
-    assert list(find_study_notebooks(study)) == ["01", "02", "03"]
-    assert select_notebooks(find_study_notebooks(study), "03, 01") == [
-        study / "01_echo.ipynb", study / "03_after.ipynb"
+    assert list(find_study_notebooks(study)) == ["01", "06", "07"]
+    assert select_notebooks(find_study_notebooks(study), "07, 01") == [
+        study / "01_echo.ipynb", study / "07_after.ipynb"
     ]
 
 
 def test_bad_selection_and_folders_fail_before_any_work(study, tmp_path, capsys):
     assert run(study, "--notebooks", "01,04") == 2
     assert capsys.readouterr().err == (
-        "minillada reproduce: error: unknown notebook number(s) ['04']; available: 01,02,03\n")
+        "minillada reproduce: error: unknown notebook number(s) ['04']; available: 01,06,07\n")
     assert run(study, "--notebooks", ",") == 2
     assert "available" in capsys.readouterr().err
     assert not (study.parent / "out").exists()
@@ -132,31 +133,38 @@ def test_unknown_injected_names_are_refused():
     assert parse_assignment("repeats=5") == ("repeats", 5)
 
 
-def test_presets_other_than_cpu_write_into_their_own_folders(tmp_path):
+def test_designs_other_than_the_committed_one_write_into_their_own_folders(tmp_path):
     from minillada.parameters import preset_folder
     from minillada.study import Study
 
-    assert preset_folder("../figures", "cpu") == Path("../figures")
-    assert preset_folder("../figures", "smoke") == Path("../figures/smoke")
+    assert preset_folder("../figures", "cpu-seeds") == Path("../figures")
+    assert preset_folder("../figures", "cpu") == Path("../figures/cpu")
     assert preset_folder(tmp_path / "figures" / "smoke", "smoke") == tmp_path / "figures" / "smoke"
-    study = Study.create("smoke", 0, tmp_path / "runs", tmp_path / "results", tmp_path / "figures")
-    assert (study.runs, study.results, study.figures) == (
-        tmp_path / "runs" / "smoke", tmp_path / "results" / "smoke", tmp_path / "figures" / "smoke")
-    again = Study.create("smoke", 0, tmp_path / "runs", study.results, study.figures)
+    study = Study.create("smoke", tmp_path / "runs", tmp_path / "results", tmp_path / "figures")
+    assert (study.runs, study.results, study.figures, study.committed_results) == (
+        tmp_path / "runs" / "smoke", tmp_path / "results" / "smoke",
+        tmp_path / "figures" / "smoke", tmp_path / "results")
+    again = Study.create("smoke", tmp_path / "runs", study.results, study.figures)
     assert (again.results, again.figures) == (study.results, study.figures)  # never doubled
-    cpu = Study.create("cpu", 0, tmp_path / "runs", tmp_path / "results", tmp_path / "figures")
-    assert (cpu.results, cpu.figures) == (tmp_path / "results", tmp_path / "figures")
+    assert again.committed_results == tmp_path / "results"
+    committed = Study.create("cpu-seeds", tmp_path / "runs", tmp_path / "results",
+                             tmp_path / "figures")
+    assert (committed.results, committed.figures, committed.runs) == (
+        tmp_path / "results", tmp_path / "figures", tmp_path / "runs" / "cpu")
+    one = Study.create("cpu", tmp_path / "runs", tmp_path / "results", tmp_path / "figures")
+    assert one.runs == committed.runs  # one preset, one folder of runs: shared
 
 
 def test_only_a_run_that_computes_everything_times_the_next_estimate(tmp_path):
     runs, results = tmp_path / "runs", tmp_path / "results"
     assert computes_everything(runs, results, "cpu")  # nothing there yet
-    (results / "smoke").mkdir(parents=True)
-    (results / "smoke" / "02_base_ppl.csv.inputs.json").write_text("{}")
-    assert computes_everything(runs, results, "cpu")  # another preset's tables
-    (results / "03_ppl.csv.inputs.json").write_text("{}")  # a committed table, reused
+    (results / "smoke" / "b1").mkdir(parents=True)
+    (results / "smoke" / "b1" / "base_ppl.csv.inputs.json").write_text("{}")
+    assert computes_everything(runs, results, "cpu")  # another design's tables
+    (results / "b11").mkdir()
+    (results / "b11" / "ppl.csv.inputs.json").write_text("{}")  # a committed table, reused
     assert not computes_everything(runs, results, "cpu")
-    (results / "03_ppl.csv.inputs.json").unlink()
+    (results / "b11" / "ppl.csv.inputs.json").unlink()
     (runs / "cpu" / "base-1" / "model").mkdir(parents=True)
     (runs / "cpu" / "base-1" / "model" / "config.json").write_text("{}")
     assert not computes_everything(runs, results, "cpu")

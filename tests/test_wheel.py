@@ -51,6 +51,6 @@ def test_wheel_reproduces_the_smoke_study_from_another_folder(tmp_path):
     assert located.stdout.startswith(str(env_dir))  # the installed copy, not the checkout
     figures = sorted(p.name[:2] for p in (study / "figures" / "smoke").glob("0*.png"))
     assert set(figures) == {"02"} and len(figures) >= 2
-    assert any((study / "results" / "smoke").glob("02_*.csv"))
+    assert any((study / "results" / "smoke").glob("b*/base_*.csv"))
     assert any((study / "runs" / "smoke").glob("*/model/config.json"))
     assert f"figures in {study / 'figures' / 'smoke'}" in done.stdout

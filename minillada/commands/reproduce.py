@@ -4,19 +4,21 @@ The study notebooks are `notebooks/0[1-9]_*.ipynb` (00 is the walkthrough, not p
 reproduction). Each runs with its own folder as working directory, as in JupyterLab, and receives
 the parameters every study notebook declares in its `parameters` cell:
 
-    preset       name of a preset in minillada.presets
-    seed         random seed
+    preset       name of a design in minillada.design (its training preset, bases, seeds, arms)
     figures_dir  absolute path of the folder for its figures
     output_dir   absolute path of the folder for the executed notebooks
-    runs_dir     absolute path of the training runs (the notebooks use runs_dir/<preset>)
+    runs_dir     absolute path of the training runs (the notebooks use runs_dir/<training preset>)
     results_dir  absolute path of the folder for result tables and results/summary.md
 
-A notebook receives only the parameters it declares. Everything is written under one study
-folder (`--out`): the repository when run inside its checkout, else `./minillada-study`. The
-default preset `cpu` writes to figures/ and results/ there (what the repository commits); other
-presets write to figures/<preset>/ and results/<preset>/, so a smoke run never overwrites the
-committed study. The notebooks are read from the checkout's notebooks/ or, for an installed
-package, from the copy the wheel installs (`<prefix>/share/minillada/notebooks`).
+A notebook receives only the parameters it declares. Before the notebooks, every training run of
+the design (its bases, then its post-training runs) is trained or reused, with a progress bar over
+the runs and its ETA; an interrupted reproduction continues with the run it stopped in. Everything
+is written under one study folder (`--out`): the repository when run inside its checkout, else
+`./minillada-study`. The committed design `cpu-seeds` writes to figures/ and results/ there; other
+designs write to figures/<design>/ and results/<design>/, so a smoke or one-seed run never
+overwrites the committed study (and reuses its tables where its models are bit-identical). The
+notebooks are read from the checkout's notebooks/ or, for an installed package, from the copy the
+wheel installs (`<prefix>/share/minillada/notebooks`).
 
 Executed copies keep the notebook's name in `output_dir`; a failed run stops the reproduction with
 a message naming the notebook, whose executed copy holds the traceback.
@@ -31,8 +33,8 @@ import time
 from pathlib import Path
 
 import minillada
+from minillada.design import COMMITTED_DESIGN, DESIGNS, get_design
 from minillada.parameters import parse_assignment, preset_folder
-from minillada.presets import PRESETS
 
 FLAG_OF_PARAMETER = {"output_dir": "executed", "figures_dir": "figures", "runs_dir": "runs",
                      "results_dir": "results"}
@@ -138,20 +140,26 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def announce_estimate(preset: str, notebooks: list[Path], results: Path) -> tuple[float, str]:
+def announce_estimate(design: str, notebooks: list[Path], results: Path,
+                      committed: Path) -> tuple[float, str]:
     """Measure this machine's training throughput, print the expected wall time of the run and
-    of each notebook; returns (tokens/s, resolved dtype) for the timings file."""
+    of each notebook; returns (tokens/s, resolved dtype) for the timings file. The timings of an
+    earlier reproduction of this design, else of the committed one, scaled to this design's
+    runs (`estimate.estimate_reproduction`)."""
     from minillada import estimate
     from minillada.config import make_config
     from minillada.precision import describe_machine
 
+    chosen = get_design(design)
     print(f"machine: {describe_machine()}", flush=True)
-    tokens_per_s, dtype = estimate.probe_throughput(preset)
-    config = make_config(preset, "pretrain", "unused")
-    pretrain_tokens = config.steps * config.batch_size * config.seq_len
+    tokens_per_s, dtype = estimate.probe_throughput(chosen.preset_name)
+    config = make_config(chosen.preset_name, "pretrain", "unused")
+    pretrain_tokens = config.steps * config.batch_size * config.seq_len * len(chosen.bases)
+    timings = estimate.read_timings(results) or estimate.read_timings(committed)
     expected = estimate.estimate_reproduction([n.name for n in notebooks], tokens_per_s,
-                                              estimate.read_timings(results), pretrain_tokens)
-    parts = ", ".join(f"{name[:2]} {estimate.format_duration(s) if s is not None else '?'}"
+                                              timings, pretrain_tokens, chosen)
+    parts = ", ".join(f"{name if name == estimate.TRAINING else name[:2]} "
+                      f"{estimate.format_duration(s) if s is not None else '?'}"
                       for name, s in expected.seconds.items())
     lower = "" if expected.complete else "at least "
     print(f"expected wall time from scratch: {lower}{estimate.format_duration(expected.total)} "
@@ -163,33 +171,73 @@ def computes_everything(runs: Path, results: Path, preset: str) -> bool:
     """True when no trained model of `preset` lies in `runs` and no result table in `results` is
     cached (`*.inputs.json`): only such a reproduction times what the next estimate scales. A
     fresh clone holds the committed tables, which it reuses for bit-identical models."""
-    return (not any(runs.glob(f"{preset}/*/model/config.json"))
-            and not any(results.glob("*.inputs.json")))
+    own = (path for path in results.rglob("*.inputs.json")
+           if path.relative_to(results).parts[0] not in DESIGNS)  # not another design's folder
+    return not any(runs.glob(f"{preset}/*/model/config.json")) and not any(own)
+
+
+def train_design(design: str, runs: Path, pretrain_overrides: dict, extend_overrides: dict,
+                 results: Path, figures: Path, post_training: bool = True) -> tuple[float, float]:
+    """Train (or reuse) every run of `design`, bases first, with a progress bar over the runs:
+    what the notebooks then read (`results`, `figures`: the study's root folders, as the
+    notebooks' `Study.create` takes them). Each run resumes where an interruption left it.
+    `post_training`: also the post-training runs (else the bases alone, all that notebooks 02
+    and 03 read). Returns the seconds spent on the bases and on the post-training runs."""
+    from tqdm.auto import tqdm
+
+    from minillada.study import Study
+
+    study = Study.create(design, runs, results, figures, pretrain_overrides, extend_overrides)
+    jobs = [("base", seed) for seed in study.design.bases]
+    jobs += [("run", r) for r in study.design.runs] if post_training else []
+    seconds = {"base": 0.0, "run": 0.0}
+    with tqdm(jobs, desc=f"training runs of {design}", unit="run") as bar:
+        for kind, job in bar:
+            bar.set_postfix_str(f"base {job}" if kind == "base" else
+                                f"{job.arm}, base {job.base}, seed {job.seed}")
+            start = time.perf_counter()
+            study.base(job) if kind == "base" else study.run(job)
+            seconds[kind] += time.perf_counter() - start
+    return seconds["base"], seconds["run"]
 
 
 def reproduce(args: argparse.Namespace) -> int:
     notebook_dir = Path(args.notebook_dir) if args.notebook_dir else default_notebook_dir()
     notebooks = select_notebooks(find_study_notebooks(notebook_dir), args.notebooks)
-    own = "" if args.preset == "cpu" else args.preset
+    design = get_design(args.preset)
+    own = "" if design.name == COMMITTED_DESIGN else design.name
     study = Path(args.out).resolve() if args.out else default_study_dir()
     output = Path(args.executed or study / "notebooks" / "output" / own).resolve()
-    # The notebooks write a preset other than cpu into figures/<preset>, results/<preset>.
-    figures = preset_folder(Path(args.figures or study / "figures").resolve(), args.preset)
-    results = preset_folder(Path(args.results or study / "results").resolve(), args.preset)
+    # The notebooks write a design other than the committed one into figures/<design>, ...
+    root_figures = Path(args.figures or study / "figures").resolve()
+    root_results = Path(args.results or study / "results").resolve()
+    figures = preset_folder(root_figures, design.name)
+    results = preset_folder(root_results, design.name)
     runs = Path(args.runs or study / "runs").resolve()
-    parameters = {"preset": args.preset, "seed": args.seed, "figures_dir": str(figures),
-                  "output_dir": str(output), "runs_dir": str(runs), "results_dir": str(results)}
+    parameters = {"preset": design.name, "figures_dir": str(figures), "output_dir": str(output),
+                  "runs_dir": str(runs), "results_dir": str(results)}
     parameters.update(notebook_overrides(notebooks, args.parameter, set(parameters)))
-    print(f"reproducing {len(notebooks)} notebook(s) at preset {args.preset!r}, seed {args.seed}; "
-          f"executed copies in {output}, figures in {figures}")
+    print(f"reproducing {len(notebooks)} notebook(s) of design {design.name!r} (preset "
+          f"{design.preset_name!r}: {len(design.bases)} base(s), {len(design.runs)} post-training "
+          f"run(s)); executed copies in {output}, figures in {figures}")
+    committed = preset_folder(root_results, COMMITTED_DESIGN)
     if args.dry_run:
-        announce_estimate(args.preset, notebooks, results)
+        announce_estimate(design.name, notebooks, results, committed)
         print("dry run: nothing was run or written")
         return 0
     for folder in (output, figures, results, runs):
         folder.mkdir(parents=True, exist_ok=True)
-    throughput = announce_estimate(args.preset, notebooks, results) if args.estimate else None
-    from_scratch = computes_everything(runs, results, args.preset)
+    throughput = (announce_estimate(design.name, notebooks, results, committed)
+                  if args.estimate else None)
+    from_scratch = computes_everything(runs, results, design.preset_name)
+    training = None
+    numbers = {STUDY_NOTEBOOK.match(n.name).group(1) for n in notebooks}
+    if numbers & {"02", "03", "04", "05"}:
+        training = train_design(design.name, runs,
+                                dict(parameters.get("pretrain_overrides") or {}),
+                                dict(parameters.get("extend_overrides") or {}), root_results,
+                                root_figures, post_training=bool(numbers & {"04", "05"}))
+        print(f"training: {sum(training) / 60:.1f} min", flush=True)
     seconds_per_notebook: dict[str, float] = {}
     for index, notebook in enumerate(notebooks, start=1):
         executed = output / notebook.name
@@ -208,9 +256,10 @@ def reproduce(args: argparse.Namespace) -> int:
             from minillada.precision import describe_machine
 
             write_timings(results, seconds_per_notebook, throughput[0], describe_machine(),
-                          throughput[1])
-    _quote_claims_in_readme(study / "README.md", results / "claims.json", args.preset)
-    print(f"reproduce: done in {sum(seconds_per_notebook.values()) / 60:.1f} min; wrote "
+                          throughput[1], design, training)
+    _quote_claims_in_readme(study / "README.md", results / "claims.json", design.name)
+    total = sum(seconds_per_notebook.values()) + sum(training or (0.0,))
+    print(f"reproduce: done in {total / 60:.1f} min; wrote "
           f"{_listing(figures)} figures in {figures}, {_listing(results)} result files in "
           f"{results}" + (f" (summary: {results / 'summary.md'})"
                           if (results / "summary.md").exists() else ""))
@@ -218,10 +267,10 @@ def reproduce(args: argparse.Namespace) -> int:
 
 
 def _quote_claims_in_readme(readme: Path, claims: Path, preset: str) -> None:
-    """At the default preset, the README's results block quotes the claims just written."""
+    """At the committed design, the README's results block quotes the claims just written."""
     from minillada import report
 
-    if preset != "cpu" or not claims.is_file() or not readme.is_file():
+    if preset != COMMITTED_DESIGN or not claims.is_file() or not readme.is_file():
         return
     text = readme.read_text()
     if report.README_START in text:
@@ -240,22 +289,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
-                        help="scale of the mini study (default: cpu)")
+    parser.add_argument("--preset", default="cpu", choices=sorted(DESIGNS),
+                        help="the study design (minillada/design.py): smoke (minutes), cpu (one "
+                        "base and seed, the default), cpu-seeds (the committed multi-seed "
+                        "study, hours) or gpu")
     parser.add_argument("--notebooks", default=None, metavar="NN[,NN...]",
                         help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--notebook-dir", default=None,
                         help="folder of the study notebooks (default: the checkout's notebooks/, "
                         "or the copy installed with the package)")
     parser.add_argument("--out", help="study folder for everything below (default: the "
                         "repository when run inside it, else ./minillada-study)")
     parser.add_argument("--executed", help="executed notebooks (default: OUT/notebooks/output, "
-                        "OUT/notebooks/output/<preset> for presets other than cpu)")
-    parser.add_argument("--figures", help="figures (default: OUT/figures); presets other than cpu "
-                        "write into its <preset> subfolder")
-    parser.add_argument("--results", help="result tables (default: OUT/results); presets other "
-                        "than cpu write into its <preset> subfolder")
+                        "OUT/notebooks/output/<design> for designs other than cpu-seeds)")
+    parser.add_argument("--figures", help="figures (default: OUT/figures); designs other than "
+                        "cpu-seeds write into its <design> subfolder")
+    parser.add_argument("--results", help="result tables (default: OUT/results); designs other "
+                        "than cpu-seeds write into its <design> subfolder")
     parser.add_argument("--runs", help="training runs, by preset; finished runs are reused "
                         "(default: OUT/runs)")
     parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
