@@ -11,7 +11,7 @@ STAMP := $(VENV)/.minillada-installed
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "  variables: PRESET=smoke|cpu|gpu (default cpu), TORCH_SPEC, PYTHON"
+	@echo "  variables: PRESET=smoke|cpu|cpu-seeds|gpu (default cpu; cpu-seeds: the committed multi-seed study, hours), TORCH_SPEC, PYTHON"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -65,6 +65,7 @@ class Claim:
     design: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    tested: list[str] = field(default_factory=list)  # the estimates the verdict reads
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -78,6 +79,17 @@ class Claim:
         note = f" {self.note}" if self.note else ""
         return (f"**{self.verdict}**: {self.claim}. {self.metric}: {measured}{chance}. "
                 f"Test: {self.test}.{note}")
+
+    def brief(self) -> str:
+        """The verdict and the quantities it reads, each with every run's own value."""
+        shown = [key for key in self.tested if key in self.estimates] or list(self.estimates)
+        measured = "; ".join(
+            f"{describe(key, self.estimates[key])}, runs: "
+            + ", ".join(f"{run['value']:.3g}" for run in self.estimates[key]["per_run"])
+            for key in shown)
+        chance = "" if self.chance is None else f"; chance {self.chance:.3g}%"
+        note = f" {self.note}" if self.note else ""
+        return f"**{self.verdict}**: {self.claim}. {measured}{chance}.{note}"
 
 
 def describe(key: str, value: Mapping[str, Any]) -> str:
@@ -188,7 +200,8 @@ def direct_extrapolation_claim(frame: pd.DataFrame, chance: float, train_len: in
                  "reproduced when the across-run interval of within - beyond lies above 0, "
                  f">= 80% of the bases agree and the within interval lies above chance (>= "
                  f"{MIN_BASES} bases); refuted when it lies below 0 with >= 80% of the bases",
-                 decided, _design(frame, design), note=_bases_note(near.bases, MIN_BASES))
+                 decided, _design(frame, design), note=_bases_note(near.bases, MIN_BASES),
+                 tested=["within - beyond", "needle within T_train"])
 
 
 def training_free_claim(frame: pd.DataFrame, target_len: int, design: str,
@@ -221,7 +234,9 @@ def training_free_claim(frame: pd.DataFrame, target_len: int, design: str,
                  f"below +{margin:g} (non-inferiority), each with >= 80% of the bases (>= "
                  f"{MIN_BASES} bases); refuted when either lies wholly on the other side; "
                  "other lengths are reported, not tested", _combine(verdicts),
-                 _design(frame, design), note=_bases_note(bases, MIN_BASES))
+                 _design(frame, design), note=_bases_note(bases, MIN_BASES),
+                 tested=[f"ntk_critical - default @ {target_len}",
+                         f"diffusion_ntk - ntk_critical @ {target_len}"])
 
 
 def post_trained_retrieval_claim(frame: pd.DataFrame, ultra: str, baselines: Sequence[str],
@@ -248,7 +263,9 @@ def post_trained_retrieval_claim(frame: pd.DataFrame, ultra: str, baselines: Seq
                  f"reproduced when, at every length, the across-run interval of {ultra} minus "
                  f"each of {', '.join(baselines)} lies above 0 with >= 80% of the bases (>= "
                  f"{MIN_BASES} bases); refuted when one lies below 0 so", _combine(verdicts),
-                 _design(frame, design), note=_bases_note(bases, MIN_BASES))
+                 _design(frame, design), note=_bases_note(bases, MIN_BASES),
+                 tested=[f"{ultra} - {other} @ {length}" for length in lengths
+                         for other in baselines])
 
 
 def comparator_claim(claim_id: str, claim: str, frame: pd.DataFrame, ultra: str,
@@ -266,7 +283,7 @@ def comparator_claim(claim_id: str, claim: str, frame: pd.DataFrame, ultra: str,
                  f"reproduced when the across-run interval of {ultra} - {comparator} lies "
                  f"above 0 with >= 80% of the bases (>= {MIN_BASES} bases); refuted when below",
                  verdict(gap, min_bases=MIN_BASES), _design(frame, design),
-                 note=_bases_note(gap.bases, MIN_BASES))
+                 note=_bases_note(gap.bases, MIN_BASES), tested=[f"{ultra} - {comparator}"])
 
 
 def packing_claim(claim_id: str, claim: str, niah: pd.DataFrame, decoys: pd.DataFrame,
@@ -292,7 +309,8 @@ def packing_claim(claim_id: str, claim: str, niah: pd.DataFrame, decoys: pd.Data
                  f"reproduced when the across-run interval of {arm} - {reference} on NIAH lies "
                  f"above 0 with >= 80% of the bases (>= {MIN_BASES_PACKING} bases); refuted "
                  "when below; the decoy endpoint is reported, not tested", decided,
-                 _design(niah, design), note=_bases_note(bases, MIN_BASES_PACKING))
+                 _design(niah, design), note=_bases_note(bases, MIN_BASES_PACKING),
+                 tested=[f"{arm} - {reference}, NIAH", f"{arm} - {reference}, decoys"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,9 +392,10 @@ def committed_comparison(claims: Sequence[Claim], committed: Sequence[Claim]) ->
     return pd.DataFrame(rows)
 
 
-def results_markdown(claims: Sequence[Claim]) -> str:
-    """The claims as a bulleted list: notebook 05's findings and the README's results."""
-    return "\n".join(f"- {claim.text()}" for claim in claims)
+def results_markdown(claims: Sequence[Claim], brief: bool = False) -> str:
+    """The claims as a bulleted list: notebook 05's findings and summary.md (every estimate),
+    or with `brief` the README's results (the quantities each verdict reads, run by run)."""
+    return "\n".join(f"- {claim.brief() if brief else claim.text()}" for claim in claims)
 
 
 def summary_markdown(*, design: str, train_len: int, target_len: int, date: str,
@@ -420,9 +439,10 @@ README_END = "<!-- /results -->"
 
 
 def readme_with_results(readme: str, claims: Sequence[Claim]) -> str:
-    """`readme` with the block between README_START and README_END replaced by the claims."""
+    """`readme` with the block between README_START and README_END replaced by the claims
+    (`results_markdown(claims, brief=True)`)."""
     if README_START not in readme or README_END not in readme:
         raise ValueError(f"the README has no results block ({README_START} ... {README_END})")
     head, rest = readme.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    return f"{head}{README_START}\n{results_markdown(claims)}\n{README_END}{tail}"
+    return f"{head}{README_START}\n{results_markdown(claims, brief=True)}\n{README_END}{tail}"

@@ -147,7 +147,10 @@ def test_claims_merge_into_one_file_in_order_and_render(tmp_path):
     assert "ultra @ 64 90 [" in summary and "(3 bases, 3 runs, n=100 per run)" in summary
     readme = f"intro\n{report.README_START}\nSTALE\n{report.README_END}\nrest\n"
     updated = report.readme_with_results(readme, claims)
-    assert "STALE" not in updated and report.results_markdown(claims) in updated
+    assert "STALE" not in updated and report.results_markdown(claims, brief=True) in updated
+    assert "ultra - free @ 64 60" in updated and ", runs: 90, 90, 90" not in updated
+    assert "ultra @ 64" not in report.results_markdown(claims, brief=True)  # not tested
+    assert "runs: 60, 60, 60" in report.results_markdown(claims, brief=True)
     assert updated.endswith("rest\n")
     with pytest.raises(ValueError, match="results block"):
         report.readme_with_results("no block", claims)

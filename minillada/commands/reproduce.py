@@ -144,8 +144,8 @@ def announce_estimate(design: str, notebooks: list[Path], results: Path,
                       committed: Path) -> tuple[float, str]:
     """Measure this machine's training throughput, print the expected wall time of the run and
     of each notebook; returns (tokens/s, resolved dtype) for the timings file. The timings of an
-    earlier reproduction of this design, else of the committed one, scaled to this design's
-    runs (`estimate.estimate_reproduction`)."""
+    earlier reproduction of this design, else of another design of the same preset, scaled to
+    this design's runs (`estimate.estimate_reproduction`)."""
     from minillada import estimate
     from minillada.config import make_config
     from minillada.precision import describe_machine
@@ -155,7 +155,11 @@ def announce_estimate(design: str, notebooks: list[Path], results: Path,
     tokens_per_s, dtype = estimate.probe_throughput(chosen.preset_name)
     config = make_config(chosen.preset_name, "pretrain", "unused")
     pretrain_tokens = config.steps * config.batch_size * config.seq_len * len(chosen.bases)
-    timings = estimate.read_timings(results) or estimate.read_timings(committed)
+    # This design's last reproduction, else the committed one's, else another design's of the
+    # same preset (scaled to this design's runs).
+    timings = next(filter(None, (estimate.read_timings(folder) for folder in (
+        results, committed, *(committed / name for name, other in DESIGNS.items()
+                              if other.preset_name == chosen.preset_name)))), None)
     expected = estimate.estimate_reproduction([n.name for n in notebooks], tokens_per_s,
                                               timings, pretrain_tokens, chosen)
     parts = ", ".join(f"{name if name == estimate.TRAINING else name[:2]} "
@@ -258,6 +262,7 @@ def reproduce(args: argparse.Namespace) -> int:
             write_timings(results, seconds_per_notebook, throughput[0], describe_machine(),
                           throughput[1], design, training)
     _quote_claims_in_readme(study / "README.md", results / "claims.json", design.name)
+    _place_against_committed(results / "claims.json", committed / "claims.json", design.name)
     total = sum(seconds_per_notebook.values()) + sum(training or (0.0,))
     print(f"reproduce: done in {total / 60:.1f} min; wrote "
           f"{_listing(figures)} figures in {figures}, {_listing(results)} result files in "
@@ -276,6 +281,24 @@ def _quote_claims_in_readme(readme: Path, claims: Path, preset: str) -> None:
     if report.README_START in text:
         readme.write_text(report.readme_with_results(text, report.load_claims(claims)))
         print(f"reproduce: {readme} quotes {claims}")
+
+
+def _place_against_committed(claims: Path, committed: Path, design: str) -> None:
+    """A design other than the committed one says which of its numbers fall outside the range
+    where 95 % of the committed study's single runs fall: a reproduction, or a drift."""
+    from minillada import report
+
+    if design == COMMITTED_DESIGN or not claims.is_file() or not committed.is_file():
+        return
+    table = report.committed_comparison(report.load_claims(claims), report.load_claims(committed))
+    if table.empty:
+        return
+    outside = table[~table["inside"]]
+    print(f"reproduce: {int(table['inside'].sum())} of {len(table)} numbers of this run lie inside "
+          f"the committed multi-seed range ({committed})"
+          + ("" if outside.empty else "; outside: " + "; ".join(
+              f"{row['claim']} / {row['quantity']} = {row['this run']:.3g} (committed "
+              f"{row['committed range']})" for _, row in outside.iterrows())), flush=True)
 
 
 def _listing(folder: Path) -> int:
