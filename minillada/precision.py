@@ -194,23 +194,38 @@ def _probe_cache_path() -> Path:
     return cache_dir() / "precision-probe.json"
 
 
+def interleaved_probe(rounds: int = 3) -> MatmulProbe:
+    """float32 and bfloat16 matmul FLOP/s, measured in alternation (best of `rounds` each), so
+    that a load that comes and goes slows both alike instead of deciding the comparison."""
+    measured = {"float32": 0.0, "bfloat16": 0.0}
+    for _ in range(rounds):
+        for name in measured:
+            measured[name] = max(measured[name], matmul_flops(name, repeats=3, budget_s=1.0))
+    return MatmulProbe(measured["float32"], measured["bfloat16"])
+
+
 def cpu_matmul_probe(cache: Path | None = None) -> MatmulProbe:
     """The CPU probe, measured once per machine (CPU model, capability, threads, torch) and cached
-    as JSON; a missing or unreadable cache is measured again."""
+    as JSON, one entry per machine key (a run with another thread count never replaces an
+    entry: every process of one machine and thread count resolves `auto` alike); a missing or
+    unreadable entry is measured again."""
     info = machine_info()
     key = f"{info['cpu']}|{info['cpu_capability']}|{info['threads']}|{info['torch']}"
     cache = _probe_cache_path() if cache is None else cache
     try:
-        saved = json.loads(cache.read_text())
-        if saved.get("key") == key:
-            return MatmulProbe(float(saved["float32"]), float(saved["bfloat16"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        entries = json.loads(cache.read_text())
+        entries = entries if isinstance(entries, dict) and "key" not in entries else {}
+    except (OSError, ValueError):
+        entries = {}
+    try:
+        return MatmulProbe(float(entries[key]["float32"]), float(entries[key]["bfloat16"]))
+    except (KeyError, TypeError, ValueError):
         pass
-    probe = MatmulProbe(matmul_flops("float32"), matmul_flops("bfloat16"))
+    probe = interleaved_probe()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         temporary = cache.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"key": key, **asdict(probe)}))
+        temporary.write_text(json.dumps({**entries, key: asdict(probe)}, indent=1))
         temporary.replace(cache)
     except OSError as error:  # a read-only cache folder only costs a probe next time
         log.debug("precision probe not cached: %s", error)

@@ -342,16 +342,18 @@ class Study:
                 mask_token_id=self.tokenizer.mask_token_id, seed=seed)), fallback)
 
     def headline_retrieval(self, prefix: str, candidate: Candidate, length: int,
-                           decoys: int = 0) -> pd.DataFrame:
-        """One model on the headline grid (the study's task at `length`, `headline_depths` x
-        `headline_repeats`, label `model`): table `<prefix>/niah-<length>`, or
-        `<prefix>/decoys-<length>` with `decoys` packed decoy documents; every notebook that
-        asks for the same model and length reads the same table."""
+                           decoys: int = 0, task: str | None = None) -> pd.DataFrame:
+        """One model on the headline grid (`task`, the study's retrieval task unless given, at
+        `length`, `headline_depths` x `headline_repeats`, label `model`): table
+        `<prefix>/<task>-<length>`, or `<prefix>/decoys<decoys>-<length>` with `decoys` packed
+        decoy documents; every notebook that asks for the same model, task and length reads the
+        same table."""
         grid = self.preset.evaluation
-        kind = f"decoys{decoys}" if decoys else "niah"
-        return self.retrieval(f"{prefix}/{kind}-{length}", {"model": candidate},
-                              [self.retrieval_task], [length], grid.headline_depths,
-                              grid.headline_repeats, decoys=decoys)
+        task = task or self.retrieval_task
+        kind = f"decoys{decoys}" if decoys else task
+        return self.retrieval(f"{prefix}/{kind}-{length}", {"model": candidate}, [task],
+                              [length], grid.headline_depths, grid.headline_repeats,
+                              decoys=decoys)
 
     def leakage(self, name: str, candidates: Mapping[str, Candidate], length: int,
                 rows: int) -> pd.DataFrame:

@@ -34,14 +34,15 @@ CASES = {
     "04_masking_ablation": (
         {"leakage_rows": 2},
         ["04_training_curves", "04_retrieval", "04_leakage", "04_position_restart"],
-        ["b1/adaptive-s1/niah-1024.csv", "b2/direct-s1/decoys2-1024.csv",
+        ["b1/adaptive-s1/passkey-1024.csv", "b2/direct-s1/decoys2-1024.csv",
          "b1/eod_restart-s1/leakage-1024.csv", "04_masking_summary.json"],
     ),
     "05_long_context_eval": (
         {},
         ["05_headline", "05_comparators", "05_ppl"],
-        ["b2/base/niah-2048.csv", "b1/free/niah-1024.csv", "b1/adaptive-s1/niah-2048.csv",
-         "b1/default_rope-s1/niah-1024.csv", "b1/ppl_models.csv", "summary.md", "claims.json"],
+        ["b2/base/passkey-2048.csv", "b1/free/passkey-1024.csv", "b1/adaptive-s1/passkey-2048.csv",
+         "b2/adaptive-s1/niah_multikey-1024.csv", "b1/default_rope-s1/passkey-1024.csv",
+         "b1/ppl_models.csv", "summary.md", "claims.json"],
     ),
     "00_walkthrough": ({}, ["00_periods", "00_walkthrough_loss"], ["00_walkthrough_loss.csv"]),
 }
@@ -133,11 +134,11 @@ def test_summary_and_claims_are_rendered_from_the_result_tables(study):
     # Each run's number is the exact-match rate of its own result table.
     headline = next(c for c in claims if c["id"] == "post_trained_retrieval")
     for run in headline["estimates"]["mini-UltraLLaDA @ 1024"]["per_run"]:
-        table = pd.read_csv(results / f"b{run['base']}/adaptive-s{run['seed']}/niah-1024.csv")
+        table = pd.read_csv(results / f"b{run['base']}/adaptive-s{run['seed']}/passkey-1024.csv")
         assert run["value"] == pytest.approx(100 * table["exact"].mean())
         assert run["n"] == len(table)
     for run in headline["estimates"]["base (direct) @ 2048"]["per_run"]:
-        table = pd.read_csv(results / f"b{run['base']}/base/niah-2048.csv")
+        table = pd.read_csv(results / f"b{run['base']}/base/passkey-2048.csv")
         assert run["value"] == pytest.approx(100 * table["exact"].mean())
     summary = (results / "summary.md").read_text()
     assert all(f"**{c['verdict']}**: {c['claim']}" in summary for c in claims)

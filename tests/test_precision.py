@@ -63,27 +63,34 @@ def test_native_bf16_flags():
     assert not precision.cpu_has_native_bf16(frozenset())
 
 
-def test_probe_is_cached_per_machine(tmp_path, monkeypatch):
+def test_probe_is_cached_per_machine_key_and_measured_in_alternation(tmp_path, monkeypatch):
     calls = []
+    load = iter([1.0, 1.0, 0.01, 1.0, 1.0, 1.0] * 10)  # a passing load during one bf16 round
 
     def fake_flops(name, **_):
         calls.append(name)
-        return {"float32": 100e9, "bfloat16": 50e9}[name]
+        return {"float32": 100e9, "bfloat16": 250e9}[name] * next(load)
 
     monkeypatch.setattr(precision, "matmul_flops", fake_flops)
     cache = tmp_path / "probe.json"
     first = precision.cpu_matmul_probe(cache)
     second = precision.cpu_matmul_probe(cache)
-    assert first == second == MatmulProbe(100e9, 50e9)
-    assert calls == ["float32", "bfloat16"]  # measured once
-    saved = json.loads(cache.read_text())
-    saved["key"] = "another machine"
-    cache.write_text(json.dumps(saved))
+    assert first == second == MatmulProbe(100e9, 250e9)  # best of each: the load passed
+    assert calls == ["float32", "bfloat16"] * 3  # measured once, in alternation
+    entries = json.loads(cache.read_text())
+    assert len(entries) == 1
+    (key,) = entries
+    # Another thread count (another key) adds an entry and never replaces this one.
+    monkeypatch.setattr(precision, "machine_info", lambda: {
+        "cpu": "x", "cpu_capability": "y", "threads": 1, "torch": "z"})
     precision.cpu_matmul_probe(cache)
-    assert len(calls) == 4  # another machine's cache is measured again
+    assert len(calls) == 12 and set(json.loads(cache.read_text())) == {key, "x|y|1|z"}
     cache.write_text("{not json")
     precision.cpu_matmul_probe(cache)
-    assert len(calls) == 6  # a corrupt cache is measured again, not an error
+    assert len(calls) == 18  # a corrupt cache is measured again, not an error
+    cache.write_text(json.dumps({"key": "old single-entry format", "float32": 1, "bfloat16": 1}))
+    precision.cpu_matmul_probe(cache)
+    assert len(calls) == 24 and "key" not in json.loads(cache.read_text())
 
 
 def test_this_machine_resolves_consistently():

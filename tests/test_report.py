@@ -52,7 +52,7 @@ def test_outcomes_name_a_unit_per_prompt_and_keep_columns():
 ])
 def test_post_trained_retrieval_verdict_follows_the_across_run_rule(ultra, bases, verdict):
     claim = report.post_trained_retrieval_claim(headline(ultra, bases), "ultra", ["base", "free"],
-                                                [64, 128], chance=1.0, design="test")
+                                                ["64", "128"], chance=1.0, design="test")
     assert claim.verdict == verdict
     entry = claim.estimates["ultra @ 64"]
     assert entry["mean"] == pytest.approx(100 * ultra) and entry["bases"] == bases
@@ -128,7 +128,7 @@ def test_local_perception_compares_near_and_far_needles():
 def test_claims_merge_into_one_file_in_order_and_render(tmp_path):
     path = tmp_path / "claims.json"
     ultra = report.post_trained_retrieval_claim(headline(0.9), "ultra", ["base", "free"],
-                                                [64, 128], 1.0, "test")
+                                                ["64", "128"], 1.0, "test")
     niah = packing([0.2] * 5, [0.6] * 5, [0.8] * 5)
     eod = report.packing_claim("packing_eod", "EOD beats direct", niah, niah, "eod", "direct",
                                64, 1.0, 33.3, "test")
@@ -158,11 +158,11 @@ def test_claims_merge_into_one_file_in_order_and_render(tmp_path):
 
 def test_a_reproduction_is_placed_against_the_committed_ranges():
     committed = report.post_trained_retrieval_claim(headline(0.8, bases=5), "ultra",
-                                                    ["base", "free"], [64, 128], 1.0, "many")
+                                                    ["base", "free"], ["64", "128"], 1.0, "many")
     one = report.post_trained_retrieval_claim(
         pd.concat([hits(f"ultra @ {n}", 11, 21, 0.2) for n in (64, 128)]
                   + [hits(f"{m} @ {n}", 11, -1, 0.05) for m in ("base", "free")
-                     for n in (64, 128)]), "ultra", ["base", "free"], [64, 128], 1.0, "one")
+                     for n in (64, 128)]), "ultra", ["base", "free"], ["64", "128"], 1.0, "one")
     assert one.verdict == "unclear" and "1 base" in one.note
     table = report.committed_comparison([one], [committed])
     row = table[table["quantity"] == "ultra @ 64"].iloc[0]
