@@ -198,6 +198,12 @@ class TrainConfig:
     rope_params: dict[str, Any] = field(default_factory=dict)
     attention_backend: str = "per_document"
     activation_checkpointing: bool = False  # recompute blocks in backward (long sequences)
+    # > 0: the loss runs the head on the masked positions only, this many at a time, recomputing
+    # their logits in backward (minillada.masked_loss); 0: logits of every position, then the loss
+    loss_chunk: int = 0
+    # pack each step's rows on demand from a memory-mapped token cache (minillada.token_cache)
+    # instead of packing the whole corpus in every process; the rows are the same
+    rows_on_demand: bool = False
     # optimisation (LLaDA: AdamW, weight decay 0.1, warmup-stable-decay lr)
     steps: int = 100
     batch_size: int = 8  # global rows per optimizer step
@@ -293,7 +299,7 @@ class TrainConfig:
             if not 1 <= low < high <= self.seq_len:
                 raise ValueError(f"task_lengths {list(self.task_lengths)} must be (lo, hi) with "
                                  f"1 <= lo < hi <= seq_len ({self.seq_len})")
-        for name in ("warmup_steps", "val_rows", "val_task_rows"):
+        for name in ("warmup_steps", "val_rows", "val_task_rows", "loss_chunk"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         fractions = ("decay_fraction", "min_lr_ratio", "random_length_fraction", "task_fraction",
@@ -395,8 +401,13 @@ RUN_CONTROL_FIELDS = frozenset({"out", "save_every", "keep_checkpoints", "val_ev
 
 
 def incompatible_fields(saved: Mapping[str, Any], config: TrainConfig) -> list[str]:
-    """Names of the trajectory fields whose values differ between a checkpoint and `config`."""
+    """Names of the trajectory fields whose values differ between a checkpoint and `config`. A
+    field the saved config lacks was added since, with a default that keeps the old behaviour:
+    it counts as that default."""
     current = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, like saved
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    saved = {**json.loads(json.dumps(defaults)), **saved}
     names = sorted(set(saved) | set(current))
     return [n for n in names if n not in RUN_CONTROL_FIELDS and saved.get(n) != current.get(n)]
 

@@ -71,6 +71,7 @@ from minillada.distributed import (
     stop_runtime,
 )
 from minillada.estimate import training_pace
+from minillada.masked_loss import diffusion_loss_weights
 from minillada.model import LLaDAConfig, LLaDAModelLM
 from minillada.packing import PACKING_STRATEGIES
 from minillada.seeds import derived_seed
@@ -208,16 +209,22 @@ class Trainer:
             yield rows.select(index), part, (index.stop - index.start) / per_rank
 
     def _loss(self, rows: Rows, noised: NoisedBatch) -> torch.Tensor:
+        """`diffusion_loss` of the rows; with `loss_chunk`, computed by the model on the masked
+        positions only (`masked_loss`): the same sum, without the logits of the whole rows."""
         device = self.runtime.device
+        inputs = dict(positions=rows.positions.long().to(device),
+                      doc_ids=rows.doc_ids.long().to(device) if self.block_diagonal else None)
+        targets, masked = rows.tokens.long().to(device), noised.masked.to(device)
+        p_mask, normaliser = noised.p_mask.to(device), row_tokens(rows).to(device)
+        if self.config.loss_chunk:
+            with self.autocast:
+                return self.model(
+                    noised.noisy_ids.to(device), **inputs, scored=masked, labels=targets[masked],
+                    label_weights=diffusion_loss_weights(masked, p_mask, normaliser),
+                    loss_chunk=self.config.loss_chunk).loss
         with self.autocast:
-            logits = self.model(
-                noised.noisy_ids.to(device),
-                positions=rows.positions.long().to(device),
-                doc_ids=rows.doc_ids.long().to(device) if self.block_diagonal else None,
-            ).logits
-        return diffusion_loss(logits.float(), rows.tokens.long().to(device),
-                              noised.masked.to(device), noised.p_mask.to(device),
-                              row_tokens=row_tokens(rows).to(device))
+            logits = self.model(noised.noisy_ids.to(device), **inputs).logits
+        return diffusion_loss(logits.float(), targets, masked, p_mask, row_tokens=normaliser)
 
     def train_step(self) -> dict[str, Any]:
         config, step = self.config, self.step
