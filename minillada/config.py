@@ -315,6 +315,10 @@ class TrainConfig:
                 f"need lr > 0, grad_clip >= 0, weight_decay >= 0; got lr {self.lr}, "
                 f"grad_clip {self.grad_clip}, weight_decay {self.weight_decay}"
             )
+        released = get_preset(self.preset).released
+        if released and self.stage != "extend":
+            raise ValueError(f"preset {self.preset!r} post-trains a released LLaDA checkpoint: "
+                             "use stage 'extend' with init (the checkpoint's folder)")
         if self.stage == "extend":
             if self.init is None:
                 raise ValueError("stage 'extend' needs init: a pretrained run or model folder")
@@ -323,7 +327,10 @@ class TrainConfig:
                 raise ValueError(
                     f"stage 'extend' takes the model from init; drop model overrides {self.model}"
                 )
-            self._check_init_matches_preset(folder)
+            if released:
+                self._check_released_init(folder)
+            else:
+                self._check_init_matches_preset(folder)
         elif self.rope != "default":
             raise ValueError(
                 f"stage 'pretrain' trains at T_train with rope 'default', got rope {self.rope!r}"
@@ -345,6 +352,20 @@ class TrainConfig:
         except ValueError as error:
             raise ValueError(f"model: {error}") from None
 
+    def _check_released_init(self, folder: Path) -> None:
+        """A released-format init: LLaDA's config fields, every weight's name and shape, its own
+        tokenizer and token roles (ValueError or FileNotFoundError naming the problem)."""
+        from minillada.llada import checkpoint_tensors
+        from minillada.released_export import modeling_files
+        from minillada.token_roles import load_released_tokenizer
+
+        config, _ = checkpoint_tensors(folder)
+        modeling_files(json.loads((folder / "config.json").read_text()), folder)
+        tokenizer, _ = load_released_tokenizer(folder)
+        if len(tokenizer) > config.vocab_size:
+            raise ValueError(f"the tokenizer in {str(folder)!r} has {len(tokenizer)} tokens, more "
+                             f"than the model's vocabulary {config.vocab_size}")
+
     def _check_init_matches_preset(self, folder: Path) -> None:
         """An init's model dims must be the preset's: ValueError naming every field that differs
         (saved value vs preset value). Fields the saved config lacks are not compared."""
@@ -359,7 +380,8 @@ class TrainConfig:
         if differ:
             raise ValueError(
                 f"init {str(folder)!r} was not trained at preset {self.preset!r}: "
-                f"{', '.join(differ)} (saved vs preset); extend it at its own preset")
+                f"{', '.join(differ)} (saved vs preset); extend it at its own preset (a released "
+                "LLaDA checkpoint: --preset llada-8b)")
 
 
 def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: Any) -> TrainConfig:

@@ -73,8 +73,13 @@ from minillada.distributed import (
 from minillada.estimate import training_pace
 from minillada.masked_loss import diffusion_loss_weights
 from minillada.model import LLaDAConfig, LLaDAModelLM
+from minillada.packed_corpus import PackedCorpus
 from minillada.packing import PACKING_STRATEGIES
+from minillada.presets import get_preset
+from minillada.released_export import export_released
 from minillada.seeds import derived_seed
+from minillada.sharded_load import load_released_model
+from minillada.token_roles import load_released_tokenizer
 from minillada.tracking import open_tracker
 
 log = logging.getLogger(__name__)
@@ -84,8 +89,8 @@ ESTIMATE_AFTER_STEPS = 5  # timed steps (after the first, which warms up) behind
 
 def build_model(config: TrainConfig, tokenizer) -> LLaDAModelLM:
     """A fresh model (pretrain, seeded) or the init model with the RoPE variant for seq_len."""
-    if config.stage == "extend":
-        model = LLaDAModelLM.from_pretrained(model_folder(config.init))
+    if config.stage == "extend":  # float32 master weights whatever the init's dtype
+        model = LLaDAModelLM.from_pretrained(model_folder(config.init), dtype=torch.float32)
         model.config.attention_backend = config.attention_backend
         model.set_rope(config.rope, target_len=config.seq_len, params=config.rope_params)
         return model
@@ -145,15 +150,23 @@ class Trainer:
         candidates = resume_candidates(self.out, resume, runtime.is_main)
         if candidates:
             check_resumable(self.out, config)
+        self.released = get_preset(config.preset).released
         self.tokenizer = self._tokenizer()
         self.block_diagonal = PACKING_STRATEGIES[config.packing].block_diagonal
-        self.model = build_model(config, self.tokenizer).to(runtime.device)
-        self.model.config.activation_checkpointing = config.activation_checkpointing
-        self.mask_token_id = self.model.config.mask_token_id
         precision = PRECISIONS[config.dtype]
         fsdp_precision = runtime.distributed and runtime.device.type == "cuda"
-        if runtime.distributed:
-            shard_model(self.model, runtime, precision if fsdp_precision else None)
+        param_dtype = precision if fsdp_precision else None
+        if self.released:  # each rank reads its own shard, in float32
+            self.model = load_released_model(model_folder(config.init), runtime, param_dtype)
+            self.model.config.attention_backend = config.attention_backend
+            self.model.set_rope(config.rope, target_len=config.seq_len, params=config.rope_params)
+        else:
+            self.model = build_model(config, self.tokenizer).to(runtime.device)
+            if runtime.distributed:
+                shard_model(self.model, runtime, param_dtype)
+        self.model.config.activation_checkpointing = config.activation_checkpointing
+        self.mask_token_id = (self.tokenizer.mask_token_id if self.released
+                              else self.model.config.mask_token_id)
         use_autocast = precision != torch.float32 and not fsdp_precision
         self.autocast = (torch.autocast(runtime.device.type, dtype=precision) if use_autocast
                          else nullcontext())
@@ -180,6 +193,8 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
 
     def _tokenizer(self):
+        if self.released:  # the checkpoint's own, roles from its config.json
+            return load_released_tokenizer(model_folder(self.config.init))[0]
         if self.config.stage == "extend":
             folder = model_folder(self.config.init)
             vocab = saved_config(folder)["vocab_size"]
@@ -187,11 +202,16 @@ class Trainer:
         return data.get_tokenizer(self.config.model["vocab_size"], corpus=self.config.corpus,
                                   split_seed=self.config.split_seed)
 
-    def _rows(self, split: str) -> Rows:
+    def _rows(self, split: str) -> Rows | PackedCorpus:
         config = self.config
         if self.runtime.is_main:  # rank 0 fills the token cache, then the others read it
-            data.tokenized_split(self.tokenizer, config.corpus, config.split_seed, split)
+            data.token_cache(self.tokenizer, config.corpus, config.split_seed, split)
         self.runtime.barrier()
+        if config.rows_on_demand:
+            stream = data.token_stream(self.tokenizer, config.corpus, config.split_seed, split)
+            return PackedCorpus(stream, config.seq_len, config.packing,
+                                self.tokenizer.eod_token_id, self.tokenizer.pad_token_id,
+                                config.restart_positions)
         docs = data.tokenized_split(self.tokenizer, config.corpus, config.split_seed, split)
         return packed_rows(docs, config, self.tokenizer)
 
@@ -331,7 +351,10 @@ class Trainer:
                 self._save()
         bar.close()
         tracker.close()
-        export_model(self.model, self.tokenizer, self.out / "model", runtime)
+        if self.released:
+            export_released(self.model, model_folder(config.init), self.out / "model", runtime)
+        else:
+            export_model(self.model, self.tokenizer, self.out / "model", runtime)
         return self.out / "model"
 
 
