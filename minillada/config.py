@@ -391,6 +391,15 @@ def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: An
     Raises ValueError naming unknown fields or a value of the wrong type (checked against
     TrainConfig's annotations, as the preset's values); the result is validated.
     """
+    config = TrainConfig(preset=preset, stage=stage, out=str(out),
+                         **stage_settings(preset, stage, **overrides))
+    config.validate()
+    return config
+
+
+def stage_settings(preset: str, stage: str, **overrides: Any) -> dict[str, Any]:
+    """The TrainConfig fields `make_config` layers over the defaults (the preset's stage settings,
+    then the overrides), names and types checked; nothing else is validated."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     chosen = get_preset(preset)
@@ -398,22 +407,19 @@ def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: An
     overrides = {name: str(value) if name in ("init", "corpus") and isinstance(value, os.PathLike)
                  else value for name, value in overrides.items()}
     overrides = check_overrides(overrides)
-    stage_settings = getattr(chosen, stage)
+    preset_stage = getattr(chosen, stage)
     default_len = chosen.train_len if stage == "pretrain" else chosen.target_len
-    settings = {"seq_len": default_len, **stage_settings, **overrides}
+    settings = {"seq_len": default_len, **preset_stage, **overrides}
     # Retrieval documents that reach the preset's row length follow an overridden row length.
-    lengths = stage_settings.get("task_lengths")
+    lengths = preset_stage.get("task_lengths")
     if lengths and lengths[1] == default_len and "task_lengths" not in overrides:
         settings["task_lengths"] = (lengths[0], settings["seq_len"])
     # Model fields merge (preset dims < stage < overrides); extend takes init's model, so any
     # model override there is left for validate() to reject.
     base_model = chosen.model if stage == "pretrain" else {}
-    settings["model"] = {**base_model, **stage_settings.get("model", {}),
+    settings["model"] = {**base_model, **preset_stage.get("model", {}),
                          **overrides.get("model", {})}
-    settings = check_overrides(settings)  # the preset's values too
-    config = TrainConfig(preset=preset, stage=stage, out=str(out), **settings)
-    config.validate()
-    return config
+    return check_overrides(settings)  # the preset's values too
 
 
 # Fields that do not change the trajectory: a run may resume with other values for them.

@@ -175,7 +175,7 @@ PRESETS: dict[str, Preset] = {
         released=True,
         extend=dict(steps=600, batch_size=64, micro_batch_size=1, lr=2e-5, warmup_steps=30,
                     packing="adaptive", restart_positions=False, rope="diffusion_ntk",
-                    attention_backend="flex", activation_checkpointing=True, loss_chunk=4096,
+                    attention_backend="flex", activation_checkpointing=True, loss_chunk=2048,
                     rows_on_demand=True, dtype="bfloat16", random_length_fraction=0.0,
                     task_fraction=0.0, val_every=50, val_rows=8, val_task_rows=0,
                     save_every=50),

@@ -77,7 +77,7 @@ def test_the_recipe_takes_any_released_checkpoint_and_refuses_what_it_cannot_use
     config = make_config("llada-8b", "extend", tmp_path / "run", init=str(released),
                          corpus=corpus)
     assert (config.rope, config.packing, config.seq_len, config.loss_chunk) == (
-        "diffusion_ntk", "adaptive", 65536, 4096)
+        "diffusion_ntk", "adaptive", 65536, 2048)
     assert lr_at(config, config.warmup_steps - 1) == pytest.approx(config.lr)
     assert lr_at(config, config.steps - 1) == pytest.approx(config.lr * config.min_lr_ratio)
     with pytest.raises(ValueError, match=r"was not trained at preset 'smoke'.*--preset llada-8b"):
