@@ -141,3 +141,19 @@ def plan_table(plans: Sequence[dict[str, Any]]) -> str:
             + " | ".join(f"{cell / GIB:.1f}" for cell in cells)
             + f" | **{plan['total_gib']:.1f}** |")
     return "\n".join(lines)
+
+
+def inference_plan(dims: dict[str, Any], tokens: int, scored: int) -> dict[str, float]:
+    """GPU memory (bytes) of one evaluation forward pass in bf16 without gradients, on paper:
+    the weights (2 bytes per parameter); one layer's transients at a time (the block input and
+    output, the norm output, q, k, v and the attention output, and the gate, up and product of
+    the MLP: 2 (6 d + 3 m) per token); the head's bf16 logits at every position (2 V per token;
+    the model computes the whole row's); and the float64 copy the sampler or the loss takes of
+    the `scored` positions only (8 V each: the current block, or the masked tokens)."""
+    sizes = {name: dims[name] for name in ("d_model", "mlp_hidden_size", "vocab_size",
+                                           "n_heads")}
+    n_params = param_counts(dims["n_layers"], n_kv_heads=dims.get("n_kv_heads"), **sizes)["total"]
+    d_model, hidden, vocab = dims["d_model"], dims["mlp_hidden_size"], dims["vocab_size"]
+    terms = {"weights": 2.0 * n_params, "layer": 2.0 * (6 * d_model + 3 * hidden) * tokens,
+             "logits": 2.0 * vocab * tokens, "scored_float64": 8.0 * vocab * scored}
+    return {**terms, "total": sum(terms.values())}

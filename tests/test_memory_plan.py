@@ -9,6 +9,7 @@ from minillada import cli
 from minillada.memory_plan import (
     CHUNK_BYTES_PER_LOGIT,
     LLADA_8B,
+    inference_plan,
     llada_8b_plans,
     memory_plan,
     model_plan,
@@ -86,3 +87,12 @@ def test_dry_run_prints_the_plan_of_the_run_and_trains_nothing(tmp_path, capsys)
     assert cli.main(["train", "--preset", "smoke", "--stage", "extend", "--dry-run", "--out",
                      str(out)]) == 2
     assert "--dry-run of stage 'extend' needs --init" in capsys.readouterr().err
+
+
+def test_inference_plan_counts_float64_only_where_scored():
+    dims = dict(n_layers=2, d_model=4, mlp_hidden_size=8, vocab_size=10, n_heads=2, n_kv_heads=2)
+    plan = inference_plan(dims, tokens=16, scored=3)
+    assert plan == {"weights": 2 * 420, "layer": 2 * (6 * 4 + 3 * 8) * 16, "logits": 2 * 10 * 16,
+                    "scored_float64": 8 * 10 * 3, "total": 840 + 1536 + 320 + 240}
+    at_128k = inference_plan(LLADA_8B, 131072, 32)["total"] / 2**30  # NIAH, batch 1
+    assert 55 < at_128k < 65
