@@ -89,3 +89,17 @@ def test_flex_block_mask_forward_matches_per_document_on_packed_rows(strategy):
                                          device=torch.device("cpu"), backward=False, repeats=1)
     assert result["max_abs_diff"]["out"] <= 1e-5 and result["ok"]
     assert result["flex"]["forward_s"] > 0 and result["flex"]["forward_peak_bytes"] is None
+
+
+def test_the_memory_section_measures_the_same_loss_both_ways():
+    """`_memory_loss` (run by the memory worker on a GPU): the full-row and the chunked loss of
+    the same row agree (here on CPU, float32)."""
+    from minillada.model import LLaDAConfig, LLaDAModelLM
+
+    torch.manual_seed(0)
+    model = LLaDAModelLM(LLaDAConfig(**gpu_check.TINY, max_sequence_length=64))
+    losses = []
+    for loss_chunk in (0, 32):
+        torch.manual_seed(1)  # the same row
+        losses.append(gpu_check._memory_loss(model, 96, 2048, torch.device("cpu"), loss_chunk))
+    assert losses[1].item() == pytest.approx(losses[0].item(), rel=1e-5)

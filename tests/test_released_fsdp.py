@@ -22,7 +22,8 @@ SETTINGS = dict(seq_len=64, steps=2, batch_size=2, micro_batch_size=1, warmup_st
                 val_rows=2, val_every=2, save_every=2, progress=False)
 
 # Run by torchrun on every rank: check that the rank holds only its rows of each weight, read
-# from the checkpoint in float32, then post-train through the CLI.
+# from the checkpoint in float32, and that the loss weights stay float32 under a bf16 policy;
+# then post-train through the CLI.
 WORKER = """
 import sys, torch
 from safetensors.torch import load_file
@@ -46,6 +47,20 @@ for name, param in model.named_parameters():
 total = sum(t.numel() for t in stored.values())
 assert held < 0.55 * total, (held, total)
 del model
+
+# Under a bf16 FSDP2 policy (the GPU's) the chunked loss still gets its weights in float32.
+import minillada.model as modeling
+from minillada.distributed import shard_model
+seen, chunked = [], modeling.chunked_cross_entropy
+modeling.chunked_cross_entropy = lambda *args: seen.append(args[3].dtype) or chunked(*args)
+tiny = modeling.LLaDAModelLM(modeling.LLaDAConfig(vocab_size=97, d_model=32, n_heads=4,
+                                                  n_layers=2, mlp_hidden_size=48))
+shard_model(tiny, runtime, torch.bfloat16)
+ids, scored = torch.randint(0, 97, (1, 8)), torch.ones(1, 8, dtype=torch.bool)
+tiny(ids, scored=scored, labels=ids[scored], label_weights=torch.full((8,), 1 / 3),
+     loss_chunk=4).loss.backward()
+assert seen == [torch.float32], seen
+modeling.chunked_cross_entropy = chunked
 sys.exit(cli.main(["train", "--preset", "llada-8b", "--stage", "extend", "--init", init,
                    "--out", out, "--quiet", *overrides]))
 """
