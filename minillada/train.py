@@ -26,6 +26,10 @@ A checkpoint therefore holds the model, the optimizer, the step, the corpus curs
 count (the learning rate is a pure function of the step), saved sharded with
 torch.distributed.checkpoint: a run saved by N processes resumes on M.
 
+A released LLaDA checkpoint (the `llada-8b` recipe, docs/gpu.md) comes in with its own tokenizer
+and token roles (`minillada.token_roles`), in float32 and under torchrun one shard per rank
+(`minillada.sharded_load`), and goes out in LLaDA's released format (`minillada.released_export`).
+
 Faults: one trainer per run folder (`run.lock`); a damaged newest checkpoint falls back to the
 previous intact one; metrics are cut back to the checkpoint's step (0 without one) whenever a run
 starts or resumes, so no step is ever logged twice.

@@ -1,9 +1,14 @@
-"""`minillada train`: pre-train a mini LLaDA, or post-train it at the target length.
+"""`minillada train`: pre-train a mini LLaDA, or post-train it (or a released LLaDA checkpoint,
+`--preset llada-8b`) at the target length; `--dry-run` prints the per-GPU memory instead.
 
     minillada train --preset cpu --stage pretrain --out runs/cpu/pretrain
     minillada train --preset cpu --stage extend --init runs/cpu/pretrain --rope diffusion_ntk \
         --packing adaptive --out runs/cpu/extend-adaptive
     torchrun --nproc_per_node=2 -m minillada train --preset smoke --stage pretrain --out ...
+    minillada train --preset llada-8b --stage extend --dry-run --world-size 8 --target-len 131072 \
+        --out runs/llada8b-128k
+    torchrun --nproc_per_node=8 -m minillada train --preset llada-8b --stage extend \
+        --init /path/to/LLaDA-8B-Base --corpus books.jsonl --out runs/llada8b-64k
 """
 
 from __future__ import annotations
