@@ -21,10 +21,12 @@ rewritten atomically after every section, so a run cut short keeps what it finis
   over the measured bf16 matmul peak; model FLOPs per token are bench_train's 6 N + 12 n_layers
   d_model L (N: matmul parameters, head included), where L is the whole row: an upper bound on
   the attention work under block-diagonal packing.
-- `memory`: the LLaDA-8B plan on paper (`memory_plan`, always), and measured under FSDP2 (one
-  process, the trainer's policy) at LLaDA-8B width with 1 and 2 layers: bytes per parameter of
-  weights, gradients and AdamW states, and peak activation bytes per token with and without
-  activation checkpointing (slopes over two sequence lengths), extrapolated to 32 layers.
+- `memory`: the LLaDA-8B plans on paper (`minillada.memory_plan`, always: 64K with the
+  full-row loss; 32K, 64K and 128K on 8 GPUs with the chunked loss), and measured under FSDP2
+  (one process, the trainer's policy) at LLaDA-8B width with 1 and 2 layers: bytes per parameter
+  of weights, gradients and AdamW states, and peak activation bytes per token with and without
+  activation checkpointing, with the full-row and the chunked loss (slopes over two sequence
+  lengths), extrapolated to 32 layers.
 
 Without CUDA, the CUDA-only sections report `skipped: no CUDA`; `--quick` shrinks every size so the
 whole path runs in seconds (on CPU: the train section at the smoke preset and, under gloo, the
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -64,110 +67,28 @@ from minillada.checkpoint import export_model  # noqa: E402
 from minillada.config import TrainConfig, make_config  # noqa: E402
 from minillada.diffusion import diffusion_loss  # noqa: E402
 from minillada.distributed import shard_model, start_runtime, stop_runtime  # noqa: E402
+from minillada.masked_loss import diffusion_loss_weights  # noqa: E402
+from minillada.memory_plan import GIB, LLADA_8B, llada_8b_plans, model_plan  # noqa: E402
 from minillada.model import LLaDAConfig, LLaDAModelLM  # noqa: E402
 from minillada.packing import pack_documents  # noqa: E402
+from minillada.presets import get_preset  # noqa: E402
 from minillada.train import Trainer, build_optimizer  # noqa: E402
 
 SECTIONS = ("flex", "fsdp", "train", "memory")
 PACKINGS = ("adaptive", "adaptive_eod")
 LOSS_TOLERANCE = 1e-3  # FSDP2 step vs plain step, bf16
-GIB = 2**30
-
-# LLaDA-8B-Base (its config.json): 32 layers, d_model 4096, 32 heads (no GQA), SwiGLU 12288,
-# vocab 126464.
-LLADA_8B = dict(vocab_size=126464, d_model=4096, n_heads=32, n_kv_heads=32, n_layers=32,
-                mlp_hidden_size=12288)
 TINY = dict(vocab_size=2048, d_model=256, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=768)
 
 SIZES = {
     "full": dict(flex_lengths=(8192, 32768), flex_rows=2, flex_heads=32, flex_head_dim=128,
                  flex_mean_doc=2048, repeats=5, preset="gpu", fsdp_steps=8, train_steps=50,
-                 memory_dims=LLADA_8B, memory_tokens=(2048, 4096), timeout_s=420),
+                 memory_dims=LLADA_8B, memory_tokens=(2048, 4096), memory_loss_chunk=512,
+                 timeout_s=420),
     "quick": dict(flex_lengths=(256, 512), flex_rows=2, flex_heads=2, flex_head_dim=16,
                   flex_mean_doc=64, repeats=2, preset="smoke", fsdp_steps=3, train_steps=3,
-                  memory_dims=TINY, memory_tokens=(128, 256), timeout_s=240),
+                  memory_dims=TINY, memory_tokens=(128, 256), memory_loss_chunk=32,
+                  timeout_s=240),
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# The memory plan on paper (pure)
-# ---------------------------------------------------------------------------------------------
-
-
-def param_counts(n_layers: int, d_model: int, mlp_hidden_size: int, vocab_size: int,
-                 n_heads: int, n_kv_heads: int | None = None) -> dict[str, int]:
-    """Parameters of one block, of the root (embedding, final norm, head) and in total."""
-    kv = d_model * (n_kv_heads or n_heads) // n_heads
-    block = 2 * d_model * d_model + 2 * d_model * kv + 3 * d_model * mlp_hidden_size + 2 * d_model
-    root = 2 * vocab_size * d_model + d_model
-    return {"block": block, "root": root, "total": n_layers * block + root}
-
-
-def memory_plan(n_params: int, n_layers: int, d_model: int, seq_len: int, world_size: int,
-                activation_checkpointing: bool, *, mlp_hidden_size: int, vocab_size: int,
-                n_heads: int, n_kv_heads: int | None = None, rows: int = 1,
-                masked_fraction: float = 1.0) -> dict[str, Any]:
-    """Per-GPU memory (bytes) of one training step under the trainer's FSDP2 policy, on paper.
-
-    Policy (`train.shard_model`): fp32 parameters sharded over `world_size`, computed in bf16
-    (MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)), fp32 gradients sharded, AdamW's
-    two fp32 moments sharded: 4 + 4 + 8 = 16 bytes per parameter / world_size. Transient: the
-    bf16 unsharded root (embedding + head, kept for the whole step) and two blocks (current and
-    prefetched), plus the unsharded gradient of the largest unit in bf16 and its fp32 copy for
-    the reduce-scatter (6 bytes per parameter).
-
-    Activations per token (FSDP shards parameters, not sequences: every GPU holds the activations
-    of its own `rows` rows of `seq_len`, whatever the world size), bf16, per layer as this model
-    saves them: 2 (7 d + 2 d_kv + 4 m) + 4 H + 8 bytes (block input, both norm outputs and inputs,
-    q, k, v, attention output and its flattened copy, gate, silu, up, product; the attention
-    log-sum-exp and the two norms' rstd in fp32). With activation checkpointing a layer keeps
-    only its input (2 d) and one layer is recomputed at a time (+ one layer's full set). The head
-    per token, as the trainer computes the loss (`logits.float()`, then cross-entropy over the
-    masked fraction f of tokens): ln_f input and output (4 d), plus the larger of the forward
-    transient, bf16 logits with their fp32 copy (6 V), and the backward one, the saved fp32
-    log-softmax of the masked tokens, its gradient and the gradient of its input (12 V f); f = 1
-    is the worst step (t near 1).
-    """
-    if min(n_params, n_layers, d_model, seq_len, world_size, rows) < 1:
-        raise ValueError("n_params, n_layers, d_model, seq_len, world_size and rows must be >= 1")
-    if not 0.0 <= masked_fraction <= 1.0:
-        raise ValueError(f"masked_fraction must lie in [0, 1], got {masked_fraction}")
-    kv = d_model * (n_kv_heads or n_heads) // n_heads
-    root = 2 * vocab_size * d_model + d_model
-    block = (n_params - root) / n_layers
-    tokens = seq_len * rows
-    layer_bytes = 2 * (7 * d_model + 2 * kv + 4 * mlp_hidden_size) + 4 * n_heads + 8
-    saved_per_layer = 2 * d_model if activation_checkpointing else layer_bytes
-    recompute = layer_bytes if activation_checkpointing else 0
-    head_bytes = 4 * d_model + vocab_size * max(6.0, 12.0 * masked_fraction)
-    per_token = n_layers * saved_per_layer + recompute + head_bytes
-    bytes_per_param = {"weights": 4, "gradients": 4, "adamw": 8}
-    sharded = {name: size * n_params / world_size for name, size in bytes_per_param.items()}
-    transient = 2 * (root + 2 * block) + 6 * max(root, block)
-    activations = {"layers": tokens * n_layers * saved_per_layer, "recompute": tokens * recompute,
-                   "head": tokens * head_bytes}
-    total = sum(sharded.values()) + transient + sum(activations.values())
-    return {
-        "bytes_per_param": {**bytes_per_param, "total": sum(bytes_per_param.values())},
-        "sharded_bytes": sharded, "transient_bytes": transient, "activation_bytes": activations,
-        "activation_bytes_per_1k_tokens": 1024 * per_token,
-        "layer_bytes_per_token": layer_bytes, "head_bytes_per_token": head_bytes,
-        "total_bytes": total, "total_gib": total / GIB,
-        "inputs": {"n_params": n_params, "n_layers": n_layers, "d_model": d_model,
-                   "seq_len": seq_len, "world_size": world_size,
-                   "activation_checkpointing": activation_checkpointing, "rows": rows,
-                   "masked_fraction": masked_fraction},
-    }
-
-
-def llada_8b_plans(seq_len: int = 65536, worlds: tuple[int, ...] = (1, 2, 4, 8)) -> list[dict]:
-    """memory_plan of LLaDA-8B post-training at seq_len, one row per GPU per step."""
-    dims = {k: v for k, v in LLADA_8B.items() if k != "n_layers"}
-    n_params = param_counts(**LLADA_8B)["total"]
-    return [{"world_size": world, "activation_checkpointing": ac,
-             **memory_plan(n_params, LLADA_8B["n_layers"], seq_len=seq_len, world_size=world,
-                           activation_checkpointing=ac, **dims)}
-            for ac in (False, True) for world in worlds]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,7 +372,13 @@ def section_memory(ctx: dict[str, Any]) -> dict[str, Any]:
     plans = llada_8b_plans(65536)
     table = [[f"plan 64K W={p['world_size']} AC={'on' if p['activation_checkpointing'] else 'off'}",
               "plan", f"{p['total_gib']:.1f} GiB per GPU"] for p in plans]
-    result: dict[str, Any] = {"status": "ok", "plan_llada_8b_64k": plans}
+    chunk = get_preset("llada-8b").extend["loss_chunk"]  # the recipe's
+    chunked = [model_plan(LLADA_8B, length, 8, True, loss_chunk=chunk)
+               for length in (32768, 65536, 131072)]
+    table += [[f"plan {p['inputs']['seq_len'] // 1024}K W=8 AC=on loss chunk {chunk}", "plan",
+               f"{p['total_gib']:.1f} GiB per GPU"] for p in chunked]
+    result: dict[str, Any] = {"status": "ok", "plan_llada_8b_64k": plans,
+                              "plan_llada_8b_8_gpus_chunked_loss": chunked}
     if ctx["device"].type != "cuda":
         result["measured"] = {"status": "skipped", "skipped": "no CUDA"}
         table.append(["measured", "skipped", "no CUDA"])
@@ -461,6 +388,10 @@ def section_memory(ctx: dict[str, Any]) -> dict[str, Any]:
         result["measured"] = {"status": "ok", **measured}
         for ac, value in measured["extrapolated_32_layers_per_1k_tokens"].items():
             table.append([f"measured {ac}", "ok", f"{gib(value)} per 1K tokens at 32 layers"])
+        for ac, value in measured["chunked_head_bytes_per_token"].items():
+            table.append([f"measured chunked loss {ac}", "ok",
+                          f"head + loss {value:.0f} B per token (plan "
+                          f"{chunked[0]['head_bytes_per_token']:.0f})"])
         bpp = measured["bytes_per_param"]
         table.append(["measured bytes/param", "ok", ", ".join(f"{k} {v:.2f}"
                                                               for k, v in bpp.items())])
@@ -491,12 +422,18 @@ def worker_fsdp(sizes: dict[str, Any], folder: Path, steps: int, runtime) -> dic
             "fsdp_activation_checkpointing": checkpointed}
 
 
-def _memory_loss(model: LLaDAModelLM, tokens: int, vocab: int, device) -> torch.Tensor:
-    """The trainer's loss on one row of `tokens` tokens, 4 documents, every token masked."""
+def _memory_loss(model: LLaDAModelLM, tokens: int, vocab: int, device,
+                 loss_chunk: int = 0) -> torch.Tensor:
+    """The trainer's loss on one row of `tokens` tokens, 4 documents, every token masked: over
+    the full row, or (loss_chunk > 0) on the masked tokens in chunks (`masked_loss`)."""
     ids = torch.randint(4, vocab, (1, tokens), device=device)
     doc_ids = torch.arange(tokens, device=device)[None] * 4 // tokens
-    logits = model(ids, doc_ids=doc_ids).logits
     ones = torch.ones_like(ids, dtype=torch.bool)
+    if loss_chunk:
+        weights = diffusion_loss_weights(ones, ones.float(), torch.tensor([tokens], device=device))
+        return model(ids, doc_ids=doc_ids, scored=ones, labels=ids[ones], label_weights=weights,
+                     loss_chunk=loss_chunk).loss
+    logits = model(ids, doc_ids=doc_ids).logits
     return diffusion_loss(logits.float(), ids, ones, ones.float())
 
 
@@ -524,28 +461,32 @@ def worker_memory(sizes: dict[str, Any], runtime) -> dict[str, Any]:
         states.append({"n_layers": n_layers, "n_params": n_params, "weights": weights / n_params,
                        "gradients": (with_grads - base - weights) / n_params,
                        "adamw": (with_states - with_grads) / n_params})
-        for ac in (False, True):
+        for ac, loss_chunk in itertools.product((False, True), (0, sizes["memory_loss_chunk"])):
             model.config.activation_checkpointing = ac
             for tokens in token_counts:
                 optimizer.zero_grad(set_to_none=False)
                 row: dict[str, Any] = {"n_layers": n_layers, "activation_checkpointing": ac,
-                                       "tokens": tokens}
+                                       "loss_chunk": loss_chunk, "tokens": tokens}
                 with peak_memory(device, row):
-                    _memory_loss(model, tokens, dims["vocab_size"], device).backward()
+                    _memory_loss(model, tokens, dims["vocab_size"], device,
+                                 loss_chunk).backward()
                 grid.append(row)
             low, high = grid[-2:]
-            per_token[(n_layers, ac)] = ((high["peak_memory_bytes"] - low["peak_memory_bytes"])
-                                         / (high["tokens"] - low["tokens"]))
+            per_token[(n_layers, ac, loss_chunk)] = (
+                (high["peak_memory_bytes"] - low["peak_memory_bytes"])
+                / (high["tokens"] - low["tokens"]))
         del model, optimizer
-    extrapolated, per_layer, head = {}, {}, {}
+    extrapolated, per_layer, head, chunked_head = {}, {}, {}, {}
     for ac in (False, True):
         key = "with_ac" if ac else "without_ac"
-        per_layer[key] = per_token[2, ac] - per_token[1, ac]
-        head[key] = per_token[1, ac] - per_layer[key]
+        per_layer[key] = per_token[2, ac, 0] - per_token[1, ac, 0]
+        head[key] = per_token[1, ac, 0] - per_layer[key]
+        chunked_head[key] = per_token[1, ac, sizes["memory_loss_chunk"]] - per_layer[key]
         extrapolated[key] = 1024 * (LLADA_8B["n_layers"] * per_layer[key] + head[key])
     return {"dims": dims, "grid": grid, "states": states,
             "bytes_per_param": {k: states[-1][k] for k in ("weights", "gradients", "adamw")},
             "layer_bytes_per_token": per_layer, "head_bytes_per_token": head,
+            "chunked_head_bytes_per_token": chunked_head,
             "extrapolated_32_layers_per_1k_tokens": extrapolated}
 
 

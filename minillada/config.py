@@ -198,6 +198,12 @@ class TrainConfig:
     rope_params: dict[str, Any] = field(default_factory=dict)
     attention_backend: str = "per_document"
     activation_checkpointing: bool = False  # recompute blocks in backward (long sequences)
+    # > 0: the loss runs the head on the masked positions only, this many at a time, recomputing
+    # their logits in backward (minillada.masked_loss); 0: logits of every position, then the loss
+    loss_chunk: int = 0
+    # pack each step's rows on demand from a memory-mapped token cache (minillada.token_cache)
+    # instead of packing the whole corpus in every process; the rows are the same
+    rows_on_demand: bool = False
     # optimisation (LLaDA: AdamW, weight decay 0.1, warmup-stable-decay lr)
     steps: int = 100
     batch_size: int = 8  # global rows per optimizer step
@@ -293,7 +299,7 @@ class TrainConfig:
             if not 1 <= low < high <= self.seq_len:
                 raise ValueError(f"task_lengths {list(self.task_lengths)} must be (lo, hi) with "
                                  f"1 <= lo < hi <= seq_len ({self.seq_len})")
-        for name in ("warmup_steps", "val_rows", "val_task_rows"):
+        for name in ("warmup_steps", "val_rows", "val_task_rows", "loss_chunk"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         fractions = ("decay_fraction", "min_lr_ratio", "random_length_fraction", "task_fraction",
@@ -309,6 +315,10 @@ class TrainConfig:
                 f"need lr > 0, grad_clip >= 0, weight_decay >= 0; got lr {self.lr}, "
                 f"grad_clip {self.grad_clip}, weight_decay {self.weight_decay}"
             )
+        released = get_preset(self.preset).released
+        if released and self.stage != "extend":
+            raise ValueError(f"preset {self.preset!r} post-trains a released LLaDA checkpoint: "
+                             "use stage 'extend' with init (the checkpoint's folder)")
         if self.stage == "extend":
             if self.init is None:
                 raise ValueError("stage 'extend' needs init: a pretrained run or model folder")
@@ -317,7 +327,10 @@ class TrainConfig:
                 raise ValueError(
                     f"stage 'extend' takes the model from init; drop model overrides {self.model}"
                 )
-            self._check_init_matches_preset(folder)
+            if released:
+                self._check_released_init(folder)
+            else:
+                self._check_init_matches_preset(folder)
         elif self.rope != "default":
             raise ValueError(
                 f"stage 'pretrain' trains at T_train with rope 'default', got rope {self.rope!r}"
@@ -339,6 +352,20 @@ class TrainConfig:
         except ValueError as error:
             raise ValueError(f"model: {error}") from None
 
+    def _check_released_init(self, folder: Path) -> None:
+        """A released-format init: LLaDA's config fields, every weight's name and shape, its own
+        tokenizer and token roles (ValueError or FileNotFoundError naming the problem)."""
+        from minillada.llada import checkpoint_tensors
+        from minillada.released_export import modeling_files
+        from minillada.token_roles import load_released_tokenizer
+
+        config, _ = checkpoint_tensors(folder)
+        modeling_files(json.loads((folder / "config.json").read_text()), folder)
+        tokenizer, _ = load_released_tokenizer(folder)
+        if len(tokenizer) > config.vocab_size:
+            raise ValueError(f"the tokenizer in {str(folder)!r} has {len(tokenizer)} tokens, more "
+                             f"than the model's vocabulary {config.vocab_size}")
+
     def _check_init_matches_preset(self, folder: Path) -> None:
         """An init's model dims must be the preset's: ValueError naming every field that differs
         (saved value vs preset value). Fields the saved config lacks are not compared."""
@@ -353,7 +380,8 @@ class TrainConfig:
         if differ:
             raise ValueError(
                 f"init {str(folder)!r} was not trained at preset {self.preset!r}: "
-                f"{', '.join(differ)} (saved vs preset); extend it at its own preset")
+                f"{', '.join(differ)} (saved vs preset); extend it at its own preset (a released "
+                "LLaDA checkpoint: --preset llada-8b)")
 
 
 def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: Any) -> TrainConfig:
@@ -363,6 +391,15 @@ def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: An
     Raises ValueError naming unknown fields or a value of the wrong type (checked against
     TrainConfig's annotations, as the preset's values); the result is validated.
     """
+    config = TrainConfig(preset=preset, stage=stage, out=str(out),
+                         **stage_settings(preset, stage, **overrides))
+    config.validate()
+    return config
+
+
+def stage_settings(preset: str, stage: str, **overrides: Any) -> dict[str, Any]:
+    """The TrainConfig fields `make_config` layers over the defaults (the preset's stage settings,
+    then the overrides), names and types checked; nothing else is validated."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     chosen = get_preset(preset)
@@ -370,22 +407,19 @@ def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: An
     overrides = {name: str(value) if name in ("init", "corpus") and isinstance(value, os.PathLike)
                  else value for name, value in overrides.items()}
     overrides = check_overrides(overrides)
-    stage_settings = getattr(chosen, stage)
+    preset_stage = getattr(chosen, stage)
     default_len = chosen.train_len if stage == "pretrain" else chosen.target_len
-    settings = {"seq_len": default_len, **stage_settings, **overrides}
+    settings = {"seq_len": default_len, **preset_stage, **overrides}
     # Retrieval documents that reach the preset's row length follow an overridden row length.
-    lengths = stage_settings.get("task_lengths")
+    lengths = preset_stage.get("task_lengths")
     if lengths and lengths[1] == default_len and "task_lengths" not in overrides:
         settings["task_lengths"] = (lengths[0], settings["seq_len"])
     # Model fields merge (preset dims < stage < overrides); extend takes init's model, so any
     # model override there is left for validate() to reject.
     base_model = chosen.model if stage == "pretrain" else {}
-    settings["model"] = {**base_model, **stage_settings.get("model", {}),
+    settings["model"] = {**base_model, **preset_stage.get("model", {}),
                          **overrides.get("model", {})}
-    settings = check_overrides(settings)  # the preset's values too
-    config = TrainConfig(preset=preset, stage=stage, out=str(out), **settings)
-    config.validate()
-    return config
+    return check_overrides(settings)  # the preset's values too
 
 
 # Fields that do not change the trajectory: a run may resume with other values for them.
@@ -395,8 +429,13 @@ RUN_CONTROL_FIELDS = frozenset({"out", "save_every", "keep_checkpoints", "val_ev
 
 
 def incompatible_fields(saved: Mapping[str, Any], config: TrainConfig) -> list[str]:
-    """Names of the trajectory fields whose values differ between a checkpoint and `config`."""
+    """Names of the trajectory fields whose values differ between a checkpoint and `config`. A
+    field the saved config lacks was added since, with a default that keeps the old behaviour:
+    it counts as that default."""
     current = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, like saved
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    saved = {**json.loads(json.dumps(defaults)), **saved}
     names = sorted(set(saved) | set(current))
     return [n for n in names if n not in RUN_CONTROL_FIELDS and saved.get(n) != current.get(n)]
 

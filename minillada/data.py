@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import sysconfig
 import zlib
 from collections.abc import Iterator, Sequence
@@ -312,15 +313,19 @@ def tokenize_documents(tokenizer: PreTrainedTokenizerFast, docs: Sequence[str],
     Documents go to the tokenizer in batches of TOKENIZE_BATCH; a progress bar (on stderr) shows
     with `progress=True`, or by default when there are more than TOKENIZE_BATCH documents.
     """
+    return list(itertools.chain.from_iterable(tokenized_batches(tokenizer, docs, progress)))
+
+
+def tokenized_batches(tokenizer: PreTrainedTokenizerFast, docs: Sequence[str],
+                      progress: bool | None = None) -> Iterator[list[list[int]]]:
+    """`tokenize_documents`, one batch of TOKENIZE_BATCH documents at a time."""
     if progress is None:
         progress = len(docs) > TOKENIZE_BATCH
-    ids: list[list[int]] = []
     with tqdm(total=len(docs), desc="tokenizing", unit="doc", disable=not progress) as bar:
         for start in range(0, len(docs), TOKENIZE_BATCH):
             batch = list(docs[start:start + TOKENIZE_BATCH])
-            ids += tokenizer(batch, add_special_tokens=False)["input_ids"]
+            yield tokenizer(batch, add_special_tokens=False)["input_ids"]
             bar.update(len(batch))
-    return ids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,10 +333,20 @@ def tokenize_documents(tokenizer: PreTrainedTokenizerFast, docs: Sequence[str],
 # ---------------------------------------------------------------------------------------------
 
 
-def tokenized_split(tokenizer, corpus: str, split_seed: int, split: str) -> list[np.ndarray]:
-    """The documents of one split (`train`, `validation` or `test`) of `corpus` as token arrays,
-    tokenized once and cached under `$MINILLADA_CACHE/tokens` (keyed by corpus, split seed and
-    the tokenizer's exact vocabulary and rules). Documents that tokenize to nothing are dropped."""
+class TokenStream(NamedTuple):
+    """A split's documents back to back: `tokens` (int32, memory-mapped, read-only) and
+    `offsets` (int64, D + 1): document d is tokens[offsets[d]:offsets[d + 1]]."""
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+
+
+def token_cache(tokenizer, corpus: str, split_seed: int, split: str) -> Path:
+    """The cache folder of one split (`train`, `validation` or `test`) of `corpus` under
+    `$MINILLADA_CACHE/tokens` (keyed by corpus, split seed and the tokenizer's exact vocabulary
+    and rules): tokens.npy (int32, the documents back to back) and offsets.npy (int64), written
+    once. Documents that tokenize to nothing are dropped. The tokens are written a batch of
+    documents at a time, so the writer never holds the split's tokens as Python lists."""
     if split not in CorpusSplit._fields:
         raise ValueError(f"unknown split {split!r}; choose one of {CorpusSplit._fields}")
     fingerprint = zlib.crc32(tokenizer.backend_tokenizer.to_str().encode())
@@ -340,14 +355,42 @@ def tokenized_split(tokenizer, corpus: str, split_seed: int, split: str) -> list
     folder = cache_dir() / "tokens" / key
     if not (folder / "offsets.npy").is_file():
         texts = getattr(split_corpus(load_corpus(corpus), seed=split_seed), split)
-        docs = [doc for doc in tokenize_documents(tokenizer, texts) if doc]
-        offsets = np.cumsum([0] + [len(doc) for doc in docs]).astype(np.int64)
-        tokens = np.fromiter((t for doc in docs for t in doc), dtype=np.int32, count=offsets[-1])
         with atomic_folder(folder) as temporary:
-            np.save(temporary / "tokens.npy", tokens)
-            np.save(temporary / "offsets.npy", offsets)
+            lengths = _write_token_array(tokenizer, texts, temporary / "tokens.npy")
+            np.save(temporary / "offsets.npy", np.cumsum([0, *lengths]).astype(np.int64))
+    return folder
+
+
+def _write_token_array(tokenizer, texts: Sequence[str], path: Path) -> list[int]:
+    """Write the non-empty documents' tokens as one int32 .npy array (np.save's bytes), one
+    batch at a time; return their lengths."""
+    raw, lengths = path.with_suffix(".raw"), []
+    with raw.open("wb") as out:
+        for batch in tokenized_batches(tokenizer, texts):
+            for doc in (doc for doc in batch if doc):
+                out.write(np.asarray(doc, dtype="<i4").tobytes())
+                lengths.append(len(doc))
+    with path.open("wb") as out, raw.open("rb") as data:
+        header = {"descr": "<i4", "fortran_order": False, "shape": (sum(lengths),)}
+        np.lib.format.write_array_header_1_0(out, header)
+        shutil.copyfileobj(data, out)
+    raw.unlink()
+    return lengths
+
+
+def tokenized_split(tokenizer, corpus: str, split_seed: int, split: str) -> list[np.ndarray]:
+    """The documents of one split of `corpus` as token arrays, from `token_cache`."""
+    folder = token_cache(tokenizer, corpus, split_seed, split)
     tokens, offsets = np.load(folder / "tokens.npy"), np.load(folder / "offsets.npy")
     return [tokens[a:b] for a, b in itertools.pairwise(offsets)]
+
+
+def token_stream(tokenizer, corpus: str, split_seed: int, split: str) -> TokenStream:
+    """One split as a `TokenStream` from `token_cache`, its tokens memory-mapped: processes
+    reading the same cache share one copy in the page cache."""
+    folder = token_cache(tokenizer, corpus, split_seed, split)
+    return TokenStream(np.load(folder / "tokens.npy", mmap_mode="r"),
+                       np.load(folder / "offsets.npy"))
 
 
 def split_documents(tokenizer, split: str = "test", corpus: str = STDLIB,

@@ -286,33 +286,39 @@ def generate(model, prompt_ids: Tensor, gen_length: int, block_length: int, step
     still_masked[:, prompt_length:] = True
 
     for block, counts in enumerate(schedule):
-        block_end = prompt_length + (block + 1) * block_length
+        block_start = prompt_length + block * block_length
+        block_end = block_start + block_length
         for count in counts:
             if count == 0:  # more steps than tokens in the block: nothing to commit
                 continue
             logits = _guided_logits(model, x, prompt_length, cfg_scale, mask_token_id)
-            logits = logits.to(torch.float64, copy=True)  # our own copy: masked in place below
             if not mask_token_id < logits.shape[-1]:
                 raise ValueError(f"mask_token_id {mask_token_id} is outside the model's "
                                  f"vocabulary [0, {logits.shape[-1]})")
-            log_norm = logits.logsumexp(dim=-1)  # of every token, the mask included
-            logits[..., mask_token_id] = -torch.inf  # never chosen
-            if temperature > 0:
+            # Only the current block can be committed (everything left of it is, everything right
+            # of it waits): only its logits are copied to float64, never the whole row's.
+            window = logits[:, block_start:block_end].to(torch.float64, copy=True)
+            log_norm = window.logsumexp(dim=-1)  # of every token, the mask included
+            window[..., mask_token_id] = -torch.inf  # never chosen
+            chosen = x.clone()
+            if temperature > 0:  # noise drawn for the whole row: the same draws as ever
                 uniform = _rand(logits.shape, generator, device, torch.float64)
+                uniform = uniform[:, block_start:block_end]
                 gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float64).tiny)))
-                chosen = (logits / temperature + gumbel).argmax(dim=-1)
+                chosen[:, block_start:block_end] = (window / temperature + gumbel).argmax(dim=-1)
             else:
-                chosen = logits.argmax(dim=-1)
-            chosen_logit = logits.gather(-1, chosen[..., None])[..., 0]
+                chosen[:, block_start:block_end] = window.argmax(dim=-1)
+            chosen_logit = window.gather(-1, chosen[:, block_start:block_end, None])[..., 0]
+            score = torch.full(x.shape, -torch.inf, dtype=torch.float64, device=device)
             if remasking == "low_confidence":  # the model's probability of the chosen token
-                score = (chosen_logit - log_norm).exp()
+                score[:, block_start:block_end] = (chosen_logit - log_norm).exp()
             else:
-                score = _rand(chosen.shape, generator, device, torch.float64)
+                score[:, block_start:block_end] = _rand(
+                    x.shape, generator, device, torch.float64)[:, block_start:block_end]
             score = score.masked_fill(~still_masked, -torch.inf)
-            score[:, block_end:] = -torch.inf
             commit = torch.zeros_like(still_masked)
             commit.scatter_(1, score.topk(count, dim=1).indices, True)
-            if not bool(chosen_logit[commit].isfinite().all()):
+            if not bool(chosen_logit[commit[:, block_start:block_end]].isfinite().all()):
                 raise ValueError("the model's logits at a position to commit hold no finite value "
                                  "outside the mask token (or a NaN / inf): cannot decode them")
             x = torch.where(commit, chosen, x)

@@ -85,7 +85,11 @@ def shard_model(model: LLaDAModelLM, runtime: Runtime, param_dtype: torch.dtype 
         # The root all-gathers the last block again right after forward: keep it unsharded.
         fully_shard(block, mesh=mesh, mp_policy=policy,
                     reshard_after_forward=index < len(blocks) - 1)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+    # The root's inputs are token ids, except the loss weights of the chunked loss, which must
+    # stay float32 (FSDP2 would cast every floating input to param_dtype).
+    root_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32,
+                                       cast_forward_inputs=False)
+    fully_shard(model, mesh=mesh, mp_policy=root_policy)
 
 
 def all_sum(value: torch.Tensor, runtime: Runtime) -> torch.Tensor:

@@ -236,15 +236,9 @@ def _check_weights(found: Mapping[str, tuple[int, ...]],
                          + "; ".join(problems))
 
 
-def load_llada_checkpoint(path: str | Path, *, rope_variant: str | None = None,
-                          rope_target_len: int | None = None,
-                          rope_params: Mapping[str, Any] | None = None,
-                          dtype: torch.dtype = torch.float32) -> LLaDAModelLM:
-    """Load a LLaDA-format checkpoint directory into `LLaDAModelLM` (eval mode, on CPU).
-
-    Names and shapes of every tensor are checked against the config before any tensor is read;
-    `rope_variant` (with `rope_target_len`, `rope_params`) overrides the RoPE at load time.
-    """
+def checkpoint_tensors(path: str | Path) -> tuple[LLaDAConfig, dict[str, Path]]:
+    """The model config of a LLaDA-format checkpoint directory and the file holding each stored
+    tensor, with every name and shape checked against the config (no tensor is read)."""
     path = Path(path)
     config_path = path / "config.json"
     if not config_path.is_file():
@@ -257,13 +251,30 @@ def load_llada_checkpoint(path: str | Path, *, rope_variant: str | None = None,
     if config.tie_word_embeddings:  # the head is the embedding: stored once, as wte
         expected.pop("model.transformer.ff_out.weight")
     found: dict[str, tuple[int, ...]] = {}
+    stored_in: dict[str, Path] = {}
     for file in files:
         with safe_open(file, framework="pt") as handle:
-            found.update({name: tuple(handle.get_slice(name).get_shape())
-                          for name in handle.keys()})  # noqa: SIM118 (safe_open is no dict)
+            for name in handle.keys():  # noqa: SIM118 (safe_open is no dict)
+                found[name] = tuple(handle.get_slice(name).get_shape())
+                stored_in[name] = file
     _check_weights(found, expected, path)
+    return config, stored_in
+
+
+def load_llada_checkpoint(path: str | Path, *, rope_variant: str | None = None,
+                          rope_target_len: int | None = None,
+                          rope_params: Mapping[str, Any] | None = None,
+                          dtype: torch.dtype = torch.float32) -> LLaDAModelLM:
+    """Load a LLaDA-format checkpoint directory into `LLaDAModelLM` (eval mode, on CPU).
+
+    Names and shapes of every tensor are checked against the config before any tensor is read;
+    `rope_variant` (with `rope_target_len`, `rope_params`) overrides the RoPE at load time.
+    """
+    config, stored_in = checkpoint_tensors(path)
+    with torch.device("meta"):
+        model = LLaDAModelLM(config)
     state = {}
-    for file in files:
+    for file in sorted(set(stored_in.values())):
         with safe_open(file, framework="pt") as handle:
             state.update({name: handle.get_tensor(name).to(dtype) for name in handle.keys()})  # noqa: SIM118
     model.load_state_dict(state, assign=True, strict=not config.tie_word_embeddings)

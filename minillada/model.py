@@ -32,6 +32,7 @@ from minillada.attention import (
     build_document_mask,
     masked_attention,
 )
+from minillada.masked_loss import DEFAULT_CHUNK, chunked_cross_entropy
 from minillada.rope import compute_rope
 from minillada.rotary import RotaryEmbedding, apply_rotary
 
@@ -275,9 +276,25 @@ class LLaDAModelLM(PreTrainedModel):
         input_ids: torch.Tensor,
         positions: torch.Tensor | None = None,
         doc_ids: torch.Tensor | None = None,
+        scored: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        label_weights: torch.Tensor | None = None,
+        loss_chunk: int = DEFAULT_CHUNK,
     ) -> MaskedLMOutput:
-        """input_ids, positions (default arange), doc_ids (None: full attention): [B, L] each."""
+        """input_ids, positions (default arange), doc_ids (None: full attention): [B, L] each.
+
+        Logits [B, L, V] by default. With `scored` ([B, L] bool) the head runs only at those
+        positions: logits [N, V] in `logits[scored]` order; adding `labels` and `label_weights`
+        ([N] each) returns instead `loss` = sum_i w_i CE_i computed `loss_chunk` positions at a
+        time (`masked_loss.chunked_cross_entropy`), inside forward so that a sharded model's
+        head is gathered for it.
+        """
         self._validate(input_ids, positions, doc_ids)
+        if scored is not None and (scored.shape != input_ids.shape or scored.dtype != torch.bool):
+            raise ValueError(f"scored must be a bool tensor of shape {tuple(input_ids.shape)}, "
+                             f"got {scored.dtype} of shape {tuple(scored.shape)}")
+        if (labels is None) != (label_weights is None) or (labels is not None and scored is None):
+            raise ValueError("labels and label_weights go together, and with scored")
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         cos, sin = self.model.rotary(positions)  # float32 even under autocast
@@ -290,4 +307,10 @@ class LLaDAModelLM(PreTrainedModel):
         for block in transformer.blocks:
             x = (checkpoint(block, x, cos, sin, mask, use_reentrant=False) if recompute
                  else block(x, cos, sin, mask))
-        return MaskedLMOutput(logits=transformer.ff_out(transformer.ln_f(x)))
+        if scored is None:
+            return MaskedLMOutput(logits=transformer.ff_out(transformer.ln_f(x)))
+        hidden = transformer.ln_f(x[scored])
+        if labels is None:
+            return MaskedLMOutput(logits=transformer.ff_out(hidden))
+        return MaskedLMOutput(loss=chunked_cross_entropy(
+            hidden, transformer.ff_out.weight, labels, label_weights, loss_chunk))

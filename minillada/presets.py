@@ -1,4 +1,5 @@
-"""Named scales (`smoke`, `cpu`, `gpu`) that every notebook and command reads.
+"""Named scales (`smoke`, `cpu`, `gpu`) that every notebook and command reads, and `llada-8b`,
+the post-training recipe of a released LLaDA checkpoint (`released`: no pretrain stage).
 
 Each preset is scale-matched to LLaDA-8B (its RoPE critical dimension at half the rotary dim),
 post-trains at 16x T_train and evaluates up to 32x, as UltraLLaDA does (4K -> 64K -> 128K). Its
@@ -60,6 +61,9 @@ class Preset:
     # The retrieval documents (task_lengths) of the comparator that keeps them within T_train.
     short_task_lengths: tuple[int, int] = (0, 0)
     extra: dict[str, Any] = field(default_factory=dict)
+    # A recipe for a released checkpoint: no pretrain stage; extend takes any LLaDA-format init
+    # (its own sizes, tokenizer and token roles) and exports in LLaDA's released format.
+    released: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -157,6 +161,24 @@ PRESETS: dict[str, Preset] = {
                     save_every=100, **CODE_KEY_TASKS, task_fraction=0.9,
                     task_lengths=(256, 4096)),
         short_task_lengths=(128, 256),
+    ),
+    # UltraLLaDA's post-training of a released LLaDA-8B (docs/science.md; docs/gpu.md for the
+    # memory): diffusion-aware NTK for the target, adaptive packing with positions over the row,
+    # LLaDA's loss on the masked positions only, in chunks; 600 steps of 64 x 64K tokens (4M).
+    # The paper gives no learning rate: 2e-5 is a choice (--set lr=...), as are steps and rows.
+    # `model` holds LLaDA-8B's sizes for the scale checks; a run takes them from its init.
+    "llada-8b": Preset(
+        name="llada-8b",
+        model=dict(vocab_size=126464, d_model=4096, n_heads=32, n_kv_heads=32, n_layers=32,
+                   mlp_hidden_size=12288, rope_theta=500000.0, max_sequence_length=4096),
+        train_len=4096,
+        released=True,
+        extend=dict(steps=600, batch_size=64, micro_batch_size=1, lr=2e-5, warmup_steps=30,
+                    packing="adaptive", restart_positions=False, rope="diffusion_ntk",
+                    attention_backend="flex", activation_checkpointing=True, loss_chunk=2048,
+                    rows_on_demand=True, dtype="bfloat16", random_length_fraction=0.0,
+                    task_fraction=0.0, val_every=50, val_rows=8, val_task_rows=0,
+                    save_every=50),
     ),
 }
 

@@ -26,6 +26,10 @@ A checkpoint therefore holds the model, the optimizer, the step, the corpus curs
 count (the learning rate is a pure function of the step), saved sharded with
 torch.distributed.checkpoint: a run saved by N processes resumes on M.
 
+A released LLaDA checkpoint (the `llada-8b` recipe, docs/gpu.md) comes in with its own tokenizer
+and token roles (`minillada.token_roles`), in float32 and under torchrun one shard per rank
+(`minillada.sharded_load`), and goes out in LLaDA's released format (`minillada.released_export`).
+
 Faults: one trainer per run folder (`run.lock`); a damaged newest checkpoint falls back to the
 previous intact one; metrics are cut back to the checkpoint's step (0 without one) whenever a run
 starts or resumes, so no step is ever logged twice.
@@ -71,9 +75,15 @@ from minillada.distributed import (
     stop_runtime,
 )
 from minillada.estimate import training_pace
+from minillada.masked_loss import diffusion_loss_weights
 from minillada.model import LLaDAConfig, LLaDAModelLM
+from minillada.packed_corpus import PackedCorpus
 from minillada.packing import PACKING_STRATEGIES
+from minillada.presets import get_preset
+from minillada.released_export import export_released
 from minillada.seeds import derived_seed
+from minillada.sharded_load import load_released_model
+from minillada.token_roles import load_released_tokenizer
 from minillada.tracking import open_tracker
 
 log = logging.getLogger(__name__)
@@ -83,8 +93,8 @@ ESTIMATE_AFTER_STEPS = 5  # timed steps (after the first, which warms up) behind
 
 def build_model(config: TrainConfig, tokenizer) -> LLaDAModelLM:
     """A fresh model (pretrain, seeded) or the init model with the RoPE variant for seq_len."""
-    if config.stage == "extend":
-        model = LLaDAModelLM.from_pretrained(model_folder(config.init))
+    if config.stage == "extend":  # float32 master weights whatever the init's dtype
+        model = LLaDAModelLM.from_pretrained(model_folder(config.init), dtype=torch.float32)
         model.config.attention_backend = config.attention_backend
         model.set_rope(config.rope, target_len=config.seq_len, params=config.rope_params)
         return model
@@ -144,15 +154,23 @@ class Trainer:
         candidates = resume_candidates(self.out, resume, runtime.is_main)
         if candidates:
             check_resumable(self.out, config)
+        self.released = get_preset(config.preset).released
         self.tokenizer = self._tokenizer()
         self.block_diagonal = PACKING_STRATEGIES[config.packing].block_diagonal
-        self.model = build_model(config, self.tokenizer).to(runtime.device)
-        self.model.config.activation_checkpointing = config.activation_checkpointing
-        self.mask_token_id = self.model.config.mask_token_id
         precision = PRECISIONS[config.dtype]
         fsdp_precision = runtime.distributed and runtime.device.type == "cuda"
-        if runtime.distributed:
-            shard_model(self.model, runtime, precision if fsdp_precision else None)
+        param_dtype = precision if fsdp_precision else None
+        if self.released:  # each rank reads its own shard, in float32
+            self.model = load_released_model(model_folder(config.init), runtime, param_dtype)
+            self.model.config.attention_backend = config.attention_backend
+            self.model.set_rope(config.rope, target_len=config.seq_len, params=config.rope_params)
+        else:
+            self.model = build_model(config, self.tokenizer).to(runtime.device)
+            if runtime.distributed:
+                shard_model(self.model, runtime, param_dtype)
+        self.model.config.activation_checkpointing = config.activation_checkpointing
+        self.mask_token_id = (self.tokenizer.mask_token_id if self.released
+                              else self.model.config.mask_token_id)
         use_autocast = precision != torch.float32 and not fsdp_precision
         self.autocast = (torch.autocast(runtime.device.type, dtype=precision) if use_autocast
                          else nullcontext())
@@ -179,6 +197,8 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------------------
 
     def _tokenizer(self):
+        if self.released:  # the checkpoint's own, roles from its config.json
+            return load_released_tokenizer(model_folder(self.config.init))[0]
         if self.config.stage == "extend":
             folder = model_folder(self.config.init)
             vocab = saved_config(folder)["vocab_size"]
@@ -186,11 +206,16 @@ class Trainer:
         return data.get_tokenizer(self.config.model["vocab_size"], corpus=self.config.corpus,
                                   split_seed=self.config.split_seed)
 
-    def _rows(self, split: str) -> Rows:
+    def _rows(self, split: str) -> Rows | PackedCorpus:
         config = self.config
         if self.runtime.is_main:  # rank 0 fills the token cache, then the others read it
-            data.tokenized_split(self.tokenizer, config.corpus, config.split_seed, split)
+            data.token_cache(self.tokenizer, config.corpus, config.split_seed, split)
         self.runtime.barrier()
+        if config.rows_on_demand:
+            stream = data.token_stream(self.tokenizer, config.corpus, config.split_seed, split)
+            return PackedCorpus(stream, config.seq_len, config.packing,
+                                self.tokenizer.eod_token_id, self.tokenizer.pad_token_id,
+                                config.restart_positions)
         docs = data.tokenized_split(self.tokenizer, config.corpus, config.split_seed, split)
         return packed_rows(docs, config, self.tokenizer)
 
@@ -208,16 +233,22 @@ class Trainer:
             yield rows.select(index), part, (index.stop - index.start) / per_rank
 
     def _loss(self, rows: Rows, noised: NoisedBatch) -> torch.Tensor:
+        """`diffusion_loss` of the rows; with `loss_chunk`, computed by the model on the masked
+        positions only (`masked_loss`): the same sum, without the logits of the whole rows."""
         device = self.runtime.device
+        inputs = dict(positions=rows.positions.long().to(device),
+                      doc_ids=rows.doc_ids.long().to(device) if self.block_diagonal else None)
+        targets, masked = rows.tokens.long().to(device), noised.masked.to(device)
+        p_mask, normaliser = noised.p_mask.to(device), row_tokens(rows).to(device)
+        if self.config.loss_chunk:
+            with self.autocast:
+                return self.model(
+                    noised.noisy_ids.to(device), **inputs, scored=masked, labels=targets[masked],
+                    label_weights=diffusion_loss_weights(masked, p_mask, normaliser),
+                    loss_chunk=self.config.loss_chunk).loss
         with self.autocast:
-            logits = self.model(
-                noised.noisy_ids.to(device),
-                positions=rows.positions.long().to(device),
-                doc_ids=rows.doc_ids.long().to(device) if self.block_diagonal else None,
-            ).logits
-        return diffusion_loss(logits.float(), rows.tokens.long().to(device),
-                              noised.masked.to(device), noised.p_mask.to(device),
-                              row_tokens=row_tokens(rows).to(device))
+            logits = self.model(noised.noisy_ids.to(device), **inputs).logits
+        return diffusion_loss(logits.float(), targets, masked, p_mask, row_tokens=normaliser)
 
     def train_step(self) -> dict[str, Any]:
         config, step = self.config, self.step
@@ -324,7 +355,10 @@ class Trainer:
                 self._save()
         bar.close()
         tracker.close()
-        export_model(self.model, self.tokenizer, self.out / "model", runtime)
+        if self.released:
+            export_released(self.model, model_folder(config.init), self.out / "model", runtime)
+        else:
+            export_model(self.model, self.tokenizer, self.out / "model", runtime)
         return self.out / "model"
 
 

@@ -286,7 +286,7 @@ def _api_cases():
         "LLaDAConfig-theta": (lambda: LLaDAConfig(rope_theta=-1.0), ValueError,
                               "rope_theta must be > 0, got -1.0"),
         "get_preset": (lambda: get_preset("tiny"), ValueError,
-                       "unknown preset 'tiny'; choose one of ['cpu', 'gpu', 'smoke']"),
+                       "unknown preset 'tiny'; choose one of ['cpu', 'gpu', 'llada-8b', 'smoke']"),
         "compute_rope-variant": (lambda: compute_rope("ntk2", 16, 1e4, 64, 128), ValueError,
                                  "ntk2"),
         "compute_rope-head-dim": (lambda: compute_rope("default", 7, 1e4, 64), ValueError,

@@ -1,5 +1,5 @@
-"""benchmarks/gpu_check.py on CPU: arguments, the report with the CUDA sections skipped, the
-closed-form memory plan, and its flex comparison (forward only: CPU flex has no backward)."""
+"""benchmarks/gpu_check.py on CPU: arguments, the report with the CUDA sections skipped, and its
+flex comparison (forward only: CPU flex has no backward). The plan on paper: test_memory_plan.py."""
 
 from __future__ import annotations
 
@@ -80,39 +80,6 @@ def test_quick_train_section_runs_on_cpu(tmp_path, monkeypatch):
     assert runs["extend_flex"]["status"] == "skipped"
 
 
-def test_memory_plan_closed_form():
-    dims = dict(mlp_hidden_size=8, vocab_size=10, n_heads=2, n_kv_heads=2)
-    counts = gpu_check.param_counts(2, 4, **dims)
-    assert counts == {"block": 168, "root": 84, "total": 420}
-    plan = gpu_check.memory_plan(420, 2, 4, seq_len=16, world_size=2,
-                                 activation_checkpointing=False, **dims)
-    assert plan["bytes_per_param"] == {"weights": 4, "gradients": 4, "adamw": 8, "total": 16}
-    assert plan["sharded_bytes"] == {"weights": 840, "gradients": 840, "adamw": 1680}
-    assert plan["layer_bytes_per_token"] == 2 * (7 * 4 + 2 * 4 + 4 * 8) + 4 * 2 + 8 == 152
-    assert plan["head_bytes_per_token"] == 4 * 4 + 12 * 10 == 136
-    assert plan["transient_bytes"] == 2 * (84 + 2 * 168) + 6 * 168 == 1848
-    assert plan["activation_bytes"] == {"layers": 16 * 2 * 152, "recompute": 0, "head": 16 * 136}
-    assert plan["activation_bytes_per_1k_tokens"] == 1024 * (2 * 152 + 136)
-    assert plan["total_bytes"] == 3360 + 1848 + 4864 + 2176
-    checkpointed = gpu_check.memory_plan(420, 2, 4, seq_len=16, world_size=2,
-                                         activation_checkpointing=True, **dims)
-    assert checkpointed["activation_bytes"] == {"layers": 16 * 2 * 8, "recompute": 16 * 152,
-                                                "head": 16 * 136}
-    assert checkpointed["total_bytes"] == 3360 + 1848 + 256 + 2432 + 2176
-    with pytest.raises(ValueError, match="masked_fraction"):
-        gpu_check.memory_plan(420, 2, 4, 16, 2, False, masked_fraction=2.0, **dims)
-
-
-def test_llada_8b_has_8b_parameters_and_sharding_divides_the_states():
-    assert gpu_check.param_counts(**gpu_check.LLADA_8B)["total"] == pytest.approx(8.02e9, rel=1e-3)
-    plans = {(p["world_size"], p["activation_checkpointing"]): p
-             for p in gpu_check.llada_8b_plans(65536)}
-    one, eight = plans[1, True], plans[8, True]
-    assert eight["sharded_bytes"]["adamw"] * 8 == pytest.approx(one["sharded_bytes"]["adamw"])
-    assert eight["activation_bytes"] == one["activation_bytes"]  # FSDP shards no activations
-    assert plans[8, False]["total_bytes"] > plans[8, True]["total_bytes"]
-
-
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 @pytest.mark.parametrize("strategy", gpu_check.PACKINGS)
 def test_flex_block_mask_forward_matches_per_document_on_packed_rows(strategy):
@@ -122,3 +89,17 @@ def test_flex_block_mask_forward_matches_per_document_on_packed_rows(strategy):
                                          device=torch.device("cpu"), backward=False, repeats=1)
     assert result["max_abs_diff"]["out"] <= 1e-5 and result["ok"]
     assert result["flex"]["forward_s"] > 0 and result["flex"]["forward_peak_bytes"] is None
+
+
+def test_the_memory_section_measures_the_same_loss_both_ways():
+    """`_memory_loss` (run by the memory worker on a GPU): the full-row and the chunked loss of
+    the same row agree (here on CPU, float32)."""
+    from minillada.model import LLaDAConfig, LLaDAModelLM
+
+    torch.manual_seed(0)
+    model = LLaDAModelLM(LLaDAConfig(**gpu_check.TINY, max_sequence_length=64))
+    losses = []
+    for loss_chunk in (0, 32):
+        torch.manual_seed(1)  # the same row
+        losses.append(gpu_check._memory_loss(model, 96, 2048, torch.device("cpu"), loss_chunk))
+    assert losses[1].item() == pytest.approx(losses[0].item(), rel=1e-5)

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from safetensors.torch import save_file
+from llada_checkpoint import LLADA_8B, TINY, reference_logits, tiny_weights, write_checkpoint
 
 from minillada.llada import load_llada_checkpoint, rope_geometry, scaled_rope_config
-
-# The fields of GSAI-ML/LLaDA-8B-Base's config.json that matter here, as that file spells them.
-LLADA_8B = {
-    "activation_type": "silu", "alibi": False, "architectures": ["LLaDAModelLM"],
-    "auto_map": {"AutoConfig": "configuration_llada.LLaDAConfig",
-                 "AutoModel": "modeling_llada.LLaDAModelLM"},
-    "block_type": "llama", "d_model": 4096, "embedding_size": 126464, "eos_token_id": 126081,
-    "include_bias": False, "include_qkv_bias": False, "layer_norm_type": "rms",
-    "mask_token_id": 126336, "max_sequence_length": 4096, "mlp_hidden_size": 12288,
-    "model_type": "llada", "n_heads": 32, "n_kv_heads": 32, "n_layers": 32,
-    "pad_token_id": 126081, "rms_norm_eps": 1e-05, "rope": True, "rope_full_precision": True,
-    "rope_theta": 500000.0, "vocab_size": 126464, "weight_tying": False,
-}
-
 
 # --------------------------------------------------------------------------------- RoPE configs
 
@@ -73,91 +57,6 @@ def test_rope_config_bad_input():
 
 
 # ----------------------------------------------------------------------------- checkpoints
-
-TINY = {**LLADA_8B, "d_model": 32, "n_heads": 4, "n_kv_heads": 2, "n_layers": 2,
-        "mlp_hidden_size": 48, "vocab_size": 40, "embedding_size": 40, "max_sequence_length": 16,
-        "rope_theta": 50.0, "mask_token_id": 39, "eos_token_id": 38, "pad_token_id": 38}
-
-
-def tiny_weights(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    d, head = config["d_model"], config["d_model"] // config["n_heads"]
-    kv, hidden, vocab = config["n_kv_heads"] * head, config["mlp_hidden_size"], config["vocab_size"]
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=generator) / math.sqrt(shape[-1])
-
-    weights = {"model.transformer.wte.weight": torch.randn(vocab, d, generator=generator),
-               "model.transformer.ln_f.weight": 1 + 0.1 * randn(d),
-               "model.transformer.ff_out.weight": randn(vocab, d)}
-    for i in range(config["n_layers"]):
-        block = f"model.transformer.blocks.{i}."
-        weights.update({
-            block + "attn_norm.weight": 1 + 0.1 * randn(d),
-            block + "q_proj.weight": randn(d, d), block + "k_proj.weight": randn(kv, d),
-            block + "v_proj.weight": randn(kv, d), block + "attn_out.weight": randn(d, d),
-            block + "ff_norm.weight": 1 + 0.1 * randn(d),
-            block + "ff_proj.weight": randn(hidden, d), block + "up_proj.weight": randn(hidden, d),
-            block + "ff_out.weight": randn(d, hidden),
-        })
-    return weights
-
-
-def write_checkpoint(path, config: dict, weights: dict[str, torch.Tensor], shards: int = 1):
-    """A checkpoint directory in LLaDA's released format (sharded with an index when shards > 1)."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(config))
-    if shards == 1:
-        save_file(weights, path / "model.safetensors")
-        return path
-    names, weight_map = sorted(weights), {}
-    for shard in range(shards):
-        file = f"model-{shard + 1:05d}-of-{shards:05d}.safetensors"
-        part = {name: weights[name].contiguous() for name in names[shard::shards]}
-        save_file(part, path / file)
-        weight_map.update(dict.fromkeys(part, file))
-    (path / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
-    return path
-
-
-def reference_logits(weights: dict[str, torch.Tensor], config: dict, ids: torch.Tensor,
-                     base: float | None = None) -> torch.Tensor:
-    """LLaDA's forward written out from the raw tensors, in float64: RMSNorm, bidirectional
-    attention with half-split RoPE, SwiGLU (ff_proj is the gate), untied output head."""
-    w = {name: tensor.double() for name, tensor in weights.items()}
-    heads, kv_heads = config["n_heads"], config["n_kv_heads"]
-    head = config["d_model"] // heads
-    base = config["rope_theta"] if base is None else base
-    inv_freq = base ** -(torch.arange(0, head, 2, dtype=torch.float64) / head)
-    angles = torch.arange(ids.shape[1], dtype=torch.float64)[:, None] * inv_freq
-    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
-
-    def rms(x, weight):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + config["rms_norm_eps"]) * weight
-
-    def rotate(x):
-        first, second = x.chunk(2, dim=-1)
-        return x * cos + torch.cat([-second, first], -1) * sin
-
-    def split(x, n):
-        return x.view(*x.shape[:2], n, head).transpose(1, 2)
-
-    x = w["model.transformer.wte.weight"][ids]
-    for i in range(config["n_layers"]):
-        p = f"model.transformer.blocks.{i}."
-        h = rms(x, w[p + "attn_norm.weight"])
-        q = rotate(split(h @ w[p + "q_proj.weight"].T, heads))
-        k = rotate(split(h @ w[p + "k_proj.weight"].T, kv_heads))
-        v = split(h @ w[p + "v_proj.weight"].T, kv_heads)
-        k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (k, v))
-        attention = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(head), dim=-1) @ v
-        x = x + attention.transpose(1, 2).reshape(x.shape) @ w[p + "attn_out.weight"].T
-        h = rms(x, w[p + "ff_norm.weight"])
-        gated = F.silu(h @ w[p + "ff_proj.weight"].T) * (h @ w[p + "up_proj.weight"].T)
-        x = x + gated @ w[p + "ff_out.weight"].T
-    return rms(x, w["model.transformer.ln_f.weight"]) @ w["model.transformer.ff_out.weight"].T
-
 
 @pytest.mark.parametrize("shards", [1, 3])
 def test_loaded_checkpoint_matches_hand_written_forward(tmp_path, shards):

@@ -26,6 +26,8 @@ SKIPS = [
     (lambda t: t[0].endswith("torchrun"), "FSDP2 over 2 processes (tests/test_fsdp.py covers it)"),
     (lambda t: "--preset" in t and t[t.index("--preset") + 1] == "gpu", "needs a GPU"),
     (lambda t: any(a.startswith("/path/to/") for a in t), "needs a real LLaDA checkpoint"),
+    (lambda t: "--preset" in t and t[t.index("--preset") + 1] == "llada-8b"
+     and "--dry-run" not in t, "needs a post-trained LLaDA-8B"),
     (lambda t: t[0] == "conda", "conda is not part of the test environment"),
 ]
 RUNS = ("papermill", "minillada")  # .venv/bin/<name>

@@ -159,3 +159,57 @@ def test_bad_sampler_arguments_are_named():
     with pytest.raises(ValueError, match=r"\[B, Lp\]"):
         _generate(model, prompt[0], gen_length=4, block_length=4, steps=2)
     assert model.inputs == []  # every check runs before any forward pass
+
+
+def _full_row_generate(model, prompt_ids, gen_length, block_length, steps, temperature,
+                       remasking, cfg_scale, mask_token_id, generator):
+    """The sampler as it was before it copied only the current block to float64: every step
+    takes the whole row's logits in float64 (the reference of the bit-for-bit test below)."""
+    from minillada.diffusion import _guided_logits, _rand
+
+    batch, prompt_length = prompt_ids.shape
+    x = torch.cat([prompt_ids, prompt_ids.new_full((batch, gen_length), mask_token_id)], dim=1)
+    still_masked = torch.zeros_like(x, dtype=torch.bool)
+    still_masked[:, prompt_length:] = True
+    for block, counts in enumerate(transfer_schedule(gen_length, block_length, steps)):
+        block_end = prompt_length + (block + 1) * block_length
+        for count in (c for c in counts if c):
+            logits = _guided_logits(model, x, prompt_length, cfg_scale, mask_token_id).to(
+                torch.float64, copy=True)
+            log_norm = logits.logsumexp(dim=-1)
+            logits[..., mask_token_id] = -torch.inf
+            if temperature > 0:
+                uniform = _rand(logits.shape, generator, x.device, torch.float64)
+                gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float64).tiny)))
+                chosen = (logits / temperature + gumbel).argmax(dim=-1)
+            else:
+                chosen = logits.argmax(dim=-1)
+            chosen_logit = logits.gather(-1, chosen[..., None])[..., 0]
+            score = ((chosen_logit - log_norm).exp() if remasking == "low_confidence"
+                     else _rand(chosen.shape, generator, x.device, torch.float64))
+            score = score.masked_fill(~still_masked, -torch.inf)
+            score[:, block_end:] = -torch.inf
+            commit = torch.zeros_like(still_masked)
+            commit.scatter_(1, score.topk(count, dim=1).indices, True)
+            x = torch.where(commit, chosen, x)
+            still_masked &= ~commit
+    return x
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+@pytest.mark.parametrize("remasking", ["low_confidence", "random"])
+@pytest.mark.parametrize("cfg_scale", [0.0, 1.0])
+def test_only_the_block_in_float64_decodes_bit_for_bit_like_the_whole_row(temperature, remasking,
+                                                                          cfg_scale):
+    from minillada.model import LLaDAConfig, LLaDAModelLM
+
+    torch.manual_seed(0)
+    model = LLaDAModelLM(LLaDAConfig(vocab_size=97, d_model=32, n_heads=4, n_layers=2,
+                                     mlp_hidden_size=48, max_sequence_length=16)).eval()
+    prompt = torch.randint(1, 97, (3, 11), generator=torch.Generator().manual_seed(1))
+    for gen_length, block_length, steps in ((24, 8, 12), (16, 16, 16), (12, 4, 6)):
+        args = (gen_length, block_length, steps, temperature, remasking, cfg_scale)
+        windowed = generate(model, prompt, *args, mask_token_id=MASK,
+                            generator=torch.Generator().manual_seed(7))
+        whole = _full_row_generate(model, prompt, *args, MASK, torch.Generator().manual_seed(7))
+        assert torch.equal(windowed, whole), args

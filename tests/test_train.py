@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -12,7 +13,14 @@ import torch.distributed.checkpoint as dcp
 from minillada import batches, cli
 from minillada import train as trainer
 from minillada.checkpoint import latest_checkpoint, load_checkpoint, read_metrics, save_checkpoint
-from minillada.config import TrainConfig, lr_at, make_config, task_fraction_at
+from minillada.config import (
+    TrainConfig,
+    incompatible_fields,
+    lr_at,
+    make_config,
+    task_fraction_at,
+)
+from minillada.diffusion import diffusion_loss
 from minillada.distributed import Runtime
 from minillada.model import LLaDAModelLM
 from minillada.seeds import derived_seed
@@ -78,6 +86,43 @@ def test_loss_decreases_over_a_smoke_pretrain(tmp_path):
     assert len(loss) == 40
     first, last = sum(loss[:10]) / 10, sum(loss[-10:]) / 10
     assert last < first - 0.5, (first, last)
+
+
+def test_chunked_masked_loss_trains_like_the_full_row_loss(tmp_path):
+    """loss_chunk computes the same loss (training and validation) without the rows' logits:
+    equal at float32 rounding, step after step."""
+    settings = {**TINY, "steps": 3, "dtype": "float32"}
+    train(make_config("smoke", "pretrain", tmp_path / "full", **settings))
+    train(make_config("smoke", "pretrain", tmp_path / "chunked", **settings, loss_chunk=16))
+    full, chunked = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "chunked")
+    for name in ("loss", "grad_norm", "val_loss"):
+        want = [r[name] for r in full if name in r]
+        assert [r[name] for r in chunked if name in r] == pytest.approx(want, rel=1e-4), name
+
+
+def test_the_default_loss_is_the_full_row_diffusion_loss_bit_for_bit(tmp_path):
+    """loss_chunk = 0 (every preset) computes exactly the expression the trainer always had."""
+    config = make_config("smoke", "pretrain", tmp_path, **{**TINY, "dtype": "float32"})
+    runtime = Runtime(rank=0, world=1, device=torch.device("cpu"), distributed=False)
+    run = trainer.Trainer(config, runtime)
+    try:
+        rows, _ = run.source.batch(0)
+        noised = batches.noise(rows, config, run.mask_token_id, 0)
+        logits = run.model(noised.noisy_ids, positions=rows.positions.long(),
+                           doc_ids=rows.doc_ids.long() if run.block_diagonal else None).logits
+        expected = diffusion_loss(logits.float(), rows.tokens.long(), noised.masked,
+                                  noised.p_mask, row_tokens=batches.row_tokens(rows))
+        assert torch.equal(run._loss(rows, noised), expected)
+    finally:
+        run.close()
+
+
+def test_a_field_added_since_a_checkpoint_counts_as_its_default(tmp_path):
+    config = make_config("smoke", "pretrain", tmp_path)
+    saved = json.loads(json.dumps(dataclasses.asdict(config)))
+    del saved["loss_chunk"], saved["rows_on_demand"]  # written before these fields existed
+    assert incompatible_fields(saved, config) == []
+    assert incompatible_fields(saved, dataclasses.replace(config, loss_chunk=8)) == ["loss_chunk"]
 
 
 # ------------------------------------------------------------------------------ resume

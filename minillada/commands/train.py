@@ -1,9 +1,14 @@
-"""`minillada train`: pre-train a mini LLaDA, or post-train it at the target length.
+"""`minillada train`: pre-train a mini LLaDA, or post-train it (or a released LLaDA checkpoint,
+`--preset llada-8b`) at the target length; `--dry-run` prints the per-GPU memory instead.
 
     minillada train --preset cpu --stage pretrain --out runs/cpu/pretrain
     minillada train --preset cpu --stage extend --init runs/cpu/pretrain --rope diffusion_ntk \
         --packing adaptive --out runs/cpu/extend-adaptive
     torchrun --nproc_per_node=2 -m minillada train --preset smoke --stage pretrain --out ...
+    minillada train --preset llada-8b --stage extend --dry-run --world-size 8 --target-len 131072 \
+        --out runs/llada8b-128k
+    torchrun --nproc_per_node=8 -m minillada train --preset llada-8b --stage extend \
+        --init /path/to/LLaDA-8B-Base --corpus books.jsonl --out runs/llada8b-64k
 """
 
 from __future__ import annotations
@@ -47,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(e.g. --set lr=1e-3 --set tasks='[\"passkey\"]' "
                         "--set model.include_qkv_bias=true); repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the per-GPU memory of one step of this run on paper "
+                        "(minillada.memory_plan) and train nothing; without --init, a released "
+                        "recipe plans for its preset's model (llada-8b: LLaDA-8B)")
+    parser.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),
+                        help="--dry-run: the number of GPUs (default $WORLD_SIZE or 1)")
     parser.set_defaults(func=run)
 
 
@@ -89,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         overrides["progress"] = False
     check_overrides(overrides)  # names and types, before torch loads
+    if args.dry_run:
+        print(memory_report(args.preset, args.stage, args.world_size, overrides))
+        return 0
 
     from minillada.config import make_config  # validates the rest (imports torch)
     from minillada.train import train
@@ -113,3 +127,47 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         print(model_dir)
     return 0
+
+
+def planned_model(config) -> tuple[dict[str, Any], str]:
+    """The sizes of the model a run trains, and where they come from: its init's config.json,
+    the pretrain model fields, or (a released recipe without init) its preset's model."""
+    from minillada.checkpoint import model_folder
+    from minillada.llada import llada_config
+    from minillada.presets import get_preset
+
+    if config.init is not None:
+        folder = model_folder(config.init)
+        fields = llada_config(json.loads((folder / "config.json").read_text()))
+        names = ("vocab_size", "d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size")
+        return {name: getattr(fields, name) for name in names}, str(folder)
+    if config.stage == "pretrain":
+        return config.model, f"preset {config.preset!r} pretrain model"
+    if get_preset(config.preset).released:
+        return get_preset(config.preset).model, f"preset {config.preset!r} model"
+    raise ValueError("--dry-run of stage 'extend' needs --init (its model's sizes), except for a "
+                     "released recipe (its preset's model)")
+
+
+def memory_report(preset: str, stage: str, world_size: int, overrides: dict[str, Any]) -> str:
+    """`--dry-run`: the run's settings and its per-GPU memory plan at the worst masking."""
+    from minillada.config import TrainConfig, stage_settings
+    from minillada.memory_plan import model_plan, param_counts, plan_table
+
+    if world_size < 1:
+        raise ValueError(f"--world-size must be >= 1, got {world_size}")
+    config = TrainConfig(preset=preset, stage=stage, out="dry-run",
+                         **stage_settings(preset, stage, **overrides))
+    dims, source = planned_model(config)
+    plan = model_plan(dims, config.seq_len, world_size, config.activation_checkpointing,
+                      rows=config.micro_batch_size, loss_chunk=config.loss_chunk)
+    sizes = {k: dims[k] for k in ("d_model", "mlp_hidden_size", "vocab_size", "n_heads")}
+    params = param_counts(dims["n_layers"], n_kv_heads=dims.get("n_kv_heads"), **sizes)["total"]
+    return "\n".join([
+        f"{preset} {stage}: {params / 1e9:.3f} B parameters ({source}); {world_size} GPU(s), "
+        f"{config.micro_batch_size} row(s) of {config.seq_len} tokens per GPU per micro-batch, "
+        f"activation checkpointing {'on' if config.activation_checkpointing else 'off'}, loss "
+        + (f"in chunks of {config.loss_chunk} masked tokens" if config.loss_chunk
+           else "over the full row"),
+        "per GPU at the worst step (every token masked), on paper (minillada.memory_plan; "
+        "not measured), GiB:", "", plan_table([plan])])

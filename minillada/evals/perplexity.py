@@ -202,7 +202,9 @@ def paired_loss_grid(models: Mapping[str, ModelAtLength], documents: Sequence[Se
             model = model_at(length)
             losses = []
             for part in torch.arange(len(targets)).split(batch_size):
-                logits = model(noised.noisy_ids[part].to(model_device(model))).logits.float().cpu()
+                # diffusion_loss takes the masked positions' logits to float32: the rest stay
+                # in the model's dtype (a 32K window of LLaDA-8B is 8 GiB of bf16 logits)
+                logits = model(noised.noisy_ids[part].to(model_device(model))).logits.cpu()
                 losses += [diffusion_loss(logits[i:i + 1], targets[row:row + 1],
                                           noised.masked[row:row + 1], noised.p_mask[row:row + 1]
                                           ).item() for i, row in enumerate(part.tolist())]
