@@ -47,20 +47,12 @@ from minillada.atomic import atomic_folder, atomic_write_text
 from minillada.config import incompatible_fields
 from minillada.distributed import Runtime, all_sum
 from minillada.model import LLaDAModelLM
+from minillada.model_files import model_folder as model_folder  # re-exported: torch-free
 
 log = logging.getLogger(__name__)
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 TRAINER_STATE = "trainer_state.json"
 TRAINER_STATE_KEYS = ("step", "tokens", "corpus_cursor")
-
-
-def model_folder(path: str | os.PathLike) -> Path:
-    """The exported model inside a run folder, or `path` itself if it holds a config.json."""
-    path = Path(path)
-    for candidate in (path / "model", path):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise FileNotFoundError(f"no model at {str(path)!r} (no config.json in it or in model/)")
 
 
 def save_config(out: Path, config: Any) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minillada.model_files import model_folder
 from minillada.precision import check_dtype_name, choose_precision
 from minillada.presets import get_preset
 
@@ -31,6 +32,8 @@ STAGES = ("pretrain", "extend")
 DTYPE_CHOICES = ("float32", "bfloat16")  # what "auto" resolves to; torch dtypes: PRECISIONS
 T_PER = ("sequence", "document")
 KEY_KINDS = ("number", "word", "token", "code")  # retrieval keys: minillada.tasks.KeySpace
+# minillada.tasks.TASKS by name, without importing it (tests/test_bad_input.py keeps them equal).
+TASK_NAMES = ("passkey", "niah", "niah_multikey", "variable_tracking")
 LOGS = ("jsonl", "tensorboard")  # TrainConfig.log: where the metrics go besides metrics.jsonl
 # The model fields of an init that must match the preset it is extended at.
 MATCHED_MODEL_FIELDS = ("vocab_size", "d_model", "n_heads", "n_layers", "mlp_hidden_size",
@@ -255,9 +258,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError (FileNotFoundError for paths) naming every problem, before any work."""
-        from minillada import tasks
         from minillada.attention import ATTENTION_BACKENDS
-        from minillada.checkpoint import model_folder
         from minillada.packing import PACKING_STRATEGIES
         from minillada.rope import ROPE_VARIANTS
 
@@ -274,9 +275,9 @@ class TrainConfig:
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
-        unknown_tasks = [task for task in self.tasks if task not in tasks.TASKS]
+        unknown_tasks = [task for task in self.tasks if task not in TASK_NAMES]
         if unknown_tasks:
-            raise ValueError(f"unknown task(s) {unknown_tasks}; choose from {list(tasks.TASKS)}")
+            raise ValueError(f"unknown task(s) {unknown_tasks}; choose from {list(TASK_NAMES)}")
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
         for name in ("steps", "batch_size", "micro_batch_size", "save_every", "val_every",

@@ -156,6 +156,8 @@ def test_cli_module_entry_point_fails_the_same(tmp_path, request):
 def folders(tmp_path_factory) -> dict[str, Path]:
     """An init trained at another preset (gpu dims), a checkpoint without tokenizer.json and one
     without weights (the checks read files only, so nothing is trained)."""
+    from safetensors.numpy import save_file
+
     from minillada.presets import get_preset
 
     root = tmp_path_factory.mktemp("bad")
@@ -166,7 +168,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     no_tokenizer = root / "no-tokenizer"
     no_tokenizer.mkdir()
     (no_tokenizer / "config.json").write_text("{}")
-    (no_tokenizer / "model.safetensors").write_bytes(b"")
+    save_file({}, no_tokenizer / "model.safetensors")  # a valid file holding no tensor
     no_weights = root / "no-weights"
     no_weights.mkdir()
     (no_weights / "config.json").write_text("{}")
@@ -355,12 +357,12 @@ def test_every_preset_passes_its_own_type_checks(tmp_path):
 
 
 def test_torch_free_names_match_the_modules():
-    from minillada import data, tasks
+    from minillada import config, data, tasks
     from minillada.commands import eval as eval_command
     from minillada.rope import ROPE_VARIANTS
     from minillada.rope_checks import VARIANT_NAMES
 
-    assert tuple(tasks.TASKS) == eval_command.RETRIEVAL_TASKS
+    assert tuple(tasks.TASKS) == config.TASK_NAMES
     assert eval_command.STDLIB == data.STDLIB
     assert tuple(ROPE_VARIANTS) == VARIANT_NAMES
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from minillada.config import KEY_KINDS
+from minillada.config import KEY_KINDS, TASK_NAMES
 from minillada.presets import PRESETS, get_preset
 from minillada.rope_checks import VARIANT_NAMES
 
@@ -31,8 +31,6 @@ if TYPE_CHECKING:  # torch, transformers and the evaluations load in `run`, afte
     from minillada.evals.retrieval import GenerationSettings
 
 CORPUS_TASKS = ("loss", "ppl")
-# minillada.tasks.TASKS (tests/test_bad_input.py checks they agree), named here without torch.
-RETRIEVAL_TASKS = ("passkey", "niah", "niah_multikey", "variable_tracking")
 HAYSTACK_TASKS = ("niah", "niah_multikey")  # take their filler from --corpus
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 STDLIB = "stdlib"  # minillada.data.STDLIB
@@ -185,7 +183,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     The checks that need no torch come first."""
     preset = get_preset(args.preset)
     grid = preset.evaluation
-    known = (*CORPUS_TASKS, *RETRIEVAL_TASKS)
+    known = (*CORPUS_TASKS, *TASK_NAMES)
     unknown = [task for task in args.tasks if task not in known]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(known)}")

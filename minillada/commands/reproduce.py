@@ -149,10 +149,11 @@ def announce_estimate(design: str, notebooks: list[Path], results: Path,
     from minillada import estimate
     from minillada.config import make_config
     from minillada.precision import describe_machine
+    from minillada.throughput import probe_throughput
 
     chosen = get_design(design)
     print(f"machine: {describe_machine()}", flush=True)
-    tokens_per_s, dtype = estimate.probe_throughput(chosen.preset_name)
+    tokens_per_s, dtype = probe_throughput(chosen.preset_name)
     config = make_config(chosen.preset_name, "pretrain", "unused")
     pretrain_tokens = config.steps * config.batch_size * config.seq_len * len(chosen.bases)
     timings = estimate.read_timings(results) or estimate.read_timings(committed)
