@@ -21,11 +21,11 @@ from safetensors import safe_open
 
 from minillada.model import LLaDAConfig, LLaDAModelLM
 from minillada.model_files import weight_files
-from minillada.rope import compute_rope
+from minillada.rope import ROPE_VARIANTS, compute_rope
 from minillada.rope_analysis import rope_summary, to_hf_rope_parameters
 
 # Variants that only change rope_theta: expressible in any config, LLaDA's released code included.
-BASE_ONLY_VARIANTS = ("default", "ntk", "ntk_critical", "diffusion_ntk")
+BASE_ONLY_VARIANTS = tuple(name for name, v in ROPE_VARIANTS.items() if v.hf_rope_type == "default")
 
 
 def rope_geometry(config: Mapping[str, Any]) -> dict[str, Any]:

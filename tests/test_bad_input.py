@@ -359,12 +359,9 @@ def test_every_preset_passes_its_own_type_checks(tmp_path):
 def test_torch_free_names_match_the_modules():
     from minillada import config, data, tasks
     from minillada.commands import eval as eval_command
-    from minillada.rope import ROPE_VARIANTS
-    from minillada.rope_checks import VARIANT_NAMES
 
     assert tuple(tasks.TASKS) == config.TASK_NAMES
     assert eval_command.STDLIB == data.STDLIB
-    assert tuple(ROPE_VARIANTS) == VARIANT_NAMES
 
 
 def test_eval_takes_the_niah_haystack_from_its_corpus():

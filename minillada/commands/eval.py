@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from minillada.config import KEY_KINDS, TASK_NAMES
 from minillada.presets import PRESETS, get_preset
-from minillada.rope_checks import VARIANT_NAMES
+from minillada.rope import ROPE_VARIANTS  # the registry loads without torch
 
 if TYPE_CHECKING:  # torch, transformers and the evaluations load in `run`, after the checks
     from transformers import PreTrainedTokenizerFast
@@ -187,9 +187,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     unknown = [task for task in args.tasks if task not in known]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(known)}")
-    bad_ropes = [variant for variant in args.rope if variant not in VARIANT_NAMES]
+    bad_ropes = [variant for variant in args.rope if variant not in ROPE_VARIANTS]
     if bad_ropes:
-        raise ValueError(f"unknown RoPE variant(s) {bad_ropes}; known: {', '.join(VARIANT_NAMES)}")
+        raise ValueError(f"unknown RoPE variant(s) {bad_ropes}; known: {', '.join(ROPE_VARIANTS)}")
     if args.corpus != STDLIB and not Path(args.corpus).exists():
         raise FileNotFoundError(f"corpus {args.corpus!r} does not exist")
     fit = args.gen_length == "auto"
