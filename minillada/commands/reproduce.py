@@ -34,6 +34,7 @@ from pathlib import Path
 
 import minillada
 from minillada.design import COMMITTED_DESIGN, DESIGNS, get_design
+from minillada.folders import check_writable
 from minillada.parameters import parse_assignment, preset_folder
 
 FLAG_OF_PARAMETER = {"output_dir": "executed", "figures_dir": "figures", "runs_dir": "runs",
@@ -218,6 +219,9 @@ def reproduce(args: argparse.Namespace) -> int:
     parameters = {"preset": design.name, "figures_dir": str(figures), "output_dir": str(output),
                   "runs_dir": str(runs), "results_dir": str(results)}
     parameters.update(notebook_overrides(notebooks, args.parameter, set(parameters)))
+    for flag, folder in (("--executed", output), ("--figures", root_figures),
+                         ("--results", root_results), ("--runs", runs)):  # before any is made
+        check_writable(folder, flag if getattr(args, flag[2:]) else "--out")
     print(f"reproducing {len(notebooks)} notebook(s) of design {design.name!r} (preset "
           f"{design.preset_name!r}: {len(design.bases)} base(s), {len(design.runs)} post-training "
           f"run(s)); executed copies in {output}, figures in {figures}")
