@@ -163,6 +163,12 @@ def _check_grid(tasks: Sequence[str], lengths: Sequence[int], depths: Sequence[f
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
 
 
+def cell_sample(make_sample: SampleMaker, cell: tuple, seed: int) -> TaskSample:
+    """The sample of grid cell (task, length, depth, repeat) under `seed`, the one every model
+    of a `run_retrieval_grid` is scored on."""
+    return make_sample(*cell[:3], derived_seed(seed, *cell))
+
+
 def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleMaker,
                        decode: Callable[[Sequence[int]], str], *, tasks: Sequence[str],
                        lengths: Sequence[int], depths: Sequence[float], repeats: int,
@@ -182,7 +188,7 @@ def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleM
     """
     _check_grid(tasks, lengths, depths, repeats)
     cells = [(t, n, d, r) for t in tasks for n in lengths for d in depths for r in range(repeats)]
-    samples = {cell: make_sample(*cell[:3], derived_seed(seed, *cell)) for cell in cells}
+    samples = {cell: cell_sample(make_sample, cell, seed) for cell in cells}
     if fit_gen_length:
         settings = settings.fitted_to(max(len(s.answer_ids) for s in samples.values()))
     for cell, sample in samples.items():
