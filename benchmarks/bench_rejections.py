@@ -3,14 +3,17 @@ as a user runs it (`python -m minillada ...`, a fresh process), timed from start
 
     .venv/bin/python benchmarks/bench_rejections.py --repeats 3
 
-Prints (not a test) the machine, each case's median seconds and, per command, the median, the
-maximum and how many cases took 1.5 s or more (the goal for `train` and `eval`: none).
+Prints (not a test) the machine, each case's median wall seconds and CPU seconds (user + system
+of the process: its own work, which other jobs on the machine do not inflate) and, per command,
+their medians, maxima and how many cases took 1.5 s or more (the goal for `train` and `eval`:
+none).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,13 +28,18 @@ from test_bad_input import CLI_CASES, complete_argv, make_folders  # noqa: E402
 GOAL_S = 1.5
 
 
-def time_rejection(argv: list[str], cwd: Path) -> float:
-    """Seconds from starting `python -m minillada ARGV` to its exit; it must exit 2."""
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_rejection(argv: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall, CPU) seconds of `python -m minillada ARGV` from start to exit; it must exit 2."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_of_children()
     done = subprocess.run([sys.executable, "-m", "minillada", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start, cpu_of_children() - cpu
     if done.returncode != 2:
         raise RuntimeError(f"{argv} exited {done.returncode}, not 2: {done.stderr[-500:]}")
     return seconds
@@ -48,7 +56,7 @@ def main() -> None:
 
     print(f"machine: {describe_machine()}; torch.backends.cpu.get_cpu_capability() = "
           f"{torch.backends.cpu.get_cpu_capability()}")
-    seconds: dict[str, tuple[str, float]] = {}
+    seconds: dict[str, tuple[str, float, float]] = {}  # case -> (command, wall, CPU)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         folders = make_folders(root)
@@ -57,16 +65,17 @@ def main() -> None:
             cwd.mkdir(parents=True)
             full = complete_argv(argv, cwd / "out", folders)
             runs = [time_rejection(full, cwd) for _ in range(args.repeats)]
-            seconds[name] = (argv[0], statistics.median(runs))
-            print(f"{name:<30} {seconds[name][1]:6.3f} s", flush=True)
-    for command in dict.fromkeys(command for command, _ in seconds.values()):
-        values = [s for c, s in seconds.values() if c == command]
-        slow = sum(s >= GOAL_S for s in values)
-        print(f"{command:<10} {len(values):3d} cases: median {statistics.median(values):.3f} s, "
-              f"max {max(values):.3f} s, {slow} at or above {GOAL_S} s")
-    values = [s for _, s in seconds.values()]
-    print(f"{'all':<10} {len(values):3d} cases: median {statistics.median(values):.3f} s, "
-          f"max {max(values):.3f} s")
+            wall, cpu = (statistics.median(column) for column in zip(*runs, strict=True))
+            seconds[name] = (argv[0], wall, cpu)
+            print(f"{name:<30} wall {wall:6.3f} s, CPU {cpu:6.3f} s", flush=True)
+    for command in [*dict.fromkeys(command for command, _, _ in seconds.values()), "all"]:
+        chosen = [(w, c) for name, w, c in seconds.values() if command in (name, "all")]
+        parts = []
+        for kind, values in zip(("wall", "CPU"), zip(*chosen, strict=True), strict=True):
+            slow = sum(value >= GOAL_S for value in values)
+            parts.append(f"{kind} median {statistics.median(values):.3f} s, max "
+                         f"{max(values):.3f} s, {slow} at or above {GOAL_S} s")
+        print(f"{command:<10} {len(chosen):3d} cases: " + "; ".join(parts))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Bad input, table-driven: every command and the Python API refuse it with one clear line naming
 the field or flag, the value and what is allowed, before any work, writing nothing (and fast:
-every check of `minillada train` and `eval` runs before torch loads).
-`pytest -s tests/test_bad_input.py` prints the measured times; benchmarks/bench_rejections.py
-measures them alone."""
+every check of `minillada train` and `eval` runs before torch loads, which these tests check
+instead of a wall time that other jobs on the machine stretch). `pytest -s
+tests/test_bad_input.py` prints the measured times; benchmarks/bench_rejections.py measures them
+alone, with the CPU time of each refusal."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMES: list[tuple[str, str, float]] = []  # (case, kind, seconds to fail)
-FAST_S = 2.0
 UNWRITABLE = "/proc/minillada-nowhere"  # no process may create anything in /proc, root neither
 
 # (id, argv, text the one-line error holds: the bad value). {name} is a folder of `make_folders`.
@@ -248,7 +248,6 @@ def test_cli_refuses_without_torch_or_a_trace(argv, expected, folders, tmp_path,
     _check_line(argv[0], done.returncode, done.stderr, expected.format(**folders))
     assert "TORCH False" in done.stdout, "the check imported torch"
     assert _listing(tmp_path, folders["init"].parent) == before, "a refused command wrote"
-    assert seconds < FAST_S, f"{seconds:.2f} s to fail"
 
 
 def test_cli_module_entry_point_fails_the_same(tmp_path, request):
