@@ -21,8 +21,8 @@ import sys
 
 import torch
 
-from minillada.estimate import time_training_steps
 from minillada.precision import DTYPE_NAMES, choose_precision, machine_report, matmul_flops
+from minillada.throughput import time_training_steps
 from minillada.train import Trainer
 
 

@@ -47,20 +47,12 @@ from minillada.atomic import atomic_folder, atomic_write_text
 from minillada.config import incompatible_fields
 from minillada.distributed import Runtime, all_sum
 from minillada.model import LLaDAModelLM
+from minillada.model_files import model_folder as model_folder  # re-exported: torch-free
 
 log = logging.getLogger(__name__)
 FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
 TRAINER_STATE = "trainer_state.json"
 TRAINER_STATE_KEYS = ("step", "tokens", "corpus_cursor")
-
-
-def model_folder(path: str | os.PathLike) -> Path:
-    """The exported model inside a run folder, or `path` itself if it holds a config.json."""
-    path = Path(path)
-    for candidate in (path / "model", path):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise FileNotFoundError(f"no model at {str(path)!r} (no config.json in it or in model/)")
 
 
 def save_config(out: Path, config: Any) -> None:
@@ -164,7 +156,8 @@ def resume_candidates(out: Path, resume: bool | str, is_main: bool) -> list[Path
     """The intact checkpoints of a run folder, newest first, for `resume` True, False or 'auto'
     (resume if there is a run): [] for a fresh start. Raises for a run that exists without
     resume, for resume=True without a run, and when every checkpoint is damaged; each damaged
-    one is named in a warning (by rank 0)."""
+    one is named in a warning (by rank 0). Rank 0, which holds the run's lock, first removes what
+    killed writes left (`remove_temporaries`)."""
     candidates = checkpoint_candidates(out)
     if not candidates:
         if resume is True:
@@ -172,6 +165,8 @@ def resume_candidates(out: Path, resume: bool | str, is_main: bool) -> list[Path
                                     "start it without resume (--resume)")
         if resume == "auto":
             log.info("no checkpoint in %s: starting from step 0", out)
+        if is_main:
+            remove_temporaries(out)
         return []
     if not resume:
         raise ValueError(f"{out} already holds a run (checkpoint {candidates[0].name}); pass "
@@ -186,7 +181,24 @@ def resume_candidates(out: Path, resume: bool | str, is_main: bool) -> list[Path
                         candidate.name, problem)
     if not intact:
         raise ValueError(no_intact_checkpoint(out))
+    if is_main:
+        remove_temporaries(out)
     return intact
+
+
+def remove_temporaries(out: Path) -> list[Path]:
+    """Remove, and return, the temporary files and folders that writes killed midway left in a
+    run folder and its checkpoints/ (`.latest.<pid>.<hex>.tmp` of the pointer, `.step_NNNNNN.tmp`
+    of a save, `.metrics.jsonl.<pid>.<hex>.tmp`, ...: `.*.tmp`). Only for the one trainer that
+    holds the run's lock: no other process may be writing them."""
+    stale = sorted([*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")])
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        log.info("removed %s, left by a write that was killed", path)
+    return stale
 
 
 def check_resumable(out: Path, config: Any) -> None:

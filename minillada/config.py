@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import json
 import math
 import os
@@ -22,15 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from minillada.model_files import model_folder, weight_files
+from minillada.model_shape import ATTENTION_BACKEND_NAMES, check_model_shape, model_fields
 from minillada.precision import check_dtype_name, choose_precision
 from minillada.presets import get_preset
+from minillada.rope import ROPE_VARIANTS
 
-# This module imports no torch (nor data, model, ...) at the top: `minillada train` checks the
-# preset, the stage and every --set value against TrainConfig's annotations before torch loads.
+# This module imports no torch (nor data, model, ...): `make_config` checks the preset, the stage,
+# every value and the whole config before it resolves the dtype (`choose_precision`, which loads
+# torch), so `minillada train` refuses a bad config at once.
 STAGES = ("pretrain", "extend")
 DTYPE_CHOICES = ("float32", "bfloat16")  # what "auto" resolves to; torch dtypes: PRECISIONS
 T_PER = ("sequence", "document")
 KEY_KINDS = ("number", "word", "token", "code")  # retrieval keys: minillada.tasks.KeySpace
+# minillada.tasks.TASKS and minillada.packing.PACKING_STRATEGIES by name, without importing
+# them (tests/test_bad_input.py keeps them equal).
+TASK_NAMES = ("passkey", "niah", "niah_multikey", "variable_tracking")
+PACKING_NAMES = ("direct", "eod", "adaptive", "adaptive_eod")
 LOGS = ("jsonl", "tensorboard")  # TrainConfig.log: where the metrics go besides metrics.jsonl
 # The model fields of an init that must match the preset it is extended at.
 MATCHED_MODEL_FIELDS = ("vocab_size", "d_model", "n_heads", "n_layers", "mlp_hidden_size",
@@ -147,15 +154,9 @@ def train_config_types() -> dict[str, Any]:
     return typing.get_type_hints(TrainConfig)
 
 
-@functools.cache
 def model_config_types() -> dict[str, Any]:
-    """The fields of `minillada.model.LLaDAConfig` (its __init__ parameters) -> annotation;
-    imports the model module (torch), builds nothing."""
-    from minillada.model import LLaDAConfig
-
-    hints = typing.get_type_hints(LLaDAConfig.__init__)
-    return {n: hints.get(n, Any) for n, p in inspect.signature(LLaDAConfig.__init__).parameters
-            .items() if n != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD}
+    """The fields of `minillada.model.LLaDAConfig` (its __init__ parameters) -> annotation."""
+    return {name: annotation for name, (annotation, _) in model_fields().items()}
 
 
 def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,7 +166,7 @@ def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_model_fields(model: Mapping[str, Any]) -> dict[str, Any]:
-    """`model` (LLaDAConfig fields) with names and types checked (imports torch)."""
+    """`model` (LLaDAConfig fields) with names and types checked."""
     return check_values(model, model_config_types(), "model (LLaDAConfig)", prefix="model.")
 
 
@@ -261,17 +262,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError (FileNotFoundError for paths) naming every problem, before any work."""
-        from minillada import tasks
-        from minillada.attention import ATTENTION_BACKENDS
-        from minillada.checkpoint import model_folder
-        from minillada.packing import PACKING_STRATEGIES
-        from minillada.rope import ROPE_VARIANTS
-
         choices = {
             "stage": (self.stage, STAGES),
-            "packing": (self.packing, tuple(PACKING_STRATEGIES)),
+            "packing": (self.packing, PACKING_NAMES),
             "rope": (self.rope, tuple(ROPE_VARIANTS)),
-            "attention_backend": (self.attention_backend, tuple(ATTENTION_BACKENDS)),
+            "attention_backend": (self.attention_backend, ATTENTION_BACKEND_NAMES),
             "schedule": (self.schedule, tuple(LR_SCHEDULES)),
             "dtype": (self.dtype, DTYPE_CHOICES),
             "t_per": (self.t_per, T_PER),
@@ -280,9 +275,9 @@ class TrainConfig:
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
-        unknown_tasks = [task for task in self.tasks if task not in tasks.TASKS]
+        unknown_tasks = [task for task in self.tasks if task not in TASK_NAMES]
         if unknown_tasks:
-            raise ValueError(f"unknown task(s) {unknown_tasks}; choose from {list(tasks.TASKS)}")
+            raise ValueError(f"unknown task(s) {unknown_tasks}; choose from {list(TASK_NAMES)}")
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
         for name in ("steps", "batch_size", "micro_batch_size", "save_every", "val_every",
@@ -331,6 +326,7 @@ class TrainConfig:
                 self._check_released_init(folder)
             else:
                 self._check_init_matches_preset(folder)
+            weight_files(folder)  # a missing, truncated or garbage weight file, named
         elif self.rope != "default":
             raise ValueError(
                 f"stage 'pretrain' trains at T_train with rope 'default', got rope {self.rope!r}"
@@ -343,12 +339,10 @@ class TrainConfig:
     def _check_model(self) -> None:
         """The model fields (pretrain): known LLaDAConfig names of the right types, whose shapes
         build a model (LLaDAConfig's own checks; no model is built)."""
-        from minillada.model import LLaDAConfig
-
         fields = check_model_fields(self.model)
         try:
-            LLaDAConfig(**{**fields, "max_sequence_length": self.seq_len,
-                           "attention_backend": self.attention_backend})
+            check_model_shape({**fields, "max_sequence_length": self.seq_len,
+                               "attention_backend": self.attention_backend})
         except ValueError as error:
             raise ValueError(f"model: {error}") from None
 
@@ -389,12 +383,18 @@ def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: An
     `task_lengths` whose longest document is the row length follows an overridden `seq_len`).
 
     Raises ValueError naming unknown fields or a value of the wrong type (checked against
-    TrainConfig's annotations, as the preset's values); the result is validated.
+    TrainConfig's annotations, as the preset's values); the result is validated before its dtype
+    is resolved, so a refused config answers without loading torch.
     """
-    config = TrainConfig(preset=preset, stage=stage, out=str(out),
-                         **stage_settings(preset, stage, **overrides))
+    if not isinstance(out, (str, os.PathLike)) or not str(out):
+        raise ValueError(f"out must be a folder path (a non-empty str or os.PathLike), got "
+                         f"{out!r}")
+    settings = stage_settings(preset, stage, **overrides)
+    # Validated with the dtype held back: resolving "auto" loads torch (TrainConfig.__post_init__).
+    dtype = check_dtype_name(settings.pop("dtype", TrainConfig.dtype))
+    config = TrainConfig(preset=preset, stage=stage, out=str(out), dtype="float32", **settings)
     config.validate()
-    return config
+    return dataclasses.replace(config, dtype=dtype)
 
 
 def stage_settings(preset: str, stage: str, **overrides: Any) -> dict[str, Any]:
@@ -413,6 +413,12 @@ def stage_settings(preset: str, stage: str, **overrides: Any) -> dict[str, Any]:
     # Retrieval documents that reach the preset's row length follow an overridden row length.
     lengths = preset_stage.get("task_lengths")
     if lengths and lengths[1] == default_len and "task_lengths" not in overrides:
+        if lengths[0] >= settings["seq_len"]:  # name what the user set, not the derived field
+            raise ValueError(
+                f"seq_len {settings['seq_len']} (--target-len) is too short for the preset's "
+                f"retrieval documents of at least {lengths[0]} tokens: choose a seq_len above "
+                f"{lengths[0]}, or set task_lengths=[lo, hi] with lo < hi <= "
+                f"{settings['seq_len']}")
         settings["task_lengths"] = (lengths[0], settings["seq_len"])
     # Model fields merge (preset dims < stage < overrides); extend takes init's model, so any
     # model override there is left for validate() to reject.

@@ -1,18 +1,18 @@
 """How long a job will take on this machine, said before the work.
 
-`minillada reproduce` measures the training throughput of the preset's pre-training step here (a
-few steps, seconds) and scales the per-notebook wall times of the last reproduction of that preset
-(`timings.json` in its results folder, written by every reproduction with the throughput it
-measured then) by the ratio of the two throughputs: the cost of every notebook, evaluation
-included, is dominated by the same model's forward and backward passes. Without such a file the
-estimate covers the pre-training alone. The trainer prints its own estimate after its first steps.
+`minillada reproduce` measures the training throughput of the preset's pre-training step
+(`minillada.throughput`: a few steps, seconds) and scales the per-notebook wall times of the last
+reproduction of that preset (`timings.json` in its results folder, written by every reproduction
+with the throughput it measured then) by the ratio of the two throughputs: the cost of every
+notebook, evaluation included, is dominated by the same model's forward and backward passes.
+Without such a file the estimate covers the pre-training alone. The trainer prints its own
+estimate after its first steps (`training_pace`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -142,39 +142,3 @@ def write_timings(results: Path, notebooks: Mapping[str, float], tokens_per_s: f
         "date": time.strftime("%Y-%m-%d"), "machine": machine, "dtype": dtype,
         "tokens_per_s": round(tokens_per_s, 1), **record, "notebooks": merged},
         indent=1) + "\n")
-
-
-def time_training_steps(preset: str, steps: int, warmup: int = 1,
-                        **overrides: Any) -> tuple[Any, int, float]:
-    """Run `warmup`, then `steps` timed steps of the preset's pre-training in a temporary run
-    folder (this process's runtime); returns (the trainer, tokens and seconds of the timed
-    steps)."""
-    from minillada.config import make_config
-    from minillada.distributed import start_runtime, stop_runtime
-    from minillada.train import Trainer
-
-    runtime = start_runtime()
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            config = make_config(preset, "pretrain", out, **{
-                "steps": warmup + steps, "progress": False, "random_length_fraction": 0.0,
-                **overrides})
-            trainer = Trainer(config, runtime)
-            try:
-                for _ in range(warmup):
-                    trainer.train_step()
-                tokens, start = trainer.tokens, time.perf_counter()
-                for _ in range(steps):
-                    trainer.train_step()
-                return trainer, trainer.tokens - tokens, time.perf_counter() - start
-            finally:
-                trainer.close()
-    finally:
-        stop_runtime(runtime)
-
-
-def probe_throughput(preset: str, steps: int = 2, warmup: int = 1) -> tuple[float, str]:
-    """(tokens/s, resolved dtype) of the preset's pre-training step on this machine."""
-    trainer, tokens, seconds = time_training_steps(preset, steps, warmup, val_rows=0,
-                                                   val_task_rows=0)
-    return tokens / seconds, trainer.config.dtype

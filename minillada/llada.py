@@ -20,11 +20,12 @@ import torch
 from safetensors import safe_open
 
 from minillada.model import LLaDAConfig, LLaDAModelLM
-from minillada.rope import compute_rope
+from minillada.model_files import weight_files
+from minillada.rope import ROPE_VARIANTS, compute_rope
 from minillada.rope_analysis import rope_summary, to_hf_rope_parameters
 
 # Variants that only change rope_theta: expressible in any config, LLaDA's released code included.
-BASE_ONLY_VARIANTS = ("default", "ntk", "ntk_critical", "diffusion_ntk")
+BASE_ONLY_VARIANTS = tuple(name for name, v in ROPE_VARIANTS.items() if v.hf_rope_type == "default")
 
 
 def rope_geometry(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -202,21 +203,6 @@ def _weight_tying(fields: Mapping[str, Any]) -> bool:
         raise ValueError(f"weight_tying={values['weight_tying']} and tie_word_embeddings="
                          f"{values['tie_word_embeddings']} disagree; give one of them")
     return any(values.values())
-
-
-def weight_files(path: Path) -> list[Path]:
-    """The safetensors files of a checkpoint: the shards of model.safetensors.index.json, or
-    model.safetensors."""
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        absent = [name for name in shards if not (path / name).is_file()]
-        if absent:
-            raise FileNotFoundError(f"{index} lists shard(s) missing from {path}: {absent}")
-        return [path / name for name in shards]
-    if (path / "model.safetensors").is_file():
-        return [path / "model.safetensors"]
-    raise FileNotFoundError(f"no model.safetensors or model.safetensors.index.json in {path}")
 
 
 def _check_weights(found: Mapping[str, tuple[int, ...]],

@@ -27,12 +27,12 @@ from transformers import initialization as init
 from transformers.modeling_outputs import MaskedLMOutput
 
 from minillada.attention import (
-    ATTENTION_BACKENDS,
     DocumentMask,
     build_document_mask,
     masked_attention,
 )
 from minillada.masked_loss import DEFAULT_CHUNK, chunked_cross_entropy
+from minillada.model_shape import check_model_shape, model_fields
 from minillada.rope import compute_rope
 from minillada.rotary import RotaryEmbedding, apply_rotary
 
@@ -96,37 +96,8 @@ class LLaDAConfig(PretrainedConfig):
         return self.d_model // self.n_heads
 
     def validate_shapes(self) -> None:
-        """Raise ValueError naming any field that cannot build a model."""
-        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "mlp_hidden_size",
-                     "max_sequence_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta!r}")
-        if self.d_model % self.n_heads or self.head_dim % 2:
-            raise ValueError(
-                f"d_model ({self.d_model}) must split into n_heads ({self.n_heads}) heads of an "
-                "even size (RoPE rotates pairs)"
-            )
-        if not isinstance(self.n_kv_heads, int) or not 1 <= self.n_kv_heads <= self.n_heads:
-            raise ValueError(
-                f"n_kv_heads must be an integer in [1, n_heads = {self.n_heads}], "
-                f"got {self.n_kv_heads!r}"
-            )
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
-            )
-        if self.attention_backend not in ATTENTION_BACKENDS:
-            raise ValueError(
-                f"unknown attention_backend {self.attention_backend!r}; "
-                f"known: {', '.join(ATTENTION_BACKENDS)}"
-            )
-        for name in ("mask_token_id", "eos_token_id", "pad_token_id", "bos_token_id"):
-            token = getattr(self, name, None)
-            if token is not None and not 0 <= token < self.vocab_size:
-                raise ValueError(f"{name} {token} is outside the vocabulary [0, {self.vocab_size})")
+        """Raise ValueError naming any field that cannot build a model (`check_model_shape`)."""
+        check_model_shape({name: getattr(self, name) for name in model_fields()})
 
 
 class LLaDABlock(nn.Module):

@@ -19,6 +19,7 @@ document starts again at 0, so positions never exceed seq_len - 1); `restart_pos
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -83,11 +84,23 @@ def _validate(docs: Sequence[Sequence[int]], seq_len: int, strategy: PackingStra
     for name, token in (("eod_token_id", eod_token_id), ("pad_token_id", pad_token_id)):
         if token is not None and (not isinstance(token, int) or token < 0):
             raise ValueError(f"{name} must be a non-negative integer, got {token!r}")
+    if isinstance(docs, (str, bytes)) or any(isinstance(doc, (str, bytes)) for doc in docs):
+        raise ValueError("docs must be token-id sequences (lists of non-negative integers), got "
+                         "text; tokenize it first (minillada.data.tokenize_documents)")
     if len(docs) == 0:
         raise ValueError("no documents to pack: the document list is empty")
     empty = [i for i, doc in enumerate(docs) if len(doc) == 0]
     if empty:
         raise ValueError(f"document(s) {empty[:10]} are empty; every document needs a token")
+
+
+def _first_bad_token(docs: Sequence[Sequence[object]]) -> str:
+    """Where the first token that is not a non-negative integer is (only called on failure)."""
+    for index, doc in enumerate(docs):
+        for position, token in enumerate(doc):
+            if isinstance(token, bool) or not isinstance(token, numbers.Integral) or token < 0:
+                return f"document {index} holds {token!r} at position {position}"
+    return "every document holds integers, but not of one integer type"
 
 
 def pack_documents(
@@ -102,9 +115,12 @@ def pack_documents(
     chosen = get_strategy(strategy)
     _validate(docs, seq_len, chosen, eod_token_id, pad_token_id)
     separator = [eod_token_id] if chosen.separator else []
-    stream = torch.tensor(list(chain.from_iterable([*doc, *separator] for doc in docs)))
-    if stream.dtype != torch.int64 or int(stream.min()) < 0:
-        raise ValueError("token ids must be non-negative integers")
+    try:
+        stream = torch.tensor(list(chain.from_iterable([*doc, *separator] for doc in docs)))
+    except (TypeError, ValueError):
+        stream = None  # not numbers: named below
+    if stream is None or stream.dtype != torch.int64 or int(stream.min()) < 0:
+        raise ValueError(f"token ids must be non-negative integers; {_first_bad_token(docs)}")
     lengths = torch.tensor([len(doc) + len(separator) for doc in docs])
     doc_ids = torch.repeat_interleave(torch.arange(len(docs)), lengths)
 

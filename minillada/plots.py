@@ -28,61 +28,26 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from minillada.atomic import atomic_write_bytes
-from minillada.rope import compute_rope, critical_dim, default_inv_freq
+from minillada.rope import ROPE_VARIANTS, compute_rope, critical_dim, default_inv_freq
 from minillada.rope_analysis import angle_coverage, attention_decay_bound
 
 # ----------------------------------------------------------------------------- style
 
 DPI = 150
 
-# One fixed color per RoPE variant (seaborn's colorblind palette): the baseline critical-dimension
-# law is blue and the diffusion-aware law vermillion everywhere, and so are the causal and
-# bidirectional spans they stand for.
-VARIANT_COLORS: dict[str, str] = {
-    "default": "#949494",
-    "linear": "#ca9161",
-    "ntk": "#56b4e9",
-    "dynamic": "#cc78bc",
-    "yarn": "#029e73",
-    "llama3": "#fbafe4",
-    "longrope": "#ece133",
-    "ntk_critical": "#0173b2",
-    "diffusion_ntk": "#d55e00",
-    "diffusion_yarn": "#de8f05",
-}
-# Markers tell apart variants whose curves coincide (e.g. PI, llama3 and YaRN stretch the critical
-# pair alike; dynamic NTK at its full length is fixed NTK).
-VARIANT_MARKERS: dict[str, str] = {
-    "default": "o",
-    "linear": "s",
-    "ntk": "^",
-    "dynamic": "v",
-    "yarn": "D",
-    "llama3": "P",
-    "longrope": "X",
-    "ntk_critical": "o",
-    "diffusion_ntk": "o",
-    "diffusion_yarn": "D",
-}
-VARIANT_LABELS: dict[str, str] = {
-    "default": "direct extrapolation",
-    "linear": "PI (linear)",
-    "ntk": "NTK-aware",
-    "dynamic": "dynamic NTK",
-    "yarn": "YaRN",
-    "llama3": "Llama 3",
-    "longrope": "LongRoPE",
-    "ntk_critical": "critical-dim NTK (LongLLaDA)",
-    "diffusion_ntk": "diffusion-aware NTK (UltraLLaDA)",
-    "diffusion_yarn": "diffusion-aware YaRN",
-}
+# Each RoPE variant's fixed color, marker and label (its record in minillada.rope.ROPE_VARIANTS).
+VARIANT_COLORS: dict[str, str] = {name: v.color for name, v in ROPE_VARIANTS.items()}
+VARIANT_MARKERS: dict[str, str] = {name: v.marker for name, v in ROPE_VARIANTS.items()}
+VARIANT_LABELS: dict[str, str] = {name: v.label for name, v in ROPE_VARIANTS.items()}
+# The causal and bidirectional spans share the colors of the laws that stand for them.
 SPAN_COLORS: dict[str, str] = {
     "causal": VARIANT_COLORS["ntk_critical"],
     "bidirectional": VARIANT_COLORS["diffusion_ntk"],
 }
 
 # Variants whose frequencies follow from (d, b, T, T') alone; longrope needs searched factors.
-PARAMETER_FREE_VARIANTS: tuple[str, ...] = tuple(v for v in VARIANT_COLORS if v != "longrope")
+PARAMETER_FREE_VARIANTS: tuple[str, ...] = tuple(
+    name for name, v in ROPE_VARIANTS.items() if not v.parameters[1])
 
 
 def use_style() -> None:

@@ -5,14 +5,20 @@ Notation: d = rotary dim (the head dim here), b = base (`rope_theta`), T = pre-t
 Pair n = 0 .. d/2-1 rotates by theta_n * position with theta_n = b^(-2n/d); its period is
 2*pi*b^(2n/d).
 
-Every variant is a pure function registered in `ROPE_VARIANTS`:
+Every variant is one `RopeVariant` record in `ROPE_VARIANTS` (adding a variant is adding one
+record): its law, a pure function
 
-    fn(head_dim, base, train_len, target_len, **params) -> (inv_freq [d/2] float32, attn_factor)
+    law(head_dim, base, train_len, target_len, **params) -> (inv_freq [d/2] float32, attn_factor)
 
-The attention factor multiplies both cos and sin (YaRN's and LongRoPE's temperature). `compute_rope`
-validates arguments and parameter names (a variant's keyword-only arguments) before calling it.
-Checks that need no torch: `rope_checks`; the rotary module: `rotary`; summaries, coverage,
-decay and the Hugging Face bridge: `rope_analysis`.
+whose keyword-only arguments are its parameters, its label, color and marker in every figure,
+whether it is set for a target length, and the transformers `rope_type` that reproduces it. The
+attention factor multiplies both cos and sin (YaRN's and LongRoPE's temperature). `compute_rope`
+validates arguments and parameter names before calling the law.
+
+torch is imported by the laws that build tensors, not by this module: the registry (names,
+parameters, labels) loads in milliseconds, so `minillada train`, `eval` and `rope` refuse a bad
+variant or number before torch loads (seconds). Checks of numbers: `rope_checks`; the rotary
+module: `rotary`; summaries, coverage, decay and the Hugging Face bridge: `rope_analysis`.
 """
 
 from __future__ import annotations
@@ -20,9 +26,8 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any
-
-import torch
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from minillada.rope_checks import KNOWN_MODELS as KNOWN_MODELS  # re-exported
 from minillada.rope_checks import (
@@ -33,7 +38,10 @@ from minillada.rope_checks import (
     check_rope_values,
 )
 
-RopeFunction = Callable[..., tuple[torch.Tensor, float]]
+if TYPE_CHECKING:
+    import torch
+
+RopeFunction = Callable[..., "tuple[torch.Tensor, float]"]
 
 
 # ----------------------------------------------------------------------------- shared laws
@@ -41,6 +49,8 @@ RopeFunction = Callable[..., tuple[torch.Tensor, float]]
 
 def default_inv_freq(head_dim: int, base: float) -> torch.Tensor:
     """theta_n = base^(-2n/d) for n = 0 .. d/2-1, float32 (computed as transformers does)."""
+    import torch
+
     exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
     return 1.0 / (base**exponents)
 
@@ -191,6 +201,7 @@ def _yarn(
     truncate: bool,
 ) -> tuple[torch.Tensor, float]:
     """YaRN's per-pair ramp between interpolation (theta/s) and extrapolation (theta)."""
+    import torch
 
     def correction_index(rotations: float) -> float:
         # c(r) = d * ln(L0 / (2 pi r)) / (2 ln b): the pair that turns r times over L0 positions.
@@ -290,6 +301,8 @@ def rope_llama3(
 ) -> tuple[torch.Tensor, float]:
     """Llama 3.1: wavelengths above T/low_freq_factor get theta/s, below T/high_freq_factor keep
     theta, and the band between is interpolated smoothly in T/wavelength."""
+    import torch
+
     s = resolve_factor(train_len, target_len, factor)
     inv_freq = default_inv_freq(head_dim, base)
     wavelength = 2 * math.pi / inv_freq
@@ -314,6 +327,8 @@ def rope_longrope(
 ) -> tuple[torch.Tensor, float]:
     """LongRoPE: theta_n / r_n with searched per-pair rescale factors r (`long_factor` beyond T,
     `short_factor` within); attention factor sqrt(1 + ln s / ln T)."""
+    import torch
+
     for name, values in (("long_factor", long_factor), ("short_factor", short_factor)):
         if len(values) != head_dim // 2:
             raise ValueError(
@@ -364,36 +379,68 @@ def target_or_train_len(train_len: int, target_len: int | None) -> int:
     return target_len if target_len is not None else train_len
 
 
-ROPE_VARIANTS: dict[str, RopeFunction] = {
-    "default": rope_default,
-    "linear": rope_linear,
-    "ntk": rope_ntk,
-    "dynamic": rope_dynamic,
-    "yarn": rope_yarn,
-    "llama3": rope_llama3,
-    "longrope": rope_longrope,
-    "ntk_critical": rope_ntk_critical,
-    "diffusion_ntk": rope_diffusion_ntk,
-    "diffusion_yarn": rope_diffusion_yarn,
-}
+@dataclass(frozen=True)
+class RopeVariant:
+    """Everything the package knows about one variant.
 
-# Direct extrapolation has no target; dynamic NTK takes the running length at each forward.
-UNTARGETED = frozenset({"default", "dynamic"})
-# Variants that extend to a target and so refuse a target shorter than T.
-_EXTENDING = frozenset(ROPE_VARIANTS) - UNTARGETED
+    `law` computes its frequencies (its keyword-only arguments are the variant's parameters);
+    `label`, `color` (seaborn's colorblind palette) and `marker` show it in every figure;
+    `targeted`: set for a target length (direct extrapolation is not; dynamic NTK takes the
+    running length instead: `running_length`, recomputed at every forward); `hf_rope_type`: the
+    transformers `rope_type` that reproduces it ("default" with a new rope_theta for the
+    variants that only change the base; diffusion-aware YaRN is YaRN on the span 2T).
+    """
+
+    name: str
+    law: RopeFunction
+    label: str
+    color: str
+    marker: str
+    hf_rope_type: str
+    targeted: bool = True
+    running_length: bool = False
+
+    @property
+    def parameters(self) -> tuple[set[str], set[str]]:
+        """(accepted, required) parameter names: the law's keyword-only arguments."""
+        kwonly = [p for p in inspect.signature(self.law).parameters.values()
+                  if p.kind is p.KEYWORD_ONLY]
+        return {p.name for p in kwonly}, {p.name for p in kwonly if p.default is p.empty}
+
+
+# The baseline critical-dimension law is blue and the diffusion-aware law vermillion in every
+# figure. Markers tell apart curves that coincide (PI, llama3 and YaRN stretch the critical pair
+# alike; dynamic NTK at its full length is fixed NTK).
+ROPE_VARIANTS: dict[str, RopeVariant] = {variant.name: variant for variant in (
+    RopeVariant("default", rope_default, "direct extrapolation", "#949494", "o", "default",
+                targeted=False),
+    RopeVariant("linear", rope_linear, "PI (linear)", "#ca9161", "s", "linear"),
+    RopeVariant("ntk", rope_ntk, "NTK-aware", "#56b4e9", "^", "default"),
+    RopeVariant("dynamic", rope_dynamic, "dynamic NTK", "#cc78bc", "v", "dynamic",
+                targeted=False, running_length=True),
+    RopeVariant("yarn", rope_yarn, "YaRN", "#029e73", "D", "yarn"),
+    RopeVariant("llama3", rope_llama3, "Llama 3", "#fbafe4", "P", "llama3"),
+    RopeVariant("longrope", rope_longrope, "LongRoPE", "#ece133", "X", "longrope"),
+    RopeVariant("ntk_critical", rope_ntk_critical, "critical-dim NTK (LongLLaDA)", "#0173b2", "o",
+                "default"),
+    RopeVariant("diffusion_ntk", rope_diffusion_ntk, "diffusion-aware NTK (UltraLLaDA)",
+                "#d55e00", "o", "default"),
+    RopeVariant("diffusion_yarn", rope_diffusion_yarn, "diffusion-aware YaRN", "#de8f05", "D",
+                "yarn"),
+)}
+UNTARGETED = frozenset(name for name, variant in ROPE_VARIANTS.items() if not variant.targeted)
 
 
 # ----------------------------------------------------------------------------- validation
 
 
 def variant_parameters(variant: str) -> tuple[set[str], set[str]]:
-    """(accepted, required) parameter names of a variant: its keyword-only arguments."""
-    fn = _lookup(variant)
-    kwonly = [p for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY]
-    return {p.name for p in kwonly}, {p.name for p in kwonly if p.default is p.empty}
+    """(accepted, required) parameter names of a variant: its law's keyword-only arguments."""
+    return get_variant(variant).parameters
 
 
-def _lookup(variant: str) -> RopeFunction:
+def get_variant(variant: str) -> RopeVariant:
+    """The record of `variant`; ValueError naming it and the known ones."""
     if variant not in ROPE_VARIANTS:
         raise ValueError(
             f"unknown RoPE variant {variant!r}; known variants: {', '.join(ROPE_VARIANTS)}"
@@ -410,16 +457,16 @@ def validate_rope_args(
     params: dict[str, Any],
 ) -> None:
     """Raise ValueError naming the bad value and what is allowed."""
-    _lookup(variant)
+    record = get_variant(variant)
     check_rope_values(head_dim, base, train_len, target_len)
     if variant in ("ntk", "dynamic") and head_dim <= 2:
         raise ValueError(f"{variant} needs a rotary dim above 2 (exponent d/(d-2)), got {head_dim}")
-    if variant in _EXTENDING and target_len is not None and target_len < train_len:
+    if record.targeted and target_len is not None and target_len < train_len:
         raise ValueError(
             f"{variant} extends the context: target_len must be >= train_len ({train_len}), "
             f"got {target_len}"
         )
-    accepted, required = variant_parameters(variant)
+    accepted, required = record.parameters
     unknown = set(params) - accepted
     if unknown:
         raise ValueError(
@@ -444,4 +491,4 @@ def compute_rope(variant: str, head_dim: int, base: float, train_len: int,
     """Validated entry point: (inv_freq, attention_factor) of `variant`."""
     params = dict(params or {})
     validate_rope_args(variant, head_dim, base, train_len, target_len, params)
-    return ROPE_VARIANTS[variant](head_dim, float(base), train_len, target_len, **params)
+    return ROPE_VARIANTS[variant].law(head_dim, float(base), train_len, target_len, **params)

@@ -15,6 +15,7 @@ from minillada.rope import (
     compute_rope,
     critical_dim,
     dynamic_ntk_base,
+    get_variant,
     ntk_base,
     ntk_scale,
     resolve_factor,
@@ -89,7 +90,8 @@ def attention_decay_bound(inv_freq: torch.Tensor, max_distance: int) -> torch.Te
 
 # ----------------------------------------------------------------------------- Hugging Face bridge
 
-_HF_NATIVE = {"linear", "dynamic", "yarn", "llama3", "longrope"}
+# Variants transformers implements under their own name.
+_HF_NATIVE = {name for name, v in ROPE_VARIANTS.items() if v.hf_rope_type == name} - {"default"}
 
 
 def to_hf_rope_parameters(
@@ -107,9 +109,10 @@ def to_hf_rope_parameters(
     `original_max_position_embeddings = span * T` and an explicit factor.
     """
     params = dict(params or {})
+    record = get_variant(variant)
     if variant == "default":
         return {"rope_type": "default", "rope_theta": float(base)}
-    if variant in ("ntk", "ntk_critical", "diffusion_ntk"):
+    if record.hf_rope_type == "default":
         if head_dim is None:
             raise ValueError(
                 f"{variant} changes rope_theta by a law of the head dim: pass head_dim"
@@ -127,10 +130,6 @@ def to_hf_rope_parameters(
             **params,
         }
         return out
-    if variant not in _HF_NATIVE:
-        raise ValueError(
-            f"unknown RoPE variant {variant!r}; known variants: {', '.join(ROPE_VARIANTS)}"
-        )
     out = {"rope_type": variant, "rope_theta": float(base), **_with_defaults(variant, params)}
     if variant != "dynamic":
         out["factor"] = resolve_factor(train_len, target_len, params.get("factor"))
@@ -142,7 +141,7 @@ def to_hf_rope_parameters(
 
 def _with_defaults(variant: str, params: dict[str, Any]) -> dict[str, Any]:
     """The variant's parameters with its defaults filled in (None defaults left out)."""
-    signature = inspect.signature(ROPE_VARIANTS[variant]).parameters.values()
+    signature = inspect.signature(ROPE_VARIANTS[variant].law).parameters.values()
     defaults = {p.name: p.default for p in signature if p.kind is p.KEYWORD_ONLY}
     merged = {k: v for k, v in defaults.items() if v is not inspect.Parameter.empty} | params
     return {k: v for k, v in merged.items() if v is not None}

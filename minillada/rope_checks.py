@@ -1,8 +1,8 @@
-"""Checks of RoPE arguments that need no torch, and the known models' RoPE setups.
+"""Checks of RoPE arguments (plain numbers, no tensors), and the known models' RoPE setups.
 
-`minillada.rope` runs these checks (and re-exports `KNOWN_MODELS`); they live apart so that the
-`minillada rope` calculator can refuse a bad number before it imports torch (about 3 s). Every
-check raises ValueError naming the argument, the value it got and what is allowed.
+`minillada.rope` runs these checks (and re-exports `KNOWN_MODELS`); the `minillada rope`
+calculator runs them on its flags before it computes anything. Every check raises ValueError
+naming the argument, the value it got and what is allowed.
 """
 
 from __future__ import annotations
@@ -15,12 +15,6 @@ from typing import Any
 KNOWN_MODELS: dict[str, dict[str, Any]] = {
     "llada-8b": {"head_dim": 128, "base": 500000.0, "train_len": 4096},
 }
-
-# The names of `minillada.rope.ROPE_VARIANTS`, in its order (a test keeps the two in step).
-VARIANT_NAMES = (
-    "default", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope", "ntk_critical",
-    "diffusion_ntk", "diffusion_yarn",
-)  # fmt: skip
 
 
 def _is_integer(value: object) -> bool:

@@ -34,10 +34,11 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def _frequencies(self, positions: torch.Tensor) -> torch.Tensor:
-        if self.variant != "dynamic":
+        variant = ROPE_VARIANTS[self.variant]
+        if not variant.running_length:
             return self.inv_freq
         seq_len = int(positions.max()) + 1 if positions.numel() else 1
-        inv_freq, _ = ROPE_VARIANTS["dynamic"](
+        inv_freq, _ = variant.law(
             self.head_dim, self.base, self.train_len, seq_len, **self.params
         )
         return inv_freq.to(self.inv_freq.device)

@@ -34,7 +34,7 @@ from minillada.evals.layout import LaidOutModel, Layout
 from minillada.evals.leakage import cross_document_attention, multi_document_rows
 from minillada.evals.models import ModelAtLength, fixed_model, rope_variants
 from minillada.evals.perplexity import paired_loss_grid, ppl_at_lengths
-from minillada.evals.retrieval import GenerationSettings, run_retrieval_grid
+from minillada.evals.retrieval import GenerationSettings, cell_sample, run_retrieval_grid
 from minillada.model import LLaDAModelLM
 from minillada.packing import pack_documents
 from minillada.parameters import preset_folder
@@ -269,6 +269,12 @@ class Study:
                                                decoys=decoys, **params)
             return tasks.make_task_sample(self.tokenizer, task, length, depth, seed, **params)
         return make
+
+    def retrieval_sample(self, row: Mapping[str, Any], decoys: int = 0) -> tasks.TaskSample:
+        """The prompt one row of a `retrieval` table (made with `decoys`) was scored on, drawn
+        again from the row's cell and seed (`evals.retrieval.cell_sample`)."""
+        cell = (row["task"], row["length"], row["depth"], row["repeat"])
+        return cell_sample(self.sample_maker(decoys), cell, row["seed"])
 
     # -- evaluations ---------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from minillada.config import KEY_KINDS
 from minillada.data import (
@@ -373,6 +373,9 @@ def make_task_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
     Raises ValueError for an unknown task, a depth outside [0, 100], or a length too short for
     the needles, question and answer (naming the minimum).
     """
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise ValueError(f"tokenizer must be a Hugging Face tokenizer (minillada.data."
+                         f"get_tokenizer or load_tokenizer), got {tokenizer!r}")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
     if depth is not None and not 0 <= depth <= 100:

@@ -1,6 +1,9 @@
 """Bad input, table-driven: every command and the Python API refuse it with one clear line naming
-the field or flag, the value and what is allowed, before any work (and fast: the CLI's cheap
-checks run before torch loads). `pytest -s tests/test_bad_input.py` prints the measured times."""
+the field or flag, the value and what is allowed, before any work, writing nothing (and fast:
+every check of `minillada train` and `eval` runs before torch loads, which these tests check
+instead of a wall time that other jobs on the machine stretch). `pytest -s
+tests/test_bad_input.py` prints the measured times; benchmarks/bench_rejections.py measures them
+alone, with the CPU time of each refusal."""
 
 from __future__ import annotations
 
@@ -16,10 +19,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMES: list[tuple[str, str, float]] = []  # (case, kind, seconds to fail)
-FAST_S, TORCH_S = 2.0, 15.0
+UNWRITABLE = "/proc/minillada-nowhere"  # no process may create anything in /proc, root neither
 
-# (id, argv, text the one-line error holds: the bad value). These need no torch: subprocesses.
-TORCH_FREE = [
+# (id, argv, text the one-line error holds: the bad value). {name} is a folder of `make_folders`.
+# Each runs in a subprocess that must refuse it without importing torch.
+CLI_CASES = [
     ("train-lr-abc", ["train", "--set", "lr=abc"], "lr must be a number, got 'abc'"),
     ("train-betas-short", ["train", "--set", "betas=[0.9]"],
      "betas must be a list of 2 numbers, got [0.9]"),
@@ -80,100 +84,6 @@ TORCH_FREE = [
      "-p expects NAME=VALUE with a Python name, got 'foo'"),
     ("reproduce-reserved", ["reproduce", "-p", "output_dir=x"],
      "-p output_dir: set it with --executed instead"),
-]
-
-
-def _complete(argv: list[str], out: Path) -> list[str]:
-    """`argv` with the required arguments it lacks (a checkpoint, an out folder)."""
-    argv = list(argv)
-    if argv[0] == "eval" and "--checkpoint" not in argv:
-        argv += ["--checkpoint", str(out.parent)]
-    if argv[0] in ("train", "eval", "reproduce"):
-        argv += ["--out", str(out)]
-    return argv
-
-
-def _check_line(command: str, code: int, stderr: str, expected: str, out: Path) -> None:
-    assert code == 2, stderr
-    assert "Traceback" not in stderr, stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith(f"minillada {command}: error: "), lines[0]
-    assert expected in lines[0], lines[0]
-    assert not out.exists(), f"{out} was created by a command that failed validation"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def summary():
-    yield
-    if not TIMES:
-        return
-    print(f"\n{'case':<28} {'kind':<16} seconds")
-    for name, kind, seconds in TIMES:
-        print(f"{name:<28} {kind:<16} {seconds:6.2f}")
-    for kind in sorted({k for _, k, _ in TIMES}):
-        values = [s for _, k, s in TIMES if k == kind]
-        print(f"{kind}: {len(values)} cases, median {statistics.median(values):.2f} s, "
-              f"max {max(values):.2f} s")
-
-
-@pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in TORCH_FREE],
-                         ids=[c[0] for c in TORCH_FREE])
-def test_cli_refuses_without_torch(argv, expected, tmp_path, request):
-    out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    # Prints whether torch was imported (stdout) and the error (stderr), in one process.
-    code = ("import sys, atexit\n"
-            "atexit.register(lambda: print('TORCH', 'torch' in sys.modules))\n"
-            "from minillada.cli import main\n"
-            "sys.exit(main(sys.argv[1:]))\n")
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, *_complete(argv, out)], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=60)
-    seconds = time.perf_counter() - start
-    TIMES.append((request.node.callspec.id, "cli, no torch", seconds))
-    _check_line(argv[0], done.returncode, done.stderr, expected, out)
-    assert "TORCH False" in done.stdout, "the check imported torch"
-    assert seconds < FAST_S, f"{seconds:.2f} s to fail"
-
-
-def test_cli_module_entry_point_fails_the_same(tmp_path, request):
-    """`python -m minillada` itself (no wrapper): one line, exit 2."""
-    out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "minillada", "train", "--set", "lr=abc",
-                           "--out", str(out)], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=60)
-    TIMES.append(("python -m minillada", "cli, no torch", time.perf_counter() - start))
-    _check_line("train", done.returncode, done.stderr, "lr must be a number, got 'abc'", out)
-
-
-# ------------------------------------------------------------------- cases that load torch
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> dict[str, Path]:
-    """An init trained at another preset (gpu dims), a checkpoint without tokenizer.json and one
-    without weights (the checks read files only, so nothing is trained)."""
-    from minillada.presets import get_preset
-
-    root = tmp_path_factory.mktemp("bad")
-    gpu = get_preset("gpu")
-    init = root / "gpu-init" / "model"
-    init.mkdir(parents=True)
-    (init / "config.json").write_text(json.dumps({**gpu.model, "model_type": "llada"}))
-    no_tokenizer = root / "no-tokenizer"
-    no_tokenizer.mkdir()
-    (no_tokenizer / "config.json").write_text("{}")
-    (no_tokenizer / "model.safetensors").write_bytes(b"")
-    no_weights = root / "no-weights"
-    no_weights.mkdir()
-    (no_weights / "config.json").write_text("{}")
-    return {"init": init.parent, "no_tokenizer": no_tokenizer, "no_weights": no_weights}
-
-
-TORCH = [
     ("train-model-typo", ["train", "--preset", "smoke", "--set", "model.n_layer=3"],
      "unknown model (LLaDAConfig) field(s) ['model.n_layer']; known: ['activation_checkpointing'"),
     ("train-model-zero", ["train", "--preset", "smoke", "--set", "model.n_layers=0"],
@@ -199,41 +109,158 @@ TORCH = [
      "no tokenizer.json in checkpoint directory '{no_tokenizer}'"),
     ("eval-no-weights", ["eval", "--checkpoint", "{no_weights}", "--tasks", "loss"],
      "no model.safetensors or model.safetensors.index.json in {no_weights}"),
+    ("train-extend-target-len", ["train", "--preset", "smoke", "--stage", "extend",
+                                 "--target-len", "32"],
+     "seq_len 32 (--target-len) is too short for the preset's retrieval documents of at least 64 "
+     "tokens: choose a seq_len above 64, or set task_lengths=[lo, hi] with lo < hi <= 32"),
+    ("train-init-truncated", ["train", "--preset", "smoke", "--stage", "extend", "--init",
+                              "{init_truncated}"],
+     "{init_truncated}/model/model.safetensors is not a readable safetensors file"),
+    ("train-init-garbage", ["train", "--preset", "smoke", "--stage", "extend", "--init",
+                            "{init_garbage}"],
+     "{init_garbage}/model/model.safetensors is not a readable safetensors file"),
+    ("train-out-unwritable", ["train", "--preset", "smoke", "--out", UNWRITABLE + "/run"],
+     f"--out '{UNWRITABLE}/run' is not writable: cannot create anything in '/proc'"),
+    ("train-out-under-a-file", ["train", "--preset", "smoke", "--out", "{a_file}/run"],
+     "--out '{a_file}/run' cannot be a folder: '{a_file}' is a file"),
+    ("eval-checkpoint-truncated", ["eval", "--checkpoint", "{checkpoint_truncated}"],
+     "{checkpoint_truncated}/model.safetensors is not a readable safetensors file"),
+    ("eval-checkpoint-garbage", ["eval", "--checkpoint", "{checkpoint_garbage}"],
+     "{checkpoint_garbage}/model.safetensors is not a readable safetensors file"),
+    ("eval-device", ["eval", "--checkpoint", "{checkpoint}", "--device", "nope"],
+     "unknown --device 'nope'; choose cpu, cuda, cuda:N or auto"),
+    ("eval-out-unwritable", ["eval", "--checkpoint", "{checkpoint}", "--out", UNWRITABLE],
+     f"--out '{UNWRITABLE}' is not writable"),
+    ("reproduce-out-unwritable", ["reproduce", "--preset", "smoke", "--notebooks", "01",
+                                  "--out", UNWRITABLE], f"--out '{UNWRITABLE}/"),
+    ("reproduce-figures-unwritable", ["reproduce", "--preset", "smoke", "--notebooks", "01",
+                                      "--figures", UNWRITABLE],
+     f"--figures '{UNWRITABLE}' is not writable"),
 ]
 
 
-@pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in TORCH], ids=[c[0] for c in TORCH])
-def test_cli_refuses_in_process(argv, expected, folders, tmp_path, capsys, request):
-    from minillada import cli
+def make_folders(root: Path) -> dict[str, Path]:
+    """What the cases name: inits and checkpoints (config.json, weights, tokenizer.json) with one
+    fault each, a healthy checkpoint and a plain file (the checks read files only, so nothing is
+    trained)."""
+    import numpy as np
+    from safetensors.numpy import save_file
 
-    argv = [a.format(**folders) for a in argv]
-    expected = expected.format(**folders)
-    out = tmp_path / "out"
+    from minillada.presets import get_preset
+
+    def model(folder: Path, config: dict, weights: bytes | None, tokenizer: bool = False) -> Path:
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(config))
+        if weights is not None:
+            (folder / "model.safetensors").write_bytes(weights)
+        if tokenizer:
+            (folder / "tokenizer.json").write_text("{}")  # checked for presence only
+        return folder
+
+    save_file({"w": np.zeros(64, dtype=np.float32)}, root / "valid.safetensors")
+    valid = (root / "valid.safetensors").read_bytes()
+    garbage = b"not a safetensors file " * 8
+    smoke = get_preset("smoke")
+    smoke_model = {**smoke.model, "max_sequence_length": smoke.train_len}
+    (root / "a-file").write_text("a file, not a folder")
+    return {
+        "init": model(root / "gpu-init" / "model",
+                      {**get_preset("gpu").model, "model_type": "llada"}, valid).parent,
+        "init_truncated": model(root / "init-truncated" / "model", smoke_model,
+                                valid[:-10]).parent,
+        "init_garbage": model(root / "init-garbage" / "model", smoke_model, garbage).parent,
+        "no_tokenizer": model(root / "no-tokenizer", {}, valid),
+        "no_weights": model(root / "no-weights", {}, None),
+        "checkpoint": model(root / "checkpoint", {}, valid, tokenizer=True),
+        "checkpoint_truncated": model(root / "checkpoint-truncated", {}, valid[:-10],
+                                      tokenizer=True),
+        "checkpoint_garbage": model(root / "checkpoint-garbage", {}, garbage, tokenizer=True),
+        "a_file": root / "a-file",
+    }
+
+
+def complete_argv(argv: list[str], out: Path, folders: dict[str, Path]) -> list[str]:
+    """`argv` with its {folders} filled in and the required arguments it lacks (a checkpoint,
+    an out folder)."""
+    argv = [arg.format(**folders) for arg in argv]
+    if argv[0] == "eval" and "--checkpoint" not in argv:
+        argv += ["--checkpoint", str(out.parent)]
+    if argv[0] in ("train", "eval", "reproduce") and "--out" not in argv:
+        argv += ["--out", str(out)]
+    return argv
+
+
+# Runs the command line and prints whether torch was imported (stdout) beside the error (stderr).
+REFUSE = ("import sys, atexit\n"
+          "atexit.register(lambda: print('TORCH', 'torch' in sys.modules))\n"
+          "from minillada.cli import main\n"
+          "sys.exit(main(sys.argv[1:]))\n")
+
+
+def refuse(argv: list[str], cwd: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `minillada ARGV` in a fresh process in `cwd`: (the process, seconds to exit)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    try:
-        code = cli.main(_complete(argv, out))
-    except SystemExit as exit_:  # argparse
-        code = exit_.code
-    seconds = time.perf_counter() - start
-    TIMES.append((request.node.callspec.id, "in-process, torch", seconds))
-    _check_line(argv[0], code, capsys.readouterr().err, expected, out)
-    assert seconds < TORCH_S, f"{seconds:.2f} s to fail"
+    done = subprocess.run([sys.executable, "-c", REFUSE, *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+    return done, time.perf_counter() - start
 
 
-@pytest.mark.parametrize("case", ["train-model-typo", "train-extend-mismatch"])
-def test_cli_refuses_with_torch_in_a_subprocess(case, folders, tmp_path):
-    """Two torch cases end to end, as a user runs them: < 15 s."""
-    _, argv, expected = next(c for c in TORCH if c[0] == case)
-    argv = [a.format(**folders) for a in argv]
+def _check_line(command: str, code: int, stderr: str, expected: str) -> None:
+    assert code == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"minillada {command}: error: "), lines[0]
+    assert expected in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def summary():
+    yield
+    if not TIMES:
+        return
+    print(f"\n{'case':<28} {'kind':<16} seconds")
+    for name, kind, seconds in TIMES:
+        print(f"{name:<28} {kind:<16} {seconds:6.2f}")
+    for kind in sorted({k for _, k, _ in TIMES}):
+        values = [s for _, k, s in TIMES if k == kind]
+        print(f"{kind}: {len(values)} cases, median {statistics.median(values):.2f} s, "
+              f"max {max(values):.2f} s")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    return make_folders(tmp_path_factory.mktemp("bad"))
+
+
+def _listing(*roots: Path) -> set[Path]:
+    return {path for root in roots for path in root.rglob("*")}
+
+
+@pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in CLI_CASES],
+                         ids=[c[0] for c in CLI_CASES])
+def test_cli_refuses_without_torch_or_a_trace(argv, expected, folders, tmp_path, request):
+    out = tmp_path / "out"
+    before = _listing(tmp_path, folders["init"].parent)
+    done, seconds = refuse(complete_argv(argv, out, folders), tmp_path)
+    TIMES.append((request.node.callspec.id, "cli, no torch", seconds))
+    _check_line(argv[0], done.returncode, done.stderr, expected.format(**folders))
+    assert "TORCH False" in done.stdout, "the check imported torch"
+    assert _listing(tmp_path, folders["init"].parent) == before, "a refused command wrote"
+
+
+def test_cli_module_entry_point_fails_the_same(tmp_path, request):
+    """`python -m minillada` itself (no wrapper): one line, exit 2."""
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "minillada", *_complete(argv, out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    seconds = time.perf_counter() - start
-    TIMES.append((f"{case} (subprocess)", "cli, torch", seconds))
-    _check_line(argv[0], done.returncode, done.stderr, expected, out)
-    assert seconds < TORCH_S, f"{seconds:.2f} s to fail"
+    done = subprocess.run([sys.executable, "-m", "minillada", "train", "--set", "lr=abc",
+                           "--out", str(out)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    TIMES.append(("python -m minillada", "cli, no torch", time.perf_counter() - start))
+    _check_line("train", done.returncode, done.stderr, "lr must be a number, got 'abc'")
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------- the Python API
@@ -245,6 +272,7 @@ def _api_cases():
     from minillada.packing import pack_documents
     from minillada.presets import get_preset
     from minillada.rope import compute_rope
+    from minillada.tasks import make_task_sample
 
     smoke = lambda **kw: make_config("smoke", "pretrain", "unused", **kw)  # noqa: E731
     return {
@@ -297,6 +325,22 @@ def _api_cases():
                                    ValueError, "seq_len must be an integer >= 2, got 1"),
         "pack_documents-strategy": (lambda: pack_documents([[1, 2]], 4, "zigzag"), ValueError,
                                     "unknown packing strategy 'zigzag'"),
+        "pack_documents-negative": (lambda: pack_documents([[1, 2], [3, -4]], 4, "direct"),
+                                    ValueError, "token ids must be non-negative integers; "
+                                    "document 1 holds -4 at position 1"),
+        "pack_documents-float": (lambda: pack_documents([[1.5, 2]], 4, "direct"), ValueError,
+                                 "document 0 holds 1.5 at position 0"),
+        "pack_documents-text": (lambda: pack_documents("def f(): pass", 4, "direct"),
+                                ValueError, "docs must be token-id sequences (lists of "
+                                "non-negative integers), got text; tokenize it first"),
+        "make_task_sample-none": (lambda: make_task_sample(None, "passkey", 100), ValueError,
+                                  "tokenizer must be a Hugging Face tokenizer"),
+        "make_config-out-none": (lambda: make_config("smoke", "pretrain", None), ValueError,
+                                 "out must be a folder path (a non-empty str or os.PathLike), "
+                                 "got None"),
+        "make_config-target-len": (lambda: make_config("smoke", "extend", "x", seq_len=32),
+                                   ValueError, "seq_len 32 (--target-len) is too short for the "
+                                   "preset's retrieval documents of at least 64 tokens"),
     }
 
 
@@ -308,15 +352,20 @@ API_NAMES = [
     "TrainConfig-seed-str", "TrainConfig-optional", "TrainConfig-dtype", "LLaDAConfig-layers",
     "LLaDAConfig-theta", "get_preset", "compute_rope-variant", "compute_rope-head-dim",
     "pack_documents-empty", "pack_documents-seq-len", "pack_documents-strategy",
+    "pack_documents-negative", "pack_documents-float", "pack_documents-text",
+    "make_task_sample-none", "make_config-out-none", "make_config-target-len",
 ]
 
 
 @pytest.mark.parametrize("name", API_NAMES)
-def test_api_refuses(name):
+def test_api_refuses(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a refusal writes nothing, not even a folder named "None"
     call, error, message = _api_cases()[name]
     with pytest.raises(error) as raised:
         call()
     assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert not list(tmp_path.iterdir())
 
 
 def test_api_cases_are_all_listed():
@@ -355,14 +404,21 @@ def test_every_preset_passes_its_own_type_checks(tmp_path):
 
 
 def test_torch_free_names_match_the_modules():
-    from minillada import data, tasks
-    from minillada.commands import eval as eval_command
-    from minillada.rope import ROPE_VARIANTS
-    from minillada.rope_checks import VARIANT_NAMES
+    import inspect
 
-    assert tuple(tasks.TASKS) == eval_command.RETRIEVAL_TASKS
+    from minillada import attention, config, data, model_shape, packing, tasks
+    from minillada.commands import eval as eval_command
+    from minillada.model import LLaDAConfig
+
+    assert tuple(tasks.TASKS) == config.TASK_NAMES
+    assert tuple(packing.PACKING_STRATEGIES) == config.PACKING_NAMES
+    assert tuple(attention.ATTENTION_BACKENDS) == model_shape.ATTENTION_BACKEND_NAMES
     assert eval_command.STDLIB == data.STDLIB
-    assert tuple(ROPE_VARIANTS) == VARIANT_NAMES
+    # LLaDAConfig's fields as read from model.py's source: its real signature.
+    signature = inspect.signature(LLaDAConfig.__init__).parameters.values()
+    assert model_shape.model_fields() == {
+        p.name: (inspect.get_annotations(LLaDAConfig.__init__, eval_str=True)[p.name], p.default)
+        for p in signature if p.name not in ("self", "kwargs")}
 
 
 def test_eval_takes_the_niah_haystack_from_its_corpus():

@@ -98,6 +98,15 @@ def test_bad_input_is_named_before_any_work(checkpoint, tmp_path, extra, error, 
     assert not (tmp_path / "out").exists()
 
 
+def test_a_run_folder_is_evaluated_through_its_model(checkpoint, tmp_path, capsys):
+    run = Path(checkpoint).parent  # what `minillada train --out` made; the model is in model/
+    for name, folder in (("run", run), ("model", checkpoint)):
+        assert evaluate(str(folder), tmp_path / name, "--tasks", "loss", "--lengths", "128") == 0
+    assert "keys: 1-digit numbers (as the run was trained" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "run" / "loss.csv"),
+                                  pd.read_csv(tmp_path / "model" / "loss.csv"))
+
+
 def test_a_checkpoint_without_weights_is_named(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="safetensors"):

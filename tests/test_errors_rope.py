@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from minillada import rope_checks
 from minillada.rope import ROPE_VARIANTS, compute_rope, critical_dim, ntk_scale
 from minillada.rope_analysis import rope_summary
 
@@ -132,8 +131,16 @@ def test_at_the_training_length_the_critical_laws_give_lambda_below_1(variant, s
     assert ntk_scale(128, 500000.0, 4096, 4096, span) == pytest.approx(expected, abs=1e-4)
 
 
-def test_the_torch_free_names_match_the_registry():
-    assert tuple(ROPE_VARIANTS) == rope_checks.VARIANT_NAMES
+def test_the_registry_answers_without_torch():
+    """Names, parameters and targets of every variant, as the CLI checks them before torch."""
+    code = ("import sys\n"
+            "from minillada.rope import ROPE_VARIANTS, UNTARGETED, variant_parameters\n"
+            "print(len(ROPE_VARIANTS), sorted(UNTARGETED),\n"
+            "      sorted(variant_parameters('longrope')[1]), 'torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["10", "['default',", "'dynamic']", "['long_factor',",
+                                     "'short_factor']", "False"], result.stderr
+    assert len({(v.color, v.marker) for v in ROPE_VARIANTS.values()}) == len(ROPE_VARIANTS)
 
 
 # ----------------------------------------------------------------------------- the calculator

@@ -297,6 +297,14 @@ def test_retrieval_grid_scores_and_resumes_to_the_same_table(tmp_path):
     assert (clean[near]["value"] == 100).all() and (clean[near]["exact"] == 1).all()
     assert (clean[~near]["value"] < 100).all() and (clean[~near]["exact"] == 0).all()
 
+    # Each row's prompt is drawn again from its cell and seed, after a round trip through CSV.
+    clean.to_csv(tmp_path / "clean.csv", index=False)
+    for row in pd.read_csv(tmp_path / "clean.csv", dtype={"answer": str}).to_dict("records"):
+        cell = (row["task"], row["length"], row["depth"], row["repeat"])
+        sample = retrieval.cell_sample(fake_sample, cell, row["seed"])
+        assert (sample.answer_text, len(sample.prompt_ids)) == (row["answer"],
+                                                                  row["prompt_tokens"])
+
     path = tmp_path / "resumed.jsonl"
     with pytest.raises(KeyboardInterrupt):
         run_retrieval_grid({"local": fixed_model(Retriever(8, fail_after=3))}, fake_sample,

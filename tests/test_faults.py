@@ -257,3 +257,25 @@ def test_cli_resume_of_a_folder_without_a_run_is_an_error(tmp_path, capsys):
     assert cli.main([*cli_args(out, FAST), "--resume"]) == 2
     assert f"{out} holds no run to resume" in capsys.readouterr().err
     assert not out.exists()  # nothing left behind, not even the run's lock file
+
+
+# ------------------------------------------------------------------------------ 7. leftovers
+
+
+def test_a_resume_removes_what_killed_writes_left(tmp_path):
+    """A kill during the `latest` pointer's write (or a save, or the metrics' cut) leaves its
+    temporary behind; the next trainer on the folder, holding its lock, removes them."""
+    config = make_config("smoke", "pretrain", tmp_path, **{**FAST, "steps": 2})
+    train(config)
+    checkpoints = tmp_path / "checkpoints"
+    stale = [checkpoints / ".latest.4242.0123abcd.tmp", checkpoints / ".step_000004.tmp",
+             tmp_path / ".metrics.jsonl.4242.89abcdef.tmp"]
+    stale[0].write_text("step_000")  # the pointer, half written
+    stale[1].mkdir()
+    (stale[1] / "__0_0.distcp").write_bytes(b"\0" * 10)
+    stale[2].write_text('{"step": 1')
+    kept = sorted(p.name for p in checkpoints.iterdir() if p not in stale)
+    train(config, resume=True)
+    assert not any(path.exists() for path in stale)
+    assert sorted(p.name for p in checkpoints.iterdir()) == kept
+    assert latest_checkpoint(tmp_path).name == "step_000002" and steps(tmp_path) == [1, 2]

@@ -44,7 +44,12 @@ CASES = {
          "b2/adaptive-s1/niah_multikey-1024.csv", "b1/default_rope-s1/passkey-1024.csv",
          "b1/ppl_models.csv", "summary.md", "claims.json"],
     ),
-    "00_walkthrough": ({}, ["00_periods", "00_walkthrough_loss"], ["00_walkthrough_loss.csv"]),
+    "00_walkthrough": (
+        {},
+        ["00_periods", "00_relative_distances", "00_swept_angles", "00_packing_masks",
+         "00_walkthrough_loss", "00_sampler", "00_retrieval_prompt"],
+        ["00_walkthrough_loss.csv", "00_walkthrough_retrieval.csv"],
+    ),
 }
 
 
@@ -61,6 +66,14 @@ def declared_in_check_cell(path: Path) -> list[str]:
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("0*.ipynb")), ids=lambda p: p.stem)
 def test_every_notebook_checks_exactly_the_parameters_it_declares(path):
     assert declared_in_check_cell(path) == list(papermill.inspect_notebook(str(path)))
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("0*.ipynb")), ids=lambda p: p.stem)
+def test_no_notebook_holds_two_identical_code_cells(path):
+    sources = [cell.source.strip() for cell in nbformat.read(path, as_version=4).cells
+               if cell.cell_type == "code"]
+    repeated = sorted({source for source in sources if sources.count(source) > 1})
+    assert not repeated, f"{path.name} repeats code cell(s): {repeated}"
 
 
 def test_a_mistyped_parameter_stops_the_notebook_at_once_listing_the_parameters(tmp_path,

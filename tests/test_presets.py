@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors.numpy import save_file
 
 from minillada.config import lr_at, make_config
 from minillada.evals.models import fixed_model
@@ -34,6 +35,7 @@ def test_every_stage_builds_a_valid_run(name, tmp_path):
     assert pretrain.model["d_model"] == preset.model["d_model"]
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(json.dumps(preset.model))
+    save_file({}, tmp_path / "model" / "model.safetensors")  # validation reads its header only
     extend = make_config(name, "extend", tmp_path / "extend", init=str(tmp_path))
     assert extend.seq_len == preset.target_len and extend.model == {}
     for config in (pretrain, extend):  # the schedule reaches its peak, then ends at its floor

@@ -15,27 +15,29 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from minillada.config import KEY_KINDS
+from minillada.config import KEY_KINDS, TASK_NAMES
+from minillada.evals.generation import GenerationSettings
+from minillada.folders import check_writable
+from minillada.model_files import model_folder, weight_files
 from minillada.presets import PRESETS, get_preset
-from minillada.rope_checks import VARIANT_NAMES
+from minillada.rope import ROPE_VARIANTS  # the registry loads without torch
 
 if TYPE_CHECKING:  # torch, transformers and the evaluations load in `run`, after the checks
     from transformers import PreTrainedTokenizerFast
 
     from minillada.evals.models import ModelAtLength
-    from minillada.evals.retrieval import GenerationSettings
 
 CORPUS_TASKS = ("loss", "ppl")
-# minillada.tasks.TASKS (tests/test_bad_input.py checks they agree), named here without torch.
-RETRIEVAL_TASKS = ("passkey", "niah", "niah_multikey", "variable_tracking")
 HAYSTACK_TASKS = ("niah", "niah_multikey")  # take their filler from --corpus
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
 STDLIB = "stdlib"  # minillada.data.STDLIB
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def positive_int(flag: str) -> Callable[[str], int]:
@@ -80,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="checkpoint directory (config.json + safetensors + tokenizer.json, "
-                        "LLaDA format)")
+                        "LLaDA format), or a minillada run folder (its model/)")
     parser.add_argument("--out", type=Path, required=True, help="folder for CSVs and figures")
     parser.add_argument("--tasks", type=_names, default=["loss", "ppl", "passkey", "niah"],
                         help="comma-separated: loss, ppl and retrieval tasks of minillada.data")
@@ -181,17 +183,17 @@ def resolve_keys(args: argparse.Namespace) -> None:
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
-    """Validate the command line (names, numbers, checkpoint files); raise before any work.
-    The checks that need no torch come first."""
+    """Validate the command line (names, numbers, device, checkpoint files, --out); raise before
+    any work, and before torch loads. A run folder as --checkpoint becomes its model/."""
     preset = get_preset(args.preset)
     grid = preset.evaluation
-    known = (*CORPUS_TASKS, *RETRIEVAL_TASKS)
+    known = (*CORPUS_TASKS, *TASK_NAMES)
     unknown = [task for task in args.tasks if task not in known]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose from {', '.join(known)}")
-    bad_ropes = [variant for variant in args.rope if variant not in VARIANT_NAMES]
+    bad_ropes = [variant for variant in args.rope if variant not in ROPE_VARIANTS]
     if bad_ropes:
-        raise ValueError(f"unknown RoPE variant(s) {bad_ropes}; known: {', '.join(VARIANT_NAMES)}")
+        raise ValueError(f"unknown RoPE variant(s) {bad_ropes}; known: {', '.join(ROPE_VARIANTS)}")
     if args.corpus != STDLIB and not Path(args.corpus).exists():
         raise FileNotFoundError(f"corpus {args.corpus!r} does not exist")
     fit = args.gen_length == "auto"
@@ -209,14 +211,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
     outside = [depth for depth in depths if not 0 <= depth <= 100]
     if outside:
         raise ValueError(f"--depths are percentages in [0, 100]; got {outside}")
+    if not DEVICE.fullmatch(args.device):
+        raise ValueError(f"unknown --device {args.device!r}; choose cpu, cuda, cuda:N or auto")
     if not args.checkpoint.is_dir():
         raise FileNotFoundError(f"checkpoint directory {str(args.checkpoint)!r} does not exist")
-    if not (args.checkpoint / "config.json").is_file():
-        raise FileNotFoundError(f"no config.json in checkpoint directory {args.checkpoint}")
-
-    from minillada.evals.retrieval import GenerationSettings  # torch from here on
-    from minillada.llada import weight_files
-
+    args.checkpoint = model_folder(args.checkpoint)  # a run folder: its model/
     weight_files(args.checkpoint)
     if not (args.checkpoint / "tokenizer.json").is_file():
         raise FileNotFoundError(
@@ -225,6 +224,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     settings = GenerationSettings(gen_length, args.block_length, args.steps)
     if fit:
         settings.fitted_to(1)  # fail now if the rate block/steps is not a whole number
+    check_writable(args.out, "--out")
     return Plan(tasks=args.tasks, lengths=lengths, depths=depths,
                 repeats=args.repeats or grid.repeats, mc=args.mc or grid.mc,
                 windows=args.windows or grid.windows, chunk=chunk, settings=settings,
@@ -247,8 +247,7 @@ def run(args: argparse.Namespace) -> int:
     from minillada.evals.models import rope_variants
     from minillada.llada import load_llada_checkpoint
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
-        else args.device
+    device = _device(args.device)
     model = load_llada_checkpoint(args.checkpoint, dtype=getattr(torch, args.dtype)).to(device)
     tokenizer = _tokenizer(args.checkpoint)
     args.keys = tasks.key_space(tokenizer, args.key_kind, args.key_digits)
@@ -273,6 +272,21 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(summaries))
     print(f"wrote {', '.join(f'{task}.csv, {task}.png' for task in plan.tasks)} in {args.out}")
     return 0
+
+
+def _device(name: str) -> str:
+    """The device `name` (checked by make_plan) means on this machine: auto is cuda when
+    available; a CUDA device this machine lacks is a ValueError naming it."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if name == "auto":
+        return "cuda" if count else "cpu"
+    index = int(name.partition(":")[2] or 0)
+    if name.startswith("cuda") and index >= count:
+        raise ValueError(f"--device {name}: this machine has {count} CUDA device(s); choose "
+                         "cpu or auto" + (f", or cuda:N with N < {count}" if count else ""))
+    return name
 
 
 def _tokenizer(checkpoint: Path) -> PreTrainedTokenizerFast:

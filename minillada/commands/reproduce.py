@@ -34,6 +34,7 @@ from pathlib import Path
 
 import minillada
 from minillada.design import COMMITTED_DESIGN, DESIGNS, get_design
+from minillada.folders import check_writable
 from minillada.parameters import parse_assignment, preset_folder
 
 FLAG_OF_PARAMETER = {"output_dir": "executed", "figures_dir": "figures", "runs_dir": "runs",
@@ -149,10 +150,11 @@ def announce_estimate(design: str, notebooks: list[Path], results: Path,
     from minillada import estimate
     from minillada.config import make_config
     from minillada.precision import describe_machine
+    from minillada.throughput import probe_throughput
 
     chosen = get_design(design)
     print(f"machine: {describe_machine()}", flush=True)
-    tokens_per_s, dtype = estimate.probe_throughput(chosen.preset_name)
+    tokens_per_s, dtype = probe_throughput(chosen.preset_name)
     config = make_config(chosen.preset_name, "pretrain", "unused")
     pretrain_tokens = config.steps * config.batch_size * config.seq_len * len(chosen.bases)
     # This design's last reproduction, else the committed one's, else another design's of the
@@ -221,6 +223,9 @@ def reproduce(args: argparse.Namespace) -> int:
     parameters = {"preset": design.name, "figures_dir": str(figures), "output_dir": str(output),
                   "runs_dir": str(runs), "results_dir": str(results)}
     parameters.update(notebook_overrides(notebooks, args.parameter, set(parameters)))
+    for flag, folder in (("--executed", output), ("--figures", root_figures),
+                         ("--results", root_results), ("--runs", runs)):  # before any is made
+        check_writable(folder, flag if getattr(args, flag[2:]) else "--out")
     print(f"reproducing {len(notebooks)} notebook(s) of design {design.name!r} (preset "
           f"{design.preset_name!r}: {len(design.bases)} base(s), {len(design.runs)} post-training "
           f"run(s)); executed copies in {output}, figures in {figures}")

@@ -1,6 +1,6 @@
 """`minillada rope`: the RoPE calculator (critical dim, lambda, new base, attention factor).
 
-Bad numbers are refused by `minillada.rope_checks` before `minillada.rope` (and torch) is imported.
+Bad names and numbers are refused (`minillada.rope_checks`) before torch is imported.
 """
 
 from __future__ import annotations
@@ -9,12 +9,8 @@ import argparse
 import json
 import math
 
-from minillada.rope_checks import (
-    KNOWN_MODELS,
-    VARIANT_NAMES,
-    check_param_values,
-    check_rope_values,
-)
+from minillada.rope import ROPE_VARIANTS, variant_parameters  # the registry loads without torch
+from minillada.rope_checks import KNOWN_MODELS, check_param_values, check_rope_values
 
 COLUMNS = ("method", "critical_dim", "scale", "new_base", "attention_factor")
 
@@ -35,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--method",
         default="all",
-        help=f"one of {', '.join(VARIANT_NAMES)}, or 'all' (one row per variant; default)",
+        help=f"one of {', '.join(ROPE_VARIANTS)}, or 'all' (one row per variant that needs "
+        "no parameter; default)",
     )
     parser.add_argument("--factor", type=float, help="explicit extension factor s (default T'/T)")
     parser.add_argument("--span", type=float, help="diffusion-aware span multiplier (default 2.0)")
@@ -64,8 +61,6 @@ def _given_params(args: argparse.Namespace) -> dict:
 
 def _params_for(method: str, args: argparse.Namespace) -> dict:
     """The options the user gave that this method accepts (others apply to other methods)."""
-    from minillada.rope import variant_parameters
-
     accepted, _ = variant_parameters(method)
     return {k: v for k, v in _given_params(args).items() if k in accepted}
 
@@ -82,9 +77,9 @@ def _format(value: object) -> str:
 
 def run(args: argparse.Namespace) -> int:
     setup = _setup(args)
-    if args.method not in VARIANT_NAMES and args.method != "all":
+    if args.method not in ROPE_VARIANTS and args.method != "all":
         args.parser.error(
-            f"unknown --method {args.method!r}; choose 'all' or one of {', '.join(VARIANT_NAMES)}"
+            f"unknown --method {args.method!r}; choose 'all' or one of {', '.join(ROPE_VARIANTS)}"
         )
     try:  # the checks that need no torch, before importing it
         check_rope_values(setup["head_dim"], setup["base"], setup["train_len"], args.target_len)
@@ -93,9 +88,10 @@ def run(args: argparse.Namespace) -> int:
         args.parser.error(str(error))
     from minillada.rope_analysis import rope_summary
 
-    # longrope's per-pair factors come from a search, not from a command-line law.
+    # A variant that needs a parameter (longrope's searched per-pair factors) has no row in 'all'.
+    needing = [name for name in ROPE_VARIANTS if variant_parameters(name)[1]]
     methods = (
-        [m for m in VARIANT_NAMES if m != "longrope"] if args.method == "all" else [args.method]
+        [m for m in ROPE_VARIANTS if m not in needing] if args.method == "all" else [args.method]
     )
     try:
         rows = [
@@ -116,5 +112,6 @@ def run(args: argparse.Namespace) -> int:
     for line in table:
         print("  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)))
     if args.method == "all":
-        print("(longrope needs searched per-pair factors; use the Python API)")
+        print(f"({', '.join(needing)}: needs parameters, e.g. searched per-pair factors; use the "
+              "Python API)")
     return 0

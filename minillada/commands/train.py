@@ -19,7 +19,8 @@ import logging
 import os
 from typing import Any
 
-from minillada.config import STAGES, check_overrides  # torch-free
+from minillada.config import STAGES, check_overrides, make_config  # torch: once accepted
+from minillada.folders import check_writable
 from minillada.presets import PRESETS
 
 
@@ -103,10 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(memory_report(args.preset, args.stage, args.world_size, overrides))
         return 0
-
-    from minillada.config import make_config  # validates the rest (imports torch)
-    from minillada.train import train
-
+    check_writable(args.out, "--out")
     rank = int(os.environ.get("RANK", 0))
     level = logging.INFO if rank == 0 else logging.WARNING
     # Log lines of the validation (the precision chosen) are held back: a refused config prints
@@ -119,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         config = make_config(args.preset, args.stage, args.out, **overrides)
     finally:
         root.removeHandler(held)
+    from minillada.train import train
+
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     for record in held.records:
         if record.levelno >= level:

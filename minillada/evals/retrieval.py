@@ -10,7 +10,6 @@ Every retrieval number should be read beside its `chance_level`.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minillada.diffusion import generate, mc_log_likelihood, model_device
+from minillada.evals.generation import GenerationSettings
 from minillada.evals.layout import LaidOutModel
 from minillada.evals.models import Model, ModelAtLength, check_lengths, rope_columns
 from minillada.results import ResultLog
@@ -119,46 +119,6 @@ def chance_level(task: str, keys: KeySpace | int, *, metric: str = "exact",
 
 
 @dataclass(frozen=True)
-class GenerationSettings:
-    """LLaDA sampler settings for a retrieval answer; defaults are UltraLLaDA's NIAH settings
-    (generate 32 tokens, one block of 32, 16 steps, temperature 0, low-confidence remasking)."""
-
-    gen_length: int = 32
-    block_length: int = 32
-    steps: int = 16
-    temperature: float = 0.0
-    remasking: str = "low_confidence"
-
-    def __post_init__(self) -> None:
-        for name in ("gen_length", "block_length", "steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.gen_length % self.block_length:
-            raise ValueError(f"gen_length={self.gen_length} is not a multiple of "
-                             f"block_length={self.block_length}")
-        blocks = self.gen_length // self.block_length
-        if self.steps % blocks:
-            raise ValueError(f"steps={self.steps} is not divisible by the number of blocks "
-                             f"{blocks} (gen_length / block_length)")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.remasking not in ("low_confidence", "random"):
-            raise ValueError(f"remasking={self.remasking!r}; choose low_confidence or random")
-
-    def fitted_to(self, answer_length: int) -> GenerationSettings:
-        """One block just long enough for the answer, rounded up to whole steps, committing the
-        same number of tokens per step (gen_length / steps): the cheap mini-scale setting."""
-        rate, remainder = divmod(self.gen_length, self.steps)
-        if remainder:
-            raise ValueError(f"gen_length={self.gen_length} / steps={self.steps} is not a whole "
-                             "number of tokens per step; cannot keep the rate when shortening")
-        length = math.ceil(answer_length / rate) * rate
-        return GenerationSettings(length, length, length // rate, self.temperature,
-                                  self.remasking)
-
-
-@dataclass(frozen=True)
 class LikelihoodScoring:
     """Score a sample by Monte-Carlo likelihood: correct when its answer is more likely than each
     of `n_distractors` random strings of the same length over `alphabet` (e.g. the digit tokens),
@@ -203,6 +163,12 @@ def _check_grid(tasks: Sequence[str], lengths: Sequence[int], depths: Sequence[f
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
 
 
+def cell_sample(make_sample: SampleMaker, cell: tuple, seed: int) -> TaskSample:
+    """The sample of grid cell (task, length, depth, repeat) under `seed`, the one every model
+    of a `run_retrieval_grid` is scored on."""
+    return make_sample(*cell[:3], derived_seed(seed, *cell))
+
+
 def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleMaker,
                        decode: Callable[[Sequence[int]], str], *, tasks: Sequence[str],
                        lengths: Sequence[int], depths: Sequence[float], repeats: int,
@@ -222,7 +188,7 @@ def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleM
     """
     _check_grid(tasks, lengths, depths, repeats)
     cells = [(t, n, d, r) for t in tasks for n in lengths for d in depths for r in range(repeats)]
-    samples = {cell: make_sample(*cell[:3], derived_seed(seed, *cell)) for cell in cells}
+    samples = {cell: cell_sample(make_sample, cell, seed) for cell in cells}
     if fit_gen_length:
         settings = settings.fitted_to(max(len(s.answer_ids) for s in samples.values()))
     for cell, sample in samples.items():

@@ -1,0 +1,81 @@
+"""The package's modules import each other one way (docs/architecture.md): no cycle, counting
+every import of a minillada module anywhere in a file (a function's lazy import too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "minillada"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """minillada module -> the minillada modules it imports (`from minillada.x import y` counts
+    as an import of minillada.x.y when that is a module, else of minillada.x)."""
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.update(f"{node.module}.{alias.name}"
+                                if f"{node.module}.{alias.name}" in modules else node.module
+                                for alias in node.names)
+        graph[name] = {other for other in imported
+                       if other in modules and other not in (name, "minillada")}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None (depth-first search)."""
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return [*path[path.index(node):], node]
+        if node in done:
+            return None
+        for other in sorted(graph[node]):
+            cycle = visit(other, [*path, node])
+            if cycle:
+                return cycle
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        cycle = visit(start, [])
+        if cycle:
+            return cycle
+    return None
+
+
+def test_the_modules_import_each_other_without_a_cycle():
+    graph = import_graph()
+    assert "minillada.train" in graph["minillada.throughput"]  # the graph sees real imports
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_a_cycle_is_found():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_shared_helpers_depend_on_nothing_in_the_package():
+    graph = import_graph()
+    for helper in ("atomic", "seeds", "model_files", "model_shape", "folders", "parameters"):
+        helper = f"minillada.{helper}"
+        assert graph[helper] == set(), helper
+    # `minillada eval` never imports the trainer, not even through another module.
+    reached, frontier = set(), {"minillada.commands.eval"}
+    while frontier:
+        reached |= frontier
+        frontier = set().union(*(graph[name] for name in frontier)) - reached
+    assert "minillada.evals.retrieval" in reached and "minillada.train" not in reached
