@@ -16,6 +16,7 @@ import io
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +287,8 @@ PACKING_LABELS: dict[str, str] = {
     "eod": "EOD-separated packing",
     "adaptive": "adaptive packing (document mask)",
     "adaptive_eod": "adaptive + EOD packing",
+    "direct_restart": "direct packing, positions restart",
+    "eod_restart": "EOD-separated packing, positions restart",
 }
 RETRIEVAL_METRICS: dict[str, str] = {"exact": "exact match, %", "value": "NeedleBench score, 0-100"}
 
@@ -392,17 +395,29 @@ def plot_lines(ax: Axes, frame: pd.DataFrame, x: str, y: str, title: str, ylabel
     return ax
 
 
-def plot_estimates(ax: Axes, estimates: Mapping[str, Mapping[str, Any]], title: str,
-                   xlabel: str, chance: float | None = None, zero: bool = False) -> Axes:
-    """Estimates across runs (`report.Claim.estimates` entries), one row each: every run's own
-    value as a dot (one marker per base), the mean over bases as a bar with its 95% interval
-    across runs, and the range one new run falls in as a thin line; `chance` (%) or a `zero`
-    line for differences drawn and labelled."""
-    labels = list(estimates)
-    bases = sorted({run["base"] for e in estimates.values() for run in e["per_run"]})
+@dataclass(frozen=True)
+class EstimatePanel:
+    """One panel of `estimate_figure`: across-run estimates (`report.Claim.estimates` entries,
+    one row each), its title and x label, and the reference lines to draw: `chance` (%),
+    `zero` for differences, a non-inferiority `margin`."""
+
+    estimates: Mapping[str, Mapping[str, Any]]
+    title: str
+    xlabel: str
+    chance: float | None = None
+    zero: bool = False
+    margin: float | None = None
+
+
+def plot_estimates(ax: Axes, panel: EstimatePanel) -> Axes:
+    """Draw `panel` on `ax`: every run's own value as a dot (one marker per base), the mean over
+    bases as a bar with its 95% interval across runs, and the range one new run falls in as a
+    thin line. Labels its artists for the one legend `estimate_figure` draws."""
+    labels = list(panel.estimates)
+    bases = sorted({run["base"] for e in panel.estimates.values() for run in e["per_run"]})
     markers = dict(zip(bases, "osD^vP*Xhp", strict=False))
     for row, label in enumerate(labels):
-        entry = estimates[label]
+        entry = panel.estimates[label]
         ax.plot(entry["run_range"], [row - 0.3] * 2, color="silver", linewidth=3,
                 solid_capstyle="butt", label="95% of single runs" if row == 0 else None)
         low, high = entry["ci"]
@@ -414,12 +429,32 @@ def plot_estimates(ax: Axes, estimates: Mapping[str, Mapping[str, Any]], title: 
                        color="tab:blue", alpha=0.7, s=28)
     for base, marker in markers.items():
         ax.scatter([], [], marker=marker, color="tab:blue", label=f"a run on base {base}")
-    if chance is not None:
-        ax.axvline(chance, color="dimgray", linestyle=":", label=f"chance = {chance:.3g}%")
-    if zero:
+    if panel.chance is not None:
+        ax.axvline(panel.chance, color="dimgray", linestyle=":",
+                   label=f"chance = {panel.chance:.3g}%")
+    if panel.zero:
         ax.axvline(0, color="dimgray", linestyle="--", linewidth=1)
+    if panel.margin is not None:
+        ax.axvline(panel.margin, color="tab:red", linestyle=":",
+                   label=f"non-inferiority margin {panel.margin:g}")
     ax.set_yticks(range(len(labels)), [display_name(label) for label in labels])
     ax.set_ylim(len(labels) - 0.5, -0.6)
-    ax.set(title=title, xlabel=xlabel)
-    legend_outside(ax)
+    ax.set(title=panel.title, xlabel=panel.xlabel)
     return ax
+
+
+def estimate_figure(*panels: EstimatePanel, width: float = 9.5) -> Figure:
+    """The panels stacked in one column, each as tall as its rows, under one shared legend:
+    long row labels and per-base markers fit whatever the number of rows or panels."""
+    if not panels:
+        raise ValueError("estimate_figure needs at least one EstimatePanel")
+    heights = [0.42 * len(panel.estimates) + 1.1 for panel in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, sum(heights) + 1.0), squeeze=False,
+                             layout="constrained", height_ratios=heights)
+    legend: dict[str, Any] = {}
+    for ax, panel in zip(axes.flat, panels, strict=True):
+        plot_estimates(ax, panel)
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncols=3)
+    return fig

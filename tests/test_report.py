@@ -185,3 +185,34 @@ def test_markdown_table():
     frame = pd.DataFrame({"a": [1, 2], "b": ["x|y", "z"]}, index=pd.Index(["r1", "r2"], name="k"))
     assert report.markdown_table(frame).splitlines() == [
         "| k | a | b |", "| --- | --- | --- |", "| r1 | 1 | x\\|y |", "| r2 | 2 | z |"]
+
+
+def test_estimate_figures_keep_every_label_inside_under_one_legend():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from minillada import plots
+
+    claim = report.post_trained_retrieval_claim(headline(0.9), "ultra", ["base", "free"],
+                                                ["64", "128"], 1.0, "test")
+    shown = {k: v for k, v in claim.estimates.items() if " - " not in k}
+    gaps = {k: v for k, v in claim.estimates.items() if " - " in k}
+    fig = plots.estimate_figure(
+        plots.EstimatePanel(shown, "exact match", "%", chance=1.0),
+        plots.EstimatePanel(gaps, "differences", "points", zero=True, margin=5.0))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    top, bottom = fig.axes
+    assert [t.get_text() for t in top.get_yticklabels()] == list(shown)
+    assert len(fig.legends) == 1 and top.get_legend() is None and bottom.get_legend() is None
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert [labels.count(f"a run on base {b}") for b in range(3)] == [1, 1, 1]
+    assert {"chance = 1%", "non-inferiority margin 5"} <= set(labels)
+    for ax in fig.axes:  # long row labels are laid out inside the figure, not cut off
+        for label in ax.get_yticklabels():
+            box = label.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.x1 <= fig.bbox.x1
+    assert top.get_tightbbox(renderer).y0 >= bottom.get_tightbbox(renderer).y1 - 1
+    assert fig.legends[0].get_window_extent(renderer).y1 <= bottom.get_tightbbox(renderer).y0 + 1
+    with pytest.raises(ValueError, match="at least one"):
+        plots.estimate_figure()
