@@ -120,15 +120,25 @@ def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-def cpu_model() -> str:
-    """The CPU's model name (platform.processor() where /proc/cpuinfo has none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name with its family and model numbers, "AMD EPYC (family 26, model 2)"
+    (platform.processor() where /proc/cpuinfo has none). Virtual machines often report a bare
+    "AMD EPYC"; the numbers tell its generations apart, whose bf16 kernels train differently."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.split("\n\n")[0].splitlines():  # the first processor describes them all
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name")
+    if not name:
+        return platform.processor() or platform.machine()
+    numbers = [f"{label} {fields[key]}" for key, label in (("cpu family", "family"),
+                                                           ("model", "model")) if key in fields]
+    return f"{name} ({', '.join(numbers)})" if numbers else name
 
 
 def machine_info() -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 
 import pytest
 
@@ -110,3 +111,12 @@ def test_machine_line_names_capability_and_threads():
     line = precision.describe_machine({"cpu": "X", "cpu_capability": "AVX2", "native_bf16": False,
                                        "threads": 2, "torch": "2.13.0"})
     assert line == "X (AVX2, native bf16 no), 2 threads, torch 2.13.0"
+
+
+def test_cpu_model_names_family_and_model_numbers():
+    text = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+            "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 25\nmodel\t\t: 17\n"
+            "model name\t: other\n")
+    assert precision.cpu_model(text) == "AMD EPYC (family 26, model 2)"
+    assert precision.cpu_model("model name\t: Some CPU\n") == "Some CPU"
+    assert precision.cpu_model("") == (platform.processor() or platform.machine())
