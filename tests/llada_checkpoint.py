@@ -2,7 +2,8 @@
 official keys, `model.transformer...` weights (bf16 safetensors shards with an index when asked), a
 tokenizer with LLaDA's special tokens and roles, the modeling files its `auto_map` names, and
 `reference_logits`, LLaDA's forward written out from the raw tensors and config.json (rope_theta
-read where LLaDA's modeling code reads it): the stand-in for the official modeling code."""
+read where LLaDA's modeling code reads it): the stand-in for the official modeling code, which
+benchmarks/check_official_llada.py runs on the same checkpoint."""
 
 from __future__ import annotations
 
