@@ -2,7 +2,8 @@
 official keys, `model.transformer...` weights (bf16 safetensors shards with an index when asked), a
 tokenizer with LLaDA's special tokens and roles, the modeling files its `auto_map` names, and
 `reference_logits`, LLaDA's forward written out from the raw tensors and config.json (rope_theta
-read where LLaDA's modeling code reads it): the stand-in for the official modeling code."""
+read where LLaDA's modeling code reads it): the stand-in for the official modeling code, which
+benchmarks/check_official_llada.py runs on the same checkpoint."""
 
 from __future__ import annotations
 
@@ -60,18 +61,24 @@ def tiny_weights(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     return weights
 
 
+# The metadata torch's safetensors files carry: transformers' loader (LLaDA's code included)
+# refuses a file without it.
+SAFETENSORS_METADATA = {"format": "pt"}
+
+
 def write_checkpoint(path, config: dict, weights: dict[str, torch.Tensor], shards: int = 1):
-    """A checkpoint directory in LLaDA's released format (sharded with an index when shards > 1)."""
+    """A checkpoint directory in LLaDA's released format (sharded with an index when shards > 1),
+    every safetensors file with SAFETENSORS_METADATA."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(config))
     if shards == 1:
-        save_file(weights, path / "model.safetensors")
+        save_file(weights, path / "model.safetensors", metadata=SAFETENSORS_METADATA)
         return path
     names, weight_map = sorted(weights), {}
     for shard in range(shards):
         file = f"model-{shard + 1:05d}-of-{shards:05d}.safetensors"
         part = {name: weights[name].contiguous() for name in names[shard::shards]}
-        save_file(part, path / file)
+        save_file(part, path / file, metadata=SAFETENSORS_METADATA)
         weight_map.update(dict.fromkeys(part, file))
     (path / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from llada_checkpoint import (
     MODELING_FILES,
+    SAFETENSORS_METADATA,
     llada_tokenizer,
     official_logits,
     read_weights,
@@ -16,6 +17,7 @@ from llada_checkpoint import (
     write_corpus,
     write_released_checkpoint,
 )
+from safetensors import safe_open
 
 from minillada.config import lr_at, make_config
 from minillada.distributed import Runtime
@@ -163,7 +165,8 @@ def test_the_export_is_what_llada_code_reads_with_the_package_logits(released, c
     assert (official_logits(exported, ids) - package.double()).abs().max() > 1e-2
 
 
-def test_export_shards_and_refuses_a_per_pair_rope_variant(released, tmp_path):
+def test_export_shards_with_torch_metadata_and_refuses_a_per_pair_rope_variant(released,
+                                                                               tmp_path):
     assert shard_plan({"a": 4, "b": 4, "c": 9, "d": 1}, 8) == {
         "a": "model-00001-of-00003.safetensors", "b": "model-00001-of-00003.safetensors",
         "c": "model-00002-of-00003.safetensors", "d": "model-00003-of-00003.safetensors"}
@@ -174,6 +177,10 @@ def test_export_shards_and_refuses_a_per_pair_rope_variant(released, tmp_path):
     assert len(files) > 3 and all((tmp_path / "out" / f).is_file() for f in files)
     assert index["metadata"]["total_size"] == sum(
         t.numel() * 2 for t in read_weights(released).values())
+    # transformers' loader (LLaDA's code's) refuses safetensors files without {"format": "pt"}.
+    for file in [*released.glob("*.safetensors"), *(tmp_path / "out").glob("*.safetensors")]:
+        with safe_open(file, framework="pt") as opened:
+            assert opened.metadata() == SAFETENSORS_METADATA, file
     model.set_rope("yarn", target_len=64)
     with pytest.raises(ValueError, match="rope variant 'yarn' sets per-pair frequencies"):
         export_released(model, released, tmp_path / "yarn", ONE)
