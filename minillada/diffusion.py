@@ -1,7 +1,11 @@
 """LLaDA's masked-diffusion objective, Monte-Carlo likelihood and semi-autoregressive sampler.
 
 A "model" is any callable `model(input_ids, positions=None, doc_ids=None)` whose result has
-`.logits` of shape [B, L, V]; it predicts the original token at every position.
+`.logits` of shape [B, L, V]; it predicts the original token at every position. A model whose
+`supports_scored` is true also takes `scored` ([B, L] bool) and returns logits only there
+([N, V]); `scored_logits` uses that when it can, so that the likelihood and the sampler compute
+the head only at the positions they score (the head's logits of a 128K row are 31 GiB in bf16 at
+LLaDA-8B's vocabulary).
 
 - Forward process: each token is masked independently with p = (1 - eps) t + eps, t ~ U[0, 1]
   per sequence (or per document), so that every t masks something in expectation.
@@ -148,10 +152,21 @@ def diffusion_loss(logits: Tensor, targets: Tensor, masked: Tensor, p_mask: Tens
     if logits.ndim != 3 or logits.shape[:2] != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} must be [B, L, V] with [B, L] = targets "
                          f"{tuple(targets.shape)}")
+    return masked_diffusion_loss(logits[masked], targets, masked, p_mask, row_tokens)
+
+
+def masked_diffusion_loss(masked_logits: Tensor, targets: Tensor, masked: Tensor, p_mask: Tensor,
+                          row_tokens: Tensor | None = None) -> Tensor:
+    """`diffusion_loss` from the logits of the masked positions only: `masked_logits` [N, V] in
+    `targets[masked]` (row-major) order, e.g. `scored_logits(model, noisy_ids, masked)`."""
     if masked.shape != targets.shape or p_mask.shape != targets.shape:
         raise ValueError(f"masked {tuple(masked.shape)} and p_mask {tuple(p_mask.shape)} must "
                          f"match targets {tuple(targets.shape)}")
-    ce = F.cross_entropy(logits[masked].float(), targets[masked], reduction="none")
+    labels = targets[masked]
+    if masked_logits.ndim != 2 or len(masked_logits) != len(labels):
+        raise ValueError(f"masked_logits {tuple(masked_logits.shape)} must be [N, V] with N = "
+                         f"{len(labels)} masked positions")
+    ce = F.cross_entropy(masked_logits.float(), labels, reduction="none")
     if row_tokens is None:
         return (ce / p_mask[masked]).sum() / targets.numel()
     if row_tokens.shape != targets.shape[:1] or bool((row_tokens <= 0).any()):
@@ -168,6 +183,27 @@ def model_device(model, fallback: torch.device | str = "cpu") -> torch.device:
     parameters = getattr(model, "parameters", None)
     first = next(iter(parameters()), None) if callable(parameters) else None
     return first.device if first is not None else torch.device(fallback)
+
+
+def supports_scored(model) -> bool:
+    """Whether `model(input_ids, ..., scored=mask)` returns logits only at `mask` ([N, V])."""
+    return bool(getattr(model, "supports_scored", False))
+
+
+def scored_logits(model, input_ids: Tensor, scored: Tensor, **inputs) -> Tensor:
+    """The logits [N, V] of the `scored` positions ([B, L] bool) of `input_ids` [B, L], in
+    `logits[scored]` (row-major) order; `inputs` (positions, doc_ids) go to the model.
+
+    A model that `supports_scored` runs its transformer over every position and its final norm
+    and head at the scored ones only; any other model computes the whole row's logits, of which
+    the scored ones are taken (the same values, up to the head's matmul blocking).
+    """
+    if scored.shape != input_ids.shape or scored.dtype != torch.bool:
+        raise ValueError(f"scored must be a bool tensor of shape {tuple(input_ids.shape)}, got "
+                         f"{scored.dtype} of shape {tuple(scored.shape)}")
+    if supports_scored(model):
+        return model(input_ids, scored=scored, **inputs).logits
+    return model(input_ids, **inputs).logits[scored]
 
 
 @torch.no_grad()
@@ -209,10 +245,13 @@ def mc_log_likelihood(model, prompt_ids: Tensor, answer_ids: Tensor, mc: int = 1
         sample = sample_of_row[rows]
         answer, mask = answers[sample].to(device), masks[rows].to(device)
         noisy = torch.where(mask, torch.full_like(answer, mask_token_id), answer)
-        logits = model(torch.cat([prompts[sample].to(device), noisy], dim=1)).logits
+        # Only the masked answer tokens are scored: the prompt's logits are never computed.
+        scored = torch.cat([torch.zeros(len(rows), prompts.shape[1], dtype=torch.bool,
+                                        device=device), mask], dim=1)
+        logits = scored_logits(model, torch.cat([prompts[sample].to(device), noisy], dim=1),
+                               scored)
         ce = torch.zeros(mask.shape, dtype=torch.float64, device=device)
-        ce[mask] = F.cross_entropy(logits[:, prompts.shape[1]:][mask].float(), answer[mask],
-                                   reduction="none").double()
+        ce[mask] = F.cross_entropy(logits.float(), answer[mask], reduction="none").double()
         losses[rows] = (ce.sum(dim=1) * answer_length / n_masked[rows].to(device)).cpu()
     log_likelihood = -losses.view(samples, mc).mean(dim=1).to(answer_ids.device)
     return log_likelihood[0] if single else log_likelihood
@@ -237,15 +276,23 @@ def transfer_schedule(gen_length: int, block_length: int, steps: int) -> list[li
     return [[base + 1] * extra + [base] * (per_block - extra) for _ in range(blocks)]
 
 
-def _guided_logits(model, x: Tensor, prompt_length: int, cfg_scale: float,
-                   mask_token_id: int) -> Tensor:
-    """Logits of one step; with cfg_scale > 0, classifier-free guidance against the same
-    sequence with the prompt masked: un + (cfg_scale + 1) (cond - un)."""
+def _block_logits(model, x: Tensor, prompt_length: int, cfg_scale: float, mask_token_id: int,
+                  block: slice) -> Tensor:
+    """Logits [B, block length, V] of one step at the positions `block` of x (the current block:
+    the only ones a step can commit, so the only ones whose logits are computed); with
+    cfg_scale > 0, classifier-free guidance against the same sequence with the prompt masked:
+    un + (cfg_scale + 1) (cond - un)."""
+    rows = x
+    if cfg_scale > 0:
+        unconditional = x.clone()
+        unconditional[:, :prompt_length] = mask_token_id
+        rows = torch.cat([x, unconditional])
+    scored = torch.zeros_like(rows, dtype=torch.bool)
+    scored[:, block] = True
+    logits = scored_logits(model, rows, scored).reshape(len(rows), block.stop - block.start, -1)
     if cfg_scale == 0:
-        return model(x).logits
-    unconditional = x.clone()
-    unconditional[:, :prompt_length] = mask_token_id
-    cond, uncond = model(torch.cat([x, unconditional])).logits.chunk(2)
+        return logits
+    cond, uncond = logits.chunk(2)
     return uncond + (cfg_scale + 1) * (cond - uncond)
 
 
@@ -256,12 +303,12 @@ def generate(model, prompt_ids: Tensor, gen_length: int, block_length: int, step
     """LLaDA's semi-autoregressive sampler; returns prompt + generation, [B, Lp + gen_length].
 
     gen_length mask tokens are appended and decoded in blocks of block_length, left to right,
-    following `transfer_schedule`. Each step: one forward pass; a prediction per position
-    (argmax, or Gumbel-max sampling at `temperature` in float64); each still-masked position of
-    the current block scored by the probability of its prediction (`low_confidence`) or at
-    random (`random`); the top-k committed. A step that commits nothing (more steps than tokens
-    in a block) is skipped, forward pass included. Deterministic at temperature 0 with
-    `low_confidence`.
+    following `transfer_schedule`. Each step: one forward pass, with logits only for the current
+    block (`scored_logits`); a prediction per position of the block (argmax, or Gumbel-max
+    sampling at `temperature` in float64); each still-masked position of the block scored by the
+    probability of its prediction (`low_confidence`) or at random (`random`); the top-k
+    committed. A step that commits nothing (more steps than tokens in a block) is skipped,
+    forward pass included. Deterministic at temperature 0 with `low_confidence`.
 
     The mask token is never a prediction: its logit is -inf for the choice (LLaDA's own loop
     re-masks a position that predicts it, since it re-reads `x == mask_id` every step), while the
@@ -291,19 +338,16 @@ def generate(model, prompt_ids: Tensor, gen_length: int, block_length: int, step
         for count in counts:
             if count == 0:  # more steps than tokens in the block: nothing to commit
                 continue
-            logits = _guided_logits(model, x, prompt_length, cfg_scale, mask_token_id)
-            if not mask_token_id < logits.shape[-1]:
+            window = _block_logits(model, x, prompt_length, cfg_scale, mask_token_id,
+                                   slice(block_start, block_end)).to(torch.float64, copy=True)
+            if not mask_token_id < window.shape[-1]:
                 raise ValueError(f"mask_token_id {mask_token_id} is outside the model's "
-                                 f"vocabulary [0, {logits.shape[-1]})")
-            # Only the current block can be committed (everything left of it is, everything right
-            # of it waits): only its logits are copied to float64, never the whole row's.
-            window = logits[:, block_start:block_end].to(torch.float64, copy=True)
+                                 f"vocabulary [0, {window.shape[-1]})")
             log_norm = window.logsumexp(dim=-1)  # of every token, the mask included
             window[..., mask_token_id] = -torch.inf  # never chosen
             chosen = x.clone()
-            if temperature > 0:  # noise drawn for the whole row: the same draws as ever
-                uniform = _rand(logits.shape, generator, device, torch.float64)
-                uniform = uniform[:, block_start:block_end]
+            if temperature > 0:  # noise for the block only: a whole row's is B x L x V float64
+                uniform = _rand(window.shape, generator, device, torch.float64)
                 gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float64).tiny)))
                 chosen[:, block_start:block_end] = (window / temperature + gumbel).argmax(dim=-1)
             else:

@@ -143,17 +143,26 @@ def plan_table(plans: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def inference_plan(dims: dict[str, Any], tokens: int, scored: int) -> dict[str, float]:
-    """GPU memory (bytes) of one evaluation forward pass in bf16 without gradients, on paper:
-    the weights (2 bytes per parameter); one layer's transients at a time (the block input and
+def inference_plan(dims: dict[str, Any], tokens: int, scored: int, *,
+                   whole_row_logits: bool = False) -> dict[str, float]:
+    """GPU memory (bytes) of one evaluation forward pass in bf16 without gradients, on paper.
+
+    `tokens` is rows x row length, `scored` the positions whose logits are used (the current
+    block of each row for the sampler, the masked tokens for a loss or likelihood). Terms: the
+    weights (2 bytes per parameter); one layer's transients at a time (the block input and
     output, the norm output, q, k, v and the attention output, and the gate, up and product of
-    the MLP: 2 (6 d + 3 m) per token); the head's bf16 logits at every position (2 V per token;
-    the model computes the whole row's); and the float64 copy the sampler or the loss takes of
-    the `scored` positions only (8 V each: the current block, or the masked tokens)."""
+    the MLP: 2 (6 d + 3 m) per token); the head's bf16 logits at the scored positions only
+    (2 V each, `diffusion.scored_logits`), or at every position with `whole_row_logits` (a
+    model without `supports_scored`, computing the whole row's); and the float64 copy the
+    sampler or the loss takes of the scored positions (8 V each).
+    """
+    if not 0 <= scored <= tokens:
+        raise ValueError(f"scored must lie in [0, tokens = {tokens}], got {scored}")
     sizes = {name: dims[name] for name in ("d_model", "mlp_hidden_size", "vocab_size",
                                            "n_heads")}
     n_params = param_counts(dims["n_layers"], n_kv_heads=dims.get("n_kv_heads"), **sizes)["total"]
     d_model, hidden, vocab = dims["d_model"], dims["mlp_hidden_size"], dims["vocab_size"]
     terms = {"weights": 2.0 * n_params, "layer": 2.0 * (6 * d_model + 3 * hidden) * tokens,
-             "logits": 2.0 * vocab * tokens, "scored_float64": 8.0 * vocab * scored}
+             "logits": 2.0 * vocab * (tokens if whole_row_logits else scored),
+             "scored_float64": 8.0 * vocab * scored}
     return {**terms, "total": sum(terms.values())}

@@ -181,6 +181,9 @@ class LLaDAModelLM(PreTrainedModel):
     _tied_weights_keys: ClassVar[dict[str, str]] = {
         "model.transformer.ff_out.weight": "model.transformer.wte.weight"}
     _no_split_modules: ClassVar[list[str]] = ["LLaDABlock"]
+    # forward takes `scored`: evaluations ask for logits only where they score
+    # (`diffusion.scored_logits`); a model without this flag is given whole rows.
+    supports_scored: ClassVar[bool] = True
 
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__(config)

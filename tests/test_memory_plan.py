@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from llada_checkpoint import write_released_checkpoint
 
 from minillada import cli
 from minillada.memory_plan import (
     CHUNK_BYTES_PER_LOGIT,
+    GIB,
     LLADA_8B,
     inference_plan,
     llada_8b_plans,
@@ -15,6 +18,8 @@ from minillada.memory_plan import (
     model_plan,
     param_counts,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_memory_plan_closed_form():
@@ -89,10 +94,29 @@ def test_dry_run_prints_the_plan_of_the_run_and_trains_nothing(tmp_path, capsys)
     assert "--dry-run of stage 'extend' needs --init" in capsys.readouterr().err
 
 
-def test_inference_plan_counts_float64_only_where_scored():
+def test_inference_plan_counts_logits_only_where_scored():
     dims = dict(n_layers=2, d_model=4, mlp_hidden_size=8, vocab_size=10, n_heads=2, n_kv_heads=2)
     plan = inference_plan(dims, tokens=16, scored=3)
-    assert plan == {"weights": 2 * 420, "layer": 2 * (6 * 4 + 3 * 8) * 16, "logits": 2 * 10 * 16,
-                    "scored_float64": 8 * 10 * 3, "total": 840 + 1536 + 320 + 240}
-    at_128k = inference_plan(LLADA_8B, 131072, 32)["total"] / 2**30  # NIAH, batch 1
-    assert 55 < at_128k < 65
+    assert plan == {"weights": 2 * 420, "layer": 2 * (6 * 4 + 3 * 8) * 16, "logits": 2 * 10 * 3,
+                    "scored_float64": 8 * 10 * 3, "total": 840 + 1536 + 60 + 240}
+    whole_row = inference_plan(dims, tokens=16, scored=3, whole_row_logits=True)
+    assert whole_row["logits"] == 2 * 10 * 16 and whole_row["total"] == 840 + 1536 + 320 + 240
+    with pytest.raises(ValueError, match="scored must lie in"):
+        inference_plan(dims, tokens=16, scored=17)
+    at_128k = {whole: inference_plan(LLADA_8B, 131072, 32, whole_row_logits=whole)["total"] / GIB
+               for whole in (False, True)}  # NIAH, batch 1
+    assert at_128k == pytest.approx({False: 30.0, True: 60.8}, abs=0.05)
+
+
+def test_docs_quote_the_inference_plan():
+    """docs/gpu.md's table (NIAH, one block of 32 per row) and the README's NIAH figure."""
+    gpu_md, readme = ((ROOT / name).read_text() for name in ("docs/gpu.md", "README.md"))
+    for row, batch in ((32768, 1), (65536, 1), (131072, 1), (32768, 8)):
+        plan, whole_row = (inference_plan(LLADA_8B, row * batch, 32 * batch, whole_row_logits=w)
+                           for w in (False, True))
+        cells = [plan["weights"], plan["layer"], plan["logits"] + plan["scored_float64"]]
+        line = (f"| {row // 1024}K | {batch} | " + " | ".join(f"{c / GIB:.1f}" for c in cells)
+                + f" | **{plan['total'] / GIB:.1f}** | {whole_row['total'] / GIB:.1f} |")
+        assert line in gpu_md, line
+    at_128k = inference_plan(LLADA_8B, 131072, 32)["total"] / GIB
+    assert f"NIAH at 128K, batch 1, about {at_128k:.0f} GiB" in readme

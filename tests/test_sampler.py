@@ -163,27 +163,35 @@ def test_bad_sampler_arguments_are_named():
 
 def _full_row_generate(model, prompt_ids, gen_length, block_length, steps, temperature,
                        remasking, cfg_scale, mask_token_id, generator):
-    """The sampler as it was before it copied only the current block to float64: every step
-    takes the whole row's logits in float64 (the reference of the bit-for-bit test below)."""
-    from minillada.diffusion import _guided_logits, _rand
+    """The sampler as it was before it asked for the current block's logits only: every step
+    computes the whole row's logits (guidance included) and takes them all to float64 (the
+    reference of the tests below). Its Gumbel noise covers the current block only, as the
+    sampler's does now (it was drawn for the whole row: B x L x V float64)."""
+    from minillada.diffusion import _rand
 
     batch, prompt_length = prompt_ids.shape
     x = torch.cat([prompt_ids, prompt_ids.new_full((batch, gen_length), mask_token_id)], dim=1)
     still_masked = torch.zeros_like(x, dtype=torch.bool)
     still_masked[:, prompt_length:] = True
     for block, counts in enumerate(transfer_schedule(gen_length, block_length, steps)):
-        block_end = prompt_length + (block + 1) * block_length
+        block_start = prompt_length + block * block_length
+        block_end = block_start + block_length
         for count in (c for c in counts if c):
-            logits = _guided_logits(model, x, prompt_length, cfg_scale, mask_token_id).to(
-                torch.float64, copy=True)
+            logits = model(x).logits
+            if cfg_scale:
+                unconditional = x.clone()
+                unconditional[:, :prompt_length] = mask_token_id
+                cond, uncond = model(torch.cat([x, unconditional])).logits.chunk(2)
+                logits = uncond + (cfg_scale + 1) * (cond - uncond)
+            logits = logits.to(torch.float64, copy=True)
             log_norm = logits.logsumexp(dim=-1)
             logits[..., mask_token_id] = -torch.inf
+            chosen = logits.argmax(dim=-1)
             if temperature > 0:
-                uniform = _rand(logits.shape, generator, x.device, torch.float64)
+                window = logits[:, block_start:block_end]
+                uniform = _rand(window.shape, generator, x.device, torch.float64)
                 gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(torch.float64).tiny)))
-                chosen = (logits / temperature + gumbel).argmax(dim=-1)
-            else:
-                chosen = logits.argmax(dim=-1)
+                chosen[:, block_start:block_end] = (window / temperature + gumbel).argmax(dim=-1)
             chosen_logit = logits.gather(-1, chosen[..., None])[..., 0]
             score = ((chosen_logit - log_norm).exp() if remasking == "low_confidence"
                      else _rand(chosen.shape, generator, x.device, torch.float64))
@@ -199,17 +207,21 @@ def _full_row_generate(model, prompt_ids, gen_length, block_length, steps, tempe
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
 @pytest.mark.parametrize("remasking", ["low_confidence", "random"])
 @pytest.mark.parametrize("cfg_scale", [0.0, 1.0])
-def test_only_the_block_in_float64_decodes_bit_for_bit_like_the_whole_row(temperature, remasking,
-                                                                          cfg_scale):
+@pytest.mark.parametrize("scored_head", [True, False])
+def test_the_blocks_logits_decode_token_for_token_like_the_whole_rows(temperature, remasking,
+                                                                      cfg_scale, scored_head):
+    """The head at the current block only (`scored_head`: LLaDAModelLM's `scored`; else the
+    whole row's logits, gathered) decodes the same tokens as the old whole-row sampler."""
     from minillada.model import LLaDAConfig, LLaDAModelLM
 
     torch.manual_seed(0)
     model = LLaDAModelLM(LLaDAConfig(vocab_size=97, d_model=32, n_heads=4, n_layers=2,
                                      mlp_hidden_size=48, max_sequence_length=16)).eval()
+    sampled = model if scored_head else (lambda ids, **inputs: model(ids, **inputs))
     prompt = torch.randint(1, 97, (3, 11), generator=torch.Generator().manual_seed(1))
     for gen_length, block_length, steps in ((24, 8, 12), (16, 16, 16), (12, 4, 6)):
         args = (gen_length, block_length, steps, temperature, remasking, cfg_scale)
-        windowed = generate(model, prompt, *args, mask_token_id=MASK,
+        windowed = generate(sampled, prompt, *args, mask_token_id=MASK,
                             generator=torch.Generator().manual_seed(7))
         whole = _full_row_generate(model, prompt, *args, MASK, torch.Generator().manual_seed(7))
         assert torch.equal(windowed, whole), args

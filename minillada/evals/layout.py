@@ -6,17 +6,19 @@ positions running over the row or restarting at each document. An evaluation pro
 more documents (the last one continues into the answer); `LaidOutModel` shows it to the model as
 that model's training rows showed documents, so that no arm is scored on a format it never saw
 (an EOD-trained model's answers were always followed by EOD). Logits come back aligned with the
-tokens given, the inserted separators dropped.
+tokens given, the inserted separators dropped; with `scored`, only those tokens' logits
+(`diffusion.scored_logits`), the scored positions mapped through the layout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from minillada.diffusion import scored_logits
 from minillada.packing import get_strategy
 
 
@@ -57,16 +59,24 @@ class LaidOutModel:
             raise AttributeError(name)
         return getattr(self.model, name)
 
-    def documents(self, lengths: Sequence[int]):
+    def documents(self, lengths: Sequence[int]) -> Callable[..., Any]:
         """The model for sequences laid out as documents of `lengths` (the last one open)."""
         if not lengths or any(length < 1 for length in lengths):
             raise ValueError(f"document lengths must be positive, got {list(lengths)}")
 
-        def run(input_ids: torch.Tensor, **_: Any) -> _Logits:
+        def run(input_ids: torch.Tensor, scored: torch.Tensor | None = None,
+                **_: Any) -> _Logits:
             tokens, keep, positions, doc_ids = self.arrange(input_ids, lengths)
-            output = self.model(tokens, positions=positions,
-                                doc_ids=doc_ids if self.layout.block_diagonal else None)
-            return _Logits(output.logits[:, keep])
+            inputs = dict(positions=positions,
+                          doc_ids=doc_ids if self.layout.block_diagonal else None)
+            if scored is None:
+                return _Logits(self.model(tokens, **inputs).logits[:, keep])
+            # The scored tokens where `arrange` put them; `keep` is increasing, so the logits
+            # come back in `scored`'s row-major order. Separators are never scored.
+            laid_out = torch.zeros(tokens.shape, dtype=torch.bool, device=tokens.device)
+            laid_out[:, keep] = scored.to(tokens.device)
+            return _Logits(scored_logits(self.model, tokens, laid_out, **inputs))
+        run.supports_scored = True  # the model inside may not; scored_logits then falls back
         return run
 
     def arrange(self, input_ids: torch.Tensor, lengths: Sequence[int]

@@ -20,7 +20,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from minillada.diffusion import diffusion_loss, forward_process, mc_log_likelihood, model_device
+from minillada.diffusion import (
+    forward_process,
+    masked_diffusion_loss,
+    mc_log_likelihood,
+    model_device,
+    scored_logits,
+)
 from minillada.evals.models import Model, ModelAtLength, check_lengths, rope_columns
 from minillada.seeds import derived_seed
 
@@ -78,7 +84,8 @@ def masked_chunk_losses(model: Model, window: torch.Tensor, *, chunk: int, mc: i
     """LongLLaDA's chunk loss, one value per Monte-Carlo draw (shape [mc]).
 
     Draw k ~ U{1..chunk}, mask k random tokens of the window's last `chunk` tokens (the text
-    before them is never masked) and take the plain mean cross-entropy over the masked tokens.
+    before them is never masked) and take the plain mean cross-entropy over the masked tokens
+    (their logits only are computed: `diffusion.scored_logits`).
     In expectation this equals LLaDA's unbiased per-token bound (L/l weighting, divided by L).
     """
     if not 1 <= chunk < window.numel():
@@ -89,12 +96,14 @@ def masked_chunk_losses(model: Model, window: torch.Tensor, *, chunk: int, mc: i
     device, target = model_device(model), window[-chunk:]
     losses = []
     for rows in torch.arange(mc).split(batch_size):
-        noisy = window.repeat(len(rows), 1)
-        noisy[:, -chunk:][masked[rows]] = mask_token_id
-        logits = model(noisy.to(device)).logits[:, -chunk:].float().cpu()
-        ce = F.cross_entropy(logits.transpose(1, 2), target.expand(len(rows), -1),
-                             reduction="none")
-        losses.append((ce * masked[rows]).sum(dim=1) / counts[rows])
+        mask, noisy = masked[rows], window.repeat(len(rows), 1)
+        noisy[:, -chunk:][mask] = mask_token_id
+        scored = torch.zeros(noisy.shape, dtype=torch.bool)
+        scored[:, -chunk:] = mask
+        logits = scored_logits(model, noisy.to(device), scored.to(device)).cpu().float()
+        ce = torch.zeros(mask.shape)
+        ce[mask] = F.cross_entropy(logits, target.expand(len(rows), -1)[mask], reduction="none")
+        losses.append(ce.sum(dim=1) / counts[rows])
     return torch.cat(losses)
 
 
@@ -181,8 +190,8 @@ def paired_loss_grid(models: Mapping[str, ModelAtLength], documents: Sequence[Se
 
     Each window is noised `mc` times with stratified t = (j + u) / mc, j = 0..mc-1, once per
     length; every model then sees exactly those noised batches, so differences between models are
-    not sampling noise (see `paired_summary`). `consecutive`: `eval_windows`' several windows per
-    document.
+    not sampling noise (see `paired_summary`). Logits are computed at the masked positions only
+    (`diffusion.scored_logits`). `consecutive`: `eval_windows`' several windows per document.
     """
     lengths = check_lengths(lengths, 1, "one token")
     if mc < 1:
@@ -200,14 +209,17 @@ def paired_loss_grid(models: Mapping[str, ModelAtLength], documents: Sequence[Se
         noised = forward_process(targets, mask_token_id, t=t, generator=generator)
         for label, model_at in models.items():
             model = model_at(length)
-            losses = []
+            device, losses = model_device(model), []
             for part in torch.arange(len(targets)).split(batch_size):
-                # diffusion_loss takes the masked positions' logits to float32: the rest stay
-                # in the model's dtype (a 32K window of LLaDA-8B is 8 GiB of bf16 logits)
-                logits = model(noised.noisy_ids[part].to(model_device(model))).logits.cpu()
-                losses += [diffusion_loss(logits[i:i + 1], targets[row:row + 1],
-                                          noised.masked[row:row + 1], noised.p_mask[row:row + 1]
-                                          ).item() for i, row in enumerate(part.tolist())]
+                # Logits of the masked positions only (a whole 32K window of LLaDA-8B is 8 GiB
+                # of bf16 logits), in row-major order: split back into rows by masked count.
+                logits = scored_logits(model, noised.noisy_ids[part].to(device),
+                                       noised.masked[part].to(device)).cpu()
+                per_row = logits.split(noised.masked[part].sum(dim=1).tolist())
+                losses += [masked_diffusion_loss(row_logits, targets[row:row + 1],
+                                                 noised.masked[row:row + 1],
+                                                 noised.p_mask[row:row + 1]).item()
+                           for row_logits, row in zip(per_row, part.tolist(), strict=True)]
             per_window = torch.tensor(losses).view(len(batch), mc).mean(dim=1)
             rows += [dict(rope_columns(model, label), method="diffusion_loss", length=length,
                           window=index, document=origin[length][index], source=source,
