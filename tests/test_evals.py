@@ -447,3 +447,19 @@ def test_chance_level_of_likelihood_scoring_and_bad_input():
         chance_level("passkey", 1, metric="value")
     with pytest.raises(ValueError, match="no chance level for task 'sudoku'"):
         chance_level("sudoku", 1)
+
+
+def test_a_laid_out_model_is_named_by_its_own_rope_setting(tmp_path):
+    """The layout wraps the model per prompt; the rows still name the RoPE of the model inside
+    (not the label) and score what the bare model scores."""
+    from minillada.evals.layout import LaidOutModel, Layout
+
+    inner = Retriever(reach=8)
+    inner.config = SimpleNamespace(rope_variant="diffusion_ntk", rope_target_len=64)
+    laid = LaidOutModel(inner, Layout(), EOD)
+    table = run_retrieval_grid({"ultra": lambda length: laid}, fake_sample, decode,
+                               results_path=tmp_path / "laid.jsonl", **GRID)
+    bare = run_retrieval_grid({"ultra": fixed_model(Retriever(reach=8))}, fake_sample, decode,
+                              results_path=tmp_path / "bare.jsonl", **GRID)
+    assert set(table["rope"]) == {"diffusion_ntk"} and set(table["rope_target_len"]) == {64}
+    assert table["exact"].tolist() == bare["exact"].tolist()

@@ -262,10 +262,13 @@ def _generate_rows(model: Model, label: str, cells: list[tuple],
                    settings: GenerationSettings, mask_token_id: int,
                    seed: int) -> list[dict[str, Any]]:
     prompts = torch.tensor([list(samples[cell].prompt_ids) for cell in cells], dtype=torch.long)
+    # Named and placed from the model itself: a layout's per-prompt function has neither a
+    # RoPE setting nor parameters to tell its device.
+    columns, device = rope_columns(model, label), model_device(model)
     if isinstance(model, LaidOutModel):
         model = model.documents(document_lengths(samples[cells[0]]))
     generator = torch.Generator().manual_seed(derived_seed(seed, "generate", *cells[0]))
-    output = generate(model, prompts.to(model_device(model)), gen_length=settings.gen_length,
+    output = generate(model, prompts.to(device), gen_length=settings.gen_length,
                       block_length=settings.block_length, steps=settings.steps,
                       temperature=settings.temperature, remasking=settings.remasking,
                       mask_token_id=mask_token_id, generator=generator)
@@ -275,7 +278,7 @@ def _generate_rows(model: Model, label: str, cells: list[tuple],
         text = decode(generated)
         exact, accuracy = token_match(generated, sample.answer_ids)
         decoys = sample.metadata.get("distractor_ids")
-        rows.append(dict(rope_columns(model, label), method="generate",
+        rows.append(dict(columns, method="generate",
                          **_cell_columns(cell, sample, seed),
                          value=needle_score(text, sample.answer_text), exact=float(exact),
                          token_acc=accuracy, prediction=text, mc=None,
