@@ -121,7 +121,7 @@ def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
-    """The CPU's model name with its family and model numbers, "AMD EPYC (family 26, model 2)"
+    """The CPU's model name with its family and model numbers, "AMD EPYC family 26 model 2"
     (platform.processor() where /proc/cpuinfo has none). Virtual machines often report a bare
     "AMD EPYC"; the numbers tell its generations apart, whose bf16 kernels train differently."""
     if cpuinfo is None:
@@ -138,7 +138,7 @@ def cpu_model(cpuinfo: str | None = None) -> str:
         return platform.processor() or platform.machine()
     numbers = [f"{label} {fields[key]}" for key, label in (("cpu family", "family"),
                                                            ("model", "model")) if key in fields]
-    return f"{name} ({', '.join(numbers)})" if numbers else name
+    return " ".join([name, *numbers])
 
 
 def machine_info() -> dict[str, object]:

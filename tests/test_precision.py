@@ -117,6 +117,6 @@ def test_cpu_model_names_family_and_model_numbers():
     text = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
             "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 25\nmodel\t\t: 17\n"
             "model name\t: other\n")
-    assert precision.cpu_model(text) == "AMD EPYC (family 26, model 2)"
+    assert precision.cpu_model(text) == "AMD EPYC family 26 model 2"
     assert precision.cpu_model("model name\t: Some CPU\n") == "Some CPU"
     assert precision.cpu_model("") == (platform.processor() or platform.machine())

@@ -12,6 +12,7 @@ from minillada.cli import main
 from minillada.commands.reproduce import (
     computes_everything,
     find_study_notebooks,
+    reused_committed_tables,
     select_notebooks,
 )
 
@@ -169,3 +170,18 @@ def test_only_a_run_that_computes_everything_times_the_next_estimate(tmp_path):
     (runs / "cpu" / "base-1" / "model" / "config.json").write_text("{}")
     assert not computes_everything(runs, results, "cpu")
     assert computes_everything(runs, results, "smoke")
+
+
+def test_a_run_that_reused_committed_tables_does_not_time_the_next_estimate(tmp_path):
+    committed, own = tmp_path / "results", tmp_path / "results" / "cpu"
+    (committed / "b11").mkdir(parents=True)
+    (committed / "b11" / "ppl.csv.inputs.json").write_text('{"model": "abc"}')
+    assert not reused_committed_tables(own, committed)  # nothing computed yet
+    (own / "b11").mkdir(parents=True)
+    (own / "b11" / "ppl.csv.inputs.json").write_text('{"model": "other"}')  # another CPU's model
+    assert not reused_committed_tables(own, committed)
+    (own / "b11" / "loss.csv.inputs.json").write_text("{}")  # no committed twin
+    assert not reused_committed_tables(own, committed)
+    (own / "b11" / "ppl.csv.inputs.json").write_text('{"model": "abc"}')  # a bit-identical model
+    assert reused_committed_tables(own, committed)
+    assert not reused_committed_tables(committed, committed)  # the committed design itself
