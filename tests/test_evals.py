@@ -463,3 +463,40 @@ def test_a_laid_out_model_is_named_by_its_own_rope_setting(tmp_path):
                               results_path=tmp_path / "bare.jsonl", **GRID)
     assert set(table["rope"]) == {"diffusion_ntk"} and set(table["rope_target_len"]) == {64}
     assert table["exact"].tolist() == bare["exact"].tolist()
+
+
+class CountingRetriever(Retriever):
+    """A Retriever that records how many rows each forward pass is given."""
+
+    def __init__(self, reach: int):
+        super().__init__(reach)
+        self.rows: list[int] = []
+
+    def forward(self, input_ids, positions=None, doc_ids=None):
+        self.rows.append(len(input_ids))
+        return super().forward(input_ids, positions, doc_ids)
+
+
+def test_likelihood_scoring_runs_through_a_layout_in_batches_of_batch_size(tmp_path):
+    """--likelihood on a laid-out model: scored like the bare model, `batch_size` rows per pass
+    (the masks are drawn before batching, so the batch size cannot change a margin)."""
+    from minillada.evals.layout import LaidOutModel, Layout
+
+    scoring = LikelihoodScoring(alphabet=DIGITS, n_distractors=2, mc=6)
+    grid = dict(GRID, depths=[100], lengths=[16], repeats=1)
+    generating = CountingRetriever(reach=8)
+    run_retrieval_grid({"m": fixed_model(generating)}, fake_sample, decode,
+                       results_path=tmp_path / "generate.jsonl", **grid)
+    tables = {}
+    for name, batch_size, wrap in (("laid", 4, True), ("bare", 8, False)):
+        model = CountingRetriever(reach=8)
+        wrapped = LaidOutModel(model, Layout(), EOD) if wrap else model
+        tables[name] = run_retrieval_grid(
+            {"m": lambda length, w=wrapped: w}, fake_sample, decode, likelihood=scoring,
+            results_path=tmp_path / f"{name}.jsonl", **dict(grid, batch_size=batch_size))
+        likelihood_passes = model.rows[len(generating.rows):]  # after the sampler's passes
+        assert max(likelihood_passes) == min(batch_size, scoring.mc)  # one candidate a call
+        assert sum(likelihood_passes) == 3 * scoring.mc
+    laid, bare = (t[t["method"] == "likelihood"] for t in tables.values())
+    assert laid["margin"].tolist() == pytest.approx(bare["margin"].tolist())
+    assert (laid["value"] == 100).all()

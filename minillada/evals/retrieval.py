@@ -222,7 +222,7 @@ def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleM
                 progress.update(len(rows))
             for cell in (cell for method, cell in mine if method == "likelihood"):
                 row = _likelihood_row(model, label, cell, samples[cell], likelihood,
-                                      mask_token_id, seed)
+                                      mask_token_id, seed, batch_size)
                 log.extend([dict(row, **fixed)])
                 progress.update()
     progress.close()
@@ -289,18 +289,25 @@ def _generate_rows(model: Model, label: str, cells: list[tuple],
 
 @torch.no_grad()
 def _likelihood_row(model: Model, label: str, cell: tuple, sample: TaskSample,
-                    scoring: LikelihoodScoring, mask_token_id: int, seed: int) -> dict[str, Any]:
+                    scoring: LikelihoodScoring, mask_token_id: int, seed: int,
+                    batch_size: int) -> dict[str, Any]:
     answer = list(sample.answer_ids)
     candidates = [answer, *scoring.distractors(
         answer, torch.Generator().manual_seed(derived_seed(seed, "distractors", *cell)))]
-    prompt = torch.tensor(list(sample.prompt_ids), dtype=torch.long)
-    # Common random numbers: every candidate is scored under the same masks.
+    # As in `_generate_rows`: named and placed from the model, before a layout wraps it.
+    columns, device = rope_columns(model, label), model_device(model)
+    if isinstance(model, LaidOutModel):
+        model = model.documents(document_lengths(sample))
+    prompt = torch.tensor(list(sample.prompt_ids), dtype=torch.long, device=device)
+    # Common random numbers: every candidate is scored under the same masks (drawn before any
+    # batch, so `batch_size` changes only how many rows share a forward pass).
     log_likelihoods = [float(mc_log_likelihood(
-        model, prompt, torch.tensor(candidate), mc=scoring.mc, mask_token_id=mask_token_id,
+        model, prompt, torch.tensor(candidate, device=device), mc=scoring.mc,
+        batch_size=batch_size, mask_token_id=mask_token_id,
         generator=torch.Generator().manual_seed(derived_seed(seed, "likelihood", *cell))))
         for candidate in candidates]
     margin = log_likelihoods[0] - max(log_likelihoods[1:])
-    return dict(rope_columns(model, label), method="likelihood",
+    return dict(columns, method="likelihood",
                 **_cell_columns(cell, sample, seed), value=100.0 * (margin > 0),
                 exact=float(margin > 0), margin=margin, mc=scoring.mc)
 
