@@ -275,8 +275,11 @@ def comparator_claim(claim_id: str, claim: str, frame: pd.DataFrame, ultra: str,
                      comparator: str, length: int, chance: float, design: str,
                      seed: int = 0) -> Claim:
     """What one ingredient of the recipe adds: `ultra` against the matched post-trained
-    `comparator` (the same recipe without that ingredient), NIAH at `length`, paired."""
+    `comparator` (the same recipe without that ingredient), NIAH at `length`, paired. Both
+    levels are estimated on the bases that have the comparator (a design runs it on fewer), so
+    that they compare as their difference does."""
     frame = _percent(frame)
+    frame = frame[frame["base"].isin(frame.loc[frame["arm"] == comparator, "base"].unique())]
     estimates = {arm: _estimate_dict(estimate(frame, {arm: 1.0}, seed=seed), True)
                  for arm in (ultra, comparator)}
     gap = estimate(frame, {ultra: 1.0, comparator: -1.0}, seed=seed)

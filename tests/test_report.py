@@ -216,3 +216,19 @@ def test_estimate_figures_keep_every_label_inside_under_one_legend():
     assert fig.legends[0].get_window_extent(renderer).y1 <= bottom.get_tightbbox(renderer).y0 + 1
     with pytest.raises(ValueError, match="at least one"):
         plots.estimate_figure()
+
+
+def test_comparator_levels_cover_the_bases_that_have_the_comparator():
+    """The matched comparator runs on three of five bases: mini-UltraLLaDA's level is taken on
+    those three too, so the two levels differ by what their difference says."""
+    rates = [0.5, 0.1, 0.9, 0.0, 0.3]
+    frame = pd.concat([hits("ultra", base, 21, rate) for base, rate in enumerate(rates)]
+                      + [hits("plain", base, 21, rate / 2) for base, rate in enumerate(rates[:3])],
+                      ignore_index=True)
+    claim = report.comparator_claim("rope_law", "the law is needed", frame, "ultra", "plain", 64,
+                                    1.0, "test")
+    ultra, plain, gap = (claim.estimates[k] for k in ("ultra", "plain", "ultra - plain"))
+    assert ultra["bases"] == plain["bases"] == gap["bases"] == 3
+    assert ultra["mean"] == pytest.approx(100 * sum(rates[:3]) / 3)
+    assert ultra["mean"] - plain["mean"] == pytest.approx(gap["mean"])
+    assert claim.verdict == "reproduced"
