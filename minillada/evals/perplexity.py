@@ -213,9 +213,10 @@ def paired_loss_grid(models: Mapping[str, ModelAtLength], documents: Sequence[Se
             for part in torch.arange(len(targets)).split(batch_size):
                 # Logits of the masked positions only (a whole 32K window of LLaDA-8B is 8 GiB
                 # of bf16 logits), in row-major order: split back into rows by masked count.
+                masked = noised.masked[part]
                 logits = scored_logits(model, noised.noisy_ids[part].to(device),
-                                       noised.masked[part].to(device)).cpu()
-                per_row = logits.split(noised.masked[part].sum(dim=1).tolist())
+                                       masked.to(device)).cpu()
+                per_row = logits.split(masked.sum(dim=1).tolist())
                 losses += [masked_diffusion_loss(row_logits, targets[row:row + 1],
                                                  noised.masked[row:row + 1],
                                                  noised.p_mask[row:row + 1]).item()

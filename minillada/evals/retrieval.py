@@ -257,16 +257,23 @@ def _cell_columns(cell: tuple, sample: TaskSample, seed: int) -> dict[str, Any]:
 
 
 @torch.no_grad()
+def _for_sample(model: Model, label: str, sample: TaskSample
+                ) -> tuple[Model, dict[str, Any], torch.device]:
+    """The model to call on `sample`'s prompt (a `LaidOutModel` laid out for its documents), the
+    columns naming it and its device. Named and placed before the layout wraps it: the
+    per-prompt function has neither a RoPE setting nor parameters to tell its device."""
+    columns, device = rope_columns(model, label), model_device(model)
+    if isinstance(model, LaidOutModel):
+        model = model.documents(document_lengths(sample))
+    return model, columns, device
+
+
 def _generate_rows(model: Model, label: str, cells: list[tuple],
                    samples: Mapping[tuple, TaskSample], decode: Callable[[Sequence[int]], str],
                    settings: GenerationSettings, mask_token_id: int,
                    seed: int) -> list[dict[str, Any]]:
     prompts = torch.tensor([list(samples[cell].prompt_ids) for cell in cells], dtype=torch.long)
-    # Named and placed from the model itself: a layout's per-prompt function has neither a
-    # RoPE setting nor parameters to tell its device.
-    columns, device = rope_columns(model, label), model_device(model)
-    if isinstance(model, LaidOutModel):
-        model = model.documents(document_lengths(samples[cells[0]]))
+    model, columns, device = _for_sample(model, label, samples[cells[0]])
     generator = torch.Generator().manual_seed(derived_seed(seed, "generate", *cells[0]))
     output = generate(model, prompts.to(device), gen_length=settings.gen_length,
                       block_length=settings.block_length, steps=settings.steps,
@@ -294,10 +301,7 @@ def _likelihood_row(model: Model, label: str, cell: tuple, sample: TaskSample,
     answer = list(sample.answer_ids)
     candidates = [answer, *scoring.distractors(
         answer, torch.Generator().manual_seed(derived_seed(seed, "distractors", *cell)))]
-    # As in `_generate_rows`: named and placed from the model, before a layout wraps it.
-    columns, device = rope_columns(model, label), model_device(model)
-    if isinstance(model, LaidOutModel):
-        model = model.documents(document_lengths(sample))
+    model, columns, device = _for_sample(model, label, sample)
     prompt = torch.tensor(list(sample.prompt_ids), dtype=torch.long, device=device)
     # Common random numbers: every candidate is scored under the same masks (drawn before any
     # batch, so `batch_size` changes only how many rows share a forward pass).
