@@ -24,8 +24,8 @@ import time
 
 import torch
 
-from minillada.attention import document_attention
-from minillada.precision import machine_report
+from minillada.modeling.attention import document_attention
+from minillada.training.precision import machine_report
 
 
 def random_doc_ids(length: int, n_docs: int, seed: int) -> torch.Tensor:

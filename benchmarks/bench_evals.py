@@ -23,9 +23,9 @@ import torch
 from minillada.evals.models import fixed_model
 from minillada.evals.perplexity import paired_loss_grid, ppl_at_lengths
 from minillada.evals.retrieval import GenerationSettings, run_retrieval_grid
-from minillada.model import LLaDAConfig, LLaDAModelLM
-from minillada.precision import machine_report
-from minillada.presets import get_preset
+from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
+from minillada.training.precision import machine_report
+from minillada.training.presets import get_preset
 
 ANSWER_TOKENS = 5  # a 5-digit key, one token per digit
 

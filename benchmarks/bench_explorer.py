@@ -1,4 +1,4 @@
-"""Redraw time of the RoPE explorer (minillada.widgets.rope_explorer) per slider move.
+"""Redraw time of the RoPE explorer (minillada.figures.widgets.rope_explorer) per slider move.
 
     .venv/bin/python benchmarks/bench_explorer.py --moves 24
 
@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from minillada import widgets
+from minillada.figures import widgets
 
 CONFIGURATIONS = {
     "LLaDA-8B, T' = 128K": dict(head_dim=128, base=500000.0, train_len=4096, target_len=131072),

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from minillada.diffusion import diffusion_loss
-from minillada.masked_loss import chunked_cross_entropy, diffusion_loss_weights
-from minillada.precision import describe_machine
+from minillada.modeling.diffusion import diffusion_loss
+from minillada.modeling.masked_loss import chunked_cross_entropy, diffusion_loss_weights
+from minillada.training.precision import describe_machine
 
 MIB = 2**20
 

@@ -52,7 +52,7 @@ def main() -> None:
 
     import torch
 
-    from minillada.precision import describe_machine
+    from minillada.training.precision import describe_machine
 
     print(f"machine: {describe_machine()}; torch.backends.cpu.get_cpu_capability() = "
           f"{torch.backends.cpu.get_cpu_capability()}")

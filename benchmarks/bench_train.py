@@ -21,9 +21,10 @@ import sys
 
 import torch
 
-from minillada.precision import DTYPE_NAMES, choose_precision, machine_report, matmul_flops
-from minillada.throughput import time_training_steps
-from minillada.train import Trainer
+from minillada.common.names import DTYPE_NAMES
+from minillada.training.precision import choose_precision, machine_report, matmul_flops
+from minillada.training.throughput import time_training_steps
+from minillada.training.trainer import Trainer
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10,

@@ -104,10 +104,10 @@ def build_and_export(work: Path, modeling_dir: Path, seed: int) -> tuple[Path, P
     sys.path.insert(0, str(ROOT / "tests"))
     from llada_checkpoint import write_corpus, write_released_checkpoint
 
-    from minillada.config import make_config
-    from minillada.distributed import Runtime
-    from minillada.llada import load_llada_checkpoint
-    from minillada.train import Trainer
+    from minillada.modeling.distributed import Runtime
+    from minillada.released.llada import load_llada_checkpoint
+    from minillada.training.config import make_config
+    from minillada.training.trainer import Trainer
 
     os.environ["MINILLADA_CACHE"] = str(work / "cache")  # the tokenized corpus stays in `work`
     original = write_released_checkpoint(work / "LLaDA-tiny", seed=seed)
@@ -188,7 +188,7 @@ def compare(official: torch.Tensor, package: torch.Tensor) -> dict[str, float]:
 
 def run_check(modeling_dir: Path, python: str, lengths: list[int], seed: int) -> dict[str, Any]:
     """The whole check (see the module doc); a JSON-able report with "passed"."""
-    from minillada.token_roles import load_released_tokenizer
+    from minillada.released.token_roles import load_released_tokenizer
 
     hashes = official_files(modeling_dir)
     versions = official_versions(python)

@@ -8,7 +8,7 @@ on its own (status `error`, with the traceback tail) without stopping the others
 rewritten atomically after every section, so a run cut short keeps what it finished.
 
 - `flex`: FlexAttention (compiled block mask, `device=` given) against the per-document path on
-  the same packed batch (adaptive and adaptive_eod packings of `minillada.packing`, 8K and 32K
+  the same packed batch (adaptive and adaptive_eod packings of `minillada.data.packing`, 8K and 32K
   tokens per row, bf16, LLaDA-8B heads): max abs difference of outputs and of the q, k, v
   gradients, each backend's error against an fp32 per-document reference (flex passes when its
   error is at most twice the per-document path's own bf16 error), mask build, forward and
@@ -21,7 +21,7 @@ rewritten atomically after every section, so a run cut short keeps what it finis
   over the measured bf16 matmul peak; model FLOPs per token are bench_train's 6 N + 12 n_layers
   d_model L (N: matmul parameters, head included), where L is the whole row: an upper bound on
   the attention work under block-diagonal packing.
-- `memory`: the LLaDA-8B plans on paper (`minillada.memory_plan`, always: 64K with the
+- `memory`: the LLaDA-8B plans on paper (`minillada.training.memory_plan`, always: 64K with the
   full-row loss; 32K, 64K and 128K on 8 GPUs with the chunked loss), and measured under FSDP2
   (one process, the trainer's policy) at LLaDA-8B width with 1 and 2 layers: bytes per parameter
   of weights, gradients and AdamW states, and peak activation bytes per token with and without
@@ -61,18 +61,18 @@ import torch  # noqa: E402
 from bench_attention import random_doc_ids  # noqa: E402
 from bench_train import matmul_peak, model_flops_per_token  # noqa: E402
 
-from minillada.atomic import atomic_write_text  # noqa: E402
-from minillada.attention import build_document_mask, masked_attention  # noqa: E402
-from minillada.checkpoint import export_model  # noqa: E402
-from minillada.config import TrainConfig, make_config  # noqa: E402
-from minillada.diffusion import diffusion_loss  # noqa: E402
-from minillada.distributed import shard_model, start_runtime, stop_runtime  # noqa: E402
-from minillada.masked_loss import diffusion_loss_weights  # noqa: E402
-from minillada.memory_plan import GIB, LLADA_8B, llada_8b_plans, model_plan  # noqa: E402
-from minillada.model import LLaDAConfig, LLaDAModelLM  # noqa: E402
-from minillada.packing import pack_documents  # noqa: E402
-from minillada.presets import get_preset  # noqa: E402
-from minillada.train import Trainer, build_optimizer  # noqa: E402
+from minillada.common.atomic import atomic_write_text  # noqa: E402
+from minillada.data.packing import pack_documents  # noqa: E402
+from minillada.modeling.attention import build_document_mask, masked_attention  # noqa: E402
+from minillada.modeling.diffusion import diffusion_loss  # noqa: E402
+from minillada.modeling.distributed import shard_model, start_runtime, stop_runtime  # noqa: E402
+from minillada.modeling.masked_loss import diffusion_loss_weights  # noqa: E402
+from minillada.modeling.model import LLaDAConfig, LLaDAModelLM  # noqa: E402
+from minillada.training.checkpoint import export_model  # noqa: E402
+from minillada.training.config import TrainConfig, make_config  # noqa: E402
+from minillada.training.memory_plan import GIB, LLADA_8B, llada_8b_plans, model_plan  # noqa: E402
+from minillada.training.presets import get_preset  # noqa: E402
+from minillada.training.trainer import Trainer, build_optimizer  # noqa: E402
 
 SECTIONS = ("flex", "fsdp", "train", "memory")
 PACKINGS = ("adaptive", "adaptive_eod")
@@ -130,7 +130,7 @@ def peak_memory(device: torch.device, into: dict[str, Any], key: str = "peak_mem
 
 def packed_doc_ids(strategy: str, seq_len: int, rows: int, mean_doc: int, seed: int = 0):
     """doc_ids [rows, seq_len] of random-length documents (bench_attention's uniform cut points,
-    mean length ~mean_doc) packed by minillada.packing under `strategy`."""
+    mean length ~mean_doc) packed by minillada.data.packing under `strategy`."""
     total = rows * seq_len
     lengths = torch.unique_consecutive(random_doc_ids(total, max(1, total // mean_doc), seed),
                                        return_counts=True)[1].tolist()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minillada.atomic import atomic_folder, atomic_write_bytes, atomic_write_text
+from minillada.common.atomic import atomic_folder, atomic_write_bytes, atomic_write_text
 
 
 def test_a_file_is_replaced_whole_and_a_failed_write_leaves_the_old_one(tmp_path):

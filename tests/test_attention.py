@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minillada import attention
-from minillada.attention import ATTENTION_BACKENDS, document_attention
+from minillada.modeling import attention
+from minillada.modeling.attention import ATTENTION_BACKENDS, document_attention
 
 # Row 0: three documents; row 1: a long document then padding; row 2: two equal-length documents
 # (grouped into one SDPA call by per_document); row 3: one document.

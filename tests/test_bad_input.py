@@ -146,7 +146,7 @@ def make_folders(root: Path) -> dict[str, Path]:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from minillada.presets import get_preset
+    from minillada.training.presets import get_preset
 
     def model(folder: Path, config: dict, weights: bytes | None, tokenizer: bool = False) -> Path:
         folder.mkdir(parents=True)
@@ -267,12 +267,12 @@ def test_cli_module_entry_point_fails_the_same(tmp_path, request):
 
 
 def _api_cases():
-    from minillada.config import TrainConfig, make_config
-    from minillada.model import LLaDAConfig
-    from minillada.packing import pack_documents
-    from minillada.presets import get_preset
-    from minillada.rope import compute_rope
-    from minillada.tasks import make_task_sample
+    from minillada.data.packing import pack_documents
+    from minillada.data.tasks import make_task_sample
+    from minillada.modeling.model import LLaDAConfig
+    from minillada.rope.laws import compute_rope
+    from minillada.training.config import TrainConfig, make_config
+    from minillada.training.presets import get_preset
 
     smoke = lambda **kw: make_config("smoke", "pretrain", "unused", **kw)  # noqa: E731
     return {
@@ -373,7 +373,7 @@ def test_api_cases_are_all_listed():
 
 
 def test_values_are_converted_where_they_enter(tmp_path):
-    from minillada.config import TrainConfig, make_config
+    from minillada.training.config import TrainConfig, make_config
 
     config = TrainConfig(tasks="passkey", betas=[0.9, 0.99], lr=1, dtype="float32")
     assert config.tasks == ("passkey",)  # one name, not its letters
@@ -387,7 +387,7 @@ def test_values_are_converted_where_they_enter(tmp_path):
 
 def test_set_tasks_is_one_task(tmp_path):
     from minillada.commands.train import parse_overrides
-    from minillada.config import check_overrides
+    from minillada.training.config import check_overrides
 
     assert check_overrides(parse_overrides(["tasks=passkey"])) == {"tasks": ("passkey",)}
     assert check_overrides(parse_overrides(['tasks=["niah","passkey"]'])) == {
@@ -395,8 +395,8 @@ def test_set_tasks_is_one_task(tmp_path):
 
 
 def test_every_preset_passes_its_own_type_checks(tmp_path):
-    from minillada.config import check_overrides
-    from minillada.presets import PRESETS
+    from minillada.training.config import check_overrides
+    from minillada.training.presets import PRESETS
 
     for preset in PRESETS.values():
         for stage in ("pretrain", "extend"):
@@ -406,14 +406,18 @@ def test_every_preset_passes_its_own_type_checks(tmp_path):
 def test_torch_free_names_match_the_modules():
     import inspect
 
-    from minillada import attention, config, data, model_shape, packing, tasks
-    from minillada.commands import eval as eval_command
-    from minillada.model import LLaDAConfig
+    from minillada.common import names
+    from minillada.data import packing, tasks
+    from minillada.modeling import attention, model_shape
+    from minillada.modeling.model import LLaDAConfig
 
-    assert tuple(tasks.TASKS) == config.TASK_NAMES
-    assert tuple(packing.PACKING_STRATEGIES) == config.PACKING_NAMES
-    assert tuple(attention.ATTENTION_BACKENDS) == model_shape.ATTENTION_BACKEND_NAMES
-    assert eval_command.STDLIB == data.STDLIB
+    assert tuple(tasks.TASKS) == names.TASK_NAMES
+    builders = {name: getattr(task, "func", task) for name, task in tasks.TASKS.items()}
+    assert tuple(n for n, b in builders.items() if b is tasks.niah) == names.HAYSTACK_TASKS
+    assert set(names.KEY_TASKS) == {n for n, b in builders.items() if b in (tasks.niah,
+                                                                          tasks.passkey)}
+    assert tuple(packing.PACKING_STRATEGIES) == names.PACKING_NAMES
+    assert tuple(attention.ATTENTION_BACKENDS) == names.ATTENTION_BACKEND_NAMES
     # LLaDAConfig's fields as read from model.py's source: its real signature.
     signature = inspect.signature(LLaDAConfig.__init__).parameters.values()
     assert model_shape.model_fields() == {

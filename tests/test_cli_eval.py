@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from minillada import cli
-from minillada.config import make_config
-from minillada.train import train
+from minillada.training.config import make_config
+from minillada.training.trainer import train
 
 LENGTHS = "128,256"
 
@@ -121,8 +121,9 @@ def test_the_eval_command_does_not_import_the_trainer():
             "    cli.main(['eval', '--help'])\n"
             "except SystemExit:\n"
             "    pass\n"
-            "leaked = sorted(m for m in sys.modules if m in ('minillada.train', 'minillada.study',"
-            " 'minillada.batches', 'minillada.distributed'))\n"
+            "leaked = sorted(m for m in sys.modules if m in ('minillada.training.trainer',"
+            " 'minillada.claims.study', 'minillada.training.batches',"
+            " 'minillada.modeling.distributed'))\n"
             "print('LEAKED', leaked)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parents[1])

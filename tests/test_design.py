@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minillada.design import ARMS, COMMITTED_DESIGN, DESIGNS, Design, Run, cross, get_design
+from minillada.claims.design import ARMS, COMMITTED_DESIGN, DESIGNS, Design, Run, cross, get_design
 
 
 def test_the_committed_design_is_the_frozen_one():
@@ -23,7 +23,7 @@ def test_the_committed_design_is_the_frozen_one():
 
 
 def test_arms_are_the_extend_stage_with_their_changes():
-    from minillada.config import check_overrides
+    from minillada.training.config import check_overrides
 
     preset = get_design("cpu").preset
     assert ARMS["eod_restart"].train_overrides(preset) == {
@@ -36,7 +36,7 @@ def test_arms_are_the_extend_stage_with_their_changes():
 
 
 def test_the_extend_stage_packs_with_continuous_positions():
-    from minillada.presets import get_preset
+    from minillada.training.presets import get_preset
 
     for name in ("smoke", "cpu", "gpu"):
         assert get_preset(name).extend["restart_positions"] is False

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minillada.diffusion import (
+from minillada.modeling.diffusion import (
     NoisedBatch,
     diffusion_loss,
     document_runs,

@@ -7,7 +7,13 @@ import types
 
 import pytest
 
-from minillada import data
+from minillada.data.corpus import (
+    TOKENIZE_BATCH,
+    _jsonl_texts,
+    load_corpus,
+    load_tokenizer,
+    tokenize_documents,
+)
 
 
 def _write(path, content: bytes):
@@ -46,28 +52,28 @@ def test_bad_corpus_files_name_the_file_and_where(tmp_path, name, content, messa
     path = _write(tmp_path / name, content)
     source = tmp_path / "texts" if name.startswith("texts/") else path
     with pytest.raises(ValueError, match=message):
-        data.load_corpus(source)
+        load_corpus(source)
 
 
 def test_a_folder_without_txt_files_says_so(tmp_path):
     _write(tmp_path / "notes" / "readme.md", b"not a corpus")
     with pytest.raises(ValueError, match=r"corpus folder '.*notes' holds no \.txt files"):
-        data.load_corpus(tmp_path / "notes")
+        load_corpus(tmp_path / "notes")
 
 
 @pytest.mark.parametrize("name", ["nowhere", "nowhere.jsonl", "no/such/folder"])
 def test_a_missing_corpus_path_is_named(tmp_path, name):
     with pytest.raises(FileNotFoundError, match=rf"corpus path '.*{name}' does not exist"):
-        data.load_corpus(tmp_path / name)
+        load_corpus(tmp_path / name)
 
 
 def test_jsonl_is_read_line_by_line(tmp_path):
     path = _write(tmp_path / "docs.jsonl",
                   b"".join(json.dumps({"text": f"doc {i}"}).encode() + b"\n" for i in range(5)))
-    texts = data._jsonl_texts(path)
+    texts = _jsonl_texts(path)
     assert isinstance(texts, types.GeneratorType)
     assert next(texts) == "doc 0"
-    assert data.load_corpus(path) == [f"doc {i}" for i in range(5)]
+    assert load_corpus(path) == [f"doc {i}" for i in range(5)]
 
 
 @pytest.mark.parametrize(
@@ -85,7 +91,7 @@ def test_load_tokenizer_never_trains_and_names_the_missing_file(tmp_path, monkey
                                                                 error, message):
     monkeypatch.setenv("MINILLADA_CACHE", str(tmp_path / "cache"))
     with pytest.raises(error, match=message):
-        data.load_tokenizer(make(tmp_path))
+        load_tokenizer(make(tmp_path))
     assert not (tmp_path / "cache").exists()  # nothing was trained or cached
 
 
@@ -107,17 +113,17 @@ class CountingTokenizer:
         (0, None, False, []),
         (3, None, False, [3]),
         (3, True, True, [3]),
-        (data.TOKENIZE_BATCH, None, False, [data.TOKENIZE_BATCH]),
-        (data.TOKENIZE_BATCH + 1, None, True, [data.TOKENIZE_BATCH, 1]),
-        (2 * data.TOKENIZE_BATCH + 5, False, False,
-         [data.TOKENIZE_BATCH, data.TOKENIZE_BATCH, 5]),
+        (TOKENIZE_BATCH, None, False, [TOKENIZE_BATCH]),
+        (TOKENIZE_BATCH + 1, None, True, [TOKENIZE_BATCH, 1]),
+        (2 * TOKENIZE_BATCH + 5, False, False,
+         [TOKENIZE_BATCH, TOKENIZE_BATCH, 5]),
     ],
 )
 def test_tokenize_documents_batches_and_shows_progress_for_large_corpora(capsys, count, progress,
                                                                          shown, batches):
     docs = [f"d{i}" for i in range(count)]
     tokenizer = CountingTokenizer()
-    ids = data.tokenize_documents(tokenizer, docs, progress=progress)
+    ids = tokenize_documents(tokenizer, docs, progress=progress)
     assert ids == [[ord(c) for c in doc] for doc in docs]
     assert tokenizer.batches == batches
     assert ("tokenizing" in capsys.readouterr().err) is shown

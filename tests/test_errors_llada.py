@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minillada.llada import llada_config
-from minillada.model import LLaDAModelLM
+from minillada.modeling.model import LLaDAModelLM
+from minillada.released.llada import llada_config
 
 # A small config in LLaDA's spelling (the fields of GSAI-ML/LLaDA-8B-Base's config.json that
 # minillada reads, at toy sizes).

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from minillada.rope import ROPE_VARIANTS, compute_rope, critical_dim, ntk_scale
-from minillada.rope_analysis import rope_summary
+from minillada.rope.analysis import rope_summary
+from minillada.rope.formulas import critical_dim, ntk_scale
+from minillada.rope.laws import ROPE_VARIANTS, compute_rope
 
 GOOD = {"variant": "default", "head_dim": 64, "base": 500.0, "train_len": 128, "target_len": 256}
 
@@ -134,7 +135,7 @@ def test_at_the_training_length_the_critical_laws_give_lambda_below_1(variant, s
 def test_the_registry_answers_without_torch():
     """Names, parameters and targets of every variant, as the CLI checks them before torch."""
     code = ("import sys\n"
-            "from minillada.rope import ROPE_VARIANTS, UNTARGETED, variant_parameters\n"
+            "from minillada.rope.laws import ROPE_VARIANTS, UNTARGETED, variant_parameters\n"
             "print(len(ROPE_VARIANTS), sorted(UNTARGETED),\n"
             "      sorted(variant_parameters('longrope')[1]), 'torch' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from minillada.diffusion import generate
+from minillada.modeling.diffusion import generate
 
 MASK = 3
 VOCAB = 7

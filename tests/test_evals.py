@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from minillada.diffusion import model_device
+from minillada.claims.statistics import by_needle_distance
 from minillada.evals import leakage, retrieval
 from minillada.evals.models import fixed_model, rope_columns, rope_variants
 from minillada.evals.perplexity import (
@@ -23,14 +23,14 @@ from minillada.evals.perplexity import (
 from minillada.evals.retrieval import (
     GenerationSettings,
     LikelihoodScoring,
-    by_needle_distance,
+    ResultLog,
     chance_level,
     levenshtein,
     needle_score,
     run_retrieval_grid,
     token_match,
 )
-from minillada.results import ResultLog
+from minillada.modeling.diffusion import model_device
 
 MASK = 0
 EOD = 15
@@ -368,7 +368,7 @@ def test_retrieval_grid_bad_input_fails_before_any_work(tmp_path):
 
 
 def _tiny_llada(**overrides):
-    from minillada.model import LLaDAConfig, LLaDAModelLM
+    from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
 
     torch.manual_seed(0)
     config = LLaDAConfig(vocab_size=50, d_model=32, n_heads=4, n_kv_heads=2, n_layers=2,
@@ -377,7 +377,7 @@ def _tiny_llada(**overrides):
 
 
 def test_attention_probs_reproduce_the_blocks_attention():
-    from minillada.attention import masked_attention
+    from minillada.modeling.attention import masked_attention
 
     model = _tiny_llada()
     block = model.model.transformer.blocks[0]

@@ -15,15 +15,10 @@ import pytest
 import torch
 
 from minillada import cli
-from minillada import train as trainer
-from minillada.checkpoint import (
-    RunInUseError,
-    RunLock,
-    latest_checkpoint,
-    read_metrics,
-)
-from minillada.config import make_config
-from minillada.train import train
+from minillada.training import trainer
+from minillada.training.checkpoint import RunInUseError, RunLock, latest_checkpoint, read_metrics
+from minillada.training.config import make_config
+from minillada.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(steps=4, batch_size=4, micro_batch_size=2, warmup_steps=1, save_every=2,
@@ -33,7 +28,7 @@ FAST = dict(steps=4, batch_size=4, micro_batch_size=2, warmup_steps=1, save_ever
 HELPER = """
 import os, signal, sys, time
 from minillada import cli
-from minillada import train as trainer
+from minillada.training import trainer
 real = trainer.Trainer.train_step
 def train_step(self):
     if self.step == int(os.environ["FAULT_STEP"]):
@@ -101,7 +96,7 @@ def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(tmp_path, 
     assert steps(out) == [1, 2, 3] and latest_checkpoint(out) is None
     with (out / "metrics.jsonl").open("a") as handle:
         handle.write('{"step": 4, "lo')  # a crash mid-write
-    with caplog.at_level(logging.WARNING, logger="minillada.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="minillada.training.checkpoint"):
         assert steps(out) == [1, 2, 3]
     assert "line 4 is damaged" in caplog.text
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from minillada.checkpoint import read_metrics
-from minillada.config import make_config
-from minillada.train import train
+from minillada.training.checkpoint import read_metrics
+from minillada.training.config import make_config
+from minillada.training.trainer import train
 
 SETTINGS = dict(steps=3, batch_size=4, micro_batch_size=2, warmup_steps=1, packing="adaptive",
                 task_fraction=0.5, val_every=3, val_rows=4, val_task_rows=2, progress=False)

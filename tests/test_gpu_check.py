@@ -94,7 +94,7 @@ def test_flex_block_mask_forward_matches_per_document_on_packed_rows(strategy):
 def test_the_memory_section_measures_the_same_loss_both_ways():
     """`_memory_loss` (run by the memory worker on a GPU): the full-row and the chunked loss of
     the same row agree (here on CPU, float32)."""
-    from minillada.model import LLaDAConfig, LLaDAModelLM
+    from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
 
     torch.manual_seed(0)
     model = LLaDAModelLM(LLaDAConfig(**gpu_check.TINY, max_sequence_length=64))

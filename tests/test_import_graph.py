@@ -1,5 +1,6 @@
-"""The package's modules import each other one way (docs/architecture.md): no cycle, counting
-every import of a minillada module anywhere in a file (a function's lazy import too)."""
+"""The package's floor plan (docs/architecture.md): its modules live in wings, the wings import each
+other one way, and no module imports another in a cycle, counting every import of a minillada
+module anywhere in a file (a function's lazy import, a type-checking import too)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,13 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "minillada"
+# The wings in reading order: a module imports only from its own wing and the wings before it.
+WINGS = ("common", "rope", "modeling", "data", "released", "training", "evals", "claims",
+         "figures", "commands")
+ENTRY = ("__init__", "__main__", "cli")  # the package's own files, above every wing
+# Helpers every wing may use: they import nothing of the package but the torch-free names.
+HELPERS = ("common.atomic", "common.seeds", "common.folders", "common.names",
+           "modeling.model_shape", "released.model_files", "claims.notebook_parameters")
 
 
 def module_name(path: Path) -> str:
@@ -33,6 +41,14 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
+def wing(module: str) -> int:
+    """The position of a module's wing in WINGS (the entry files come after every wing)."""
+    parts = module.split(".")
+    if len(parts) == 2 and parts[1] in ENTRY[1:]:
+        return len(WINGS)
+    return WINGS.index(parts[1])
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as [a, b, ..., a], or None (depth-first search)."""
     done: set[str] = set()
@@ -56,9 +72,18 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def test_the_package_is_its_wings():
+    entries = sorted(path.stem for path in PACKAGE.iterdir() if path.name != "__pycache__")
+    assert entries == sorted((*ENTRY, *WINGS))
+    graph = import_graph()
+    assert "minillada" in graph and all(name == "minillada" or wing(name) >= 0 for name in graph)
+
+
 def test_the_modules_import_each_other_without_a_cycle():
     graph = import_graph()
-    assert "minillada.train" in graph["minillada.throughput"]  # the graph sees real imports
+    # the graph sees real imports, lazy ones too
+    assert "minillada.training.trainer" in graph["minillada.training.throughput"]
+    assert "minillada.training.trainer" in graph["minillada.commands.train"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
@@ -68,14 +93,22 @@ def test_a_cycle_is_found():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def test_no_module_imports_from_a_later_wing():
+    graph = import_graph()
+    upward = sorted(f"{name} -> {other}" for name, imported in graph.items() if name != "minillada"
+                    for other in imported if wing(other) > wing(name))
+    assert not upward, upward
+    assert wing("minillada.released.llada") < wing("minillada.training.config")  # as declared
+
+
 def test_the_shared_helpers_depend_on_nothing_in_the_package():
     graph = import_graph()
-    for helper in ("atomic", "seeds", "model_files", "model_shape", "folders", "parameters"):
-        helper = f"minillada.{helper}"
-        assert graph[helper] == set(), helper
-    # `minillada eval` never imports the trainer, not even through another module.
+    for helper in HELPERS:
+        assert graph[f"minillada.{helper}"] <= {"minillada.common.names"}, helper
+    # `minillada eval` never imports the trainer nor the study, not even through another module.
     reached, frontier = set(), {"minillada.commands.eval"}
     while frontier:
         reached |= frontier
         frontier = set().union(*(graph[name] for name in frontier)) - reached
-    assert "minillada.evals.retrieval" in reached and "minillada.train" not in reached
+    assert "minillada.evals.retrieval" in reached
+    assert not reached & {"minillada.training.trainer", "minillada.claims.study"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from minillada.evals.layout import LaidOutModel, Layout
-from minillada.model import LLaDAConfig, LLaDAModelLM
+from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
 
 EOD = 3
 

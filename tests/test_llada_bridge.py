@@ -8,7 +8,7 @@ import pytest
 import torch
 from llada_checkpoint import LLADA_8B, TINY, reference_logits, tiny_weights, write_checkpoint
 
-from minillada.llada import load_llada_checkpoint, rope_geometry, scaled_rope_config
+from minillada.released.llada import load_llada_checkpoint, rope_geometry, scaled_rope_config
 
 # --------------------------------------------------------------------------------- RoPE configs
 

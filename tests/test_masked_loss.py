@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.distributed._tools.mem_tracker import MemTracker
 
-from minillada.diffusion import diffusion_loss, forward_process
-from minillada.masked_loss import chunked_cross_entropy, diffusion_loss_weights
-from minillada.model import LLaDAConfig, LLaDAModelLM
+from minillada.modeling.diffusion import diffusion_loss, forward_process
+from minillada.modeling.masked_loss import chunked_cross_entropy, diffusion_loss_weights
+from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
 
 CONFIG = dict(vocab_size=97, d_model=32, n_heads=4, n_layers=2, mlp_hidden_size=48,
               max_sequence_length=16)

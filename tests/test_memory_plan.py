@@ -1,4 +1,4 @@
-"""The per-GPU memory plan on paper (minillada.memory_plan) and `minillada train --dry-run`."""
+"""The per-GPU memory plan on paper (training.memory_plan) and `minillada train --dry-run`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from llada_checkpoint import write_released_checkpoint
 
 from minillada import cli
-from minillada.memory_plan import (
+from minillada.training.memory_plan import (
     CHUNK_BYTES_PER_LOGIT,
     GIB,
     LLADA_8B,

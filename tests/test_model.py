@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minillada.model import LLaDAConfig, LLaDAModelLM
-from minillada.rope import compute_rope
+from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
+from minillada.rope.laws import compute_rope
 
 TINY = dict(vocab_size=40, d_model=32, n_heads=4, n_kv_heads=2, n_layers=2, mlp_hidden_size=48,
             max_sequence_length=16, rope_theta=30.0, mask_token_id=39)

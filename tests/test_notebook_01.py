@@ -11,10 +11,11 @@ import nbformat
 import papermill
 import pytest
 
-from minillada import plots
-from minillada.presets import get_preset
-from minillada.rope import ROPE_VARIANTS, critical_dim, ntk_scale
-from minillada.widgets import rope_explorer
+from minillada.figures import plots, rope_plots
+from minillada.figures.widgets import rope_explorer
+from minillada.rope.formulas import critical_dim, ntk_scale
+from minillada.rope.laws import ROPE_VARIANTS
+from minillada.training.presets import get_preset
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_rope_positional_analysis.ipynb"
 FIGURES = ("01_rope_periods", "01_angle_coverage", "01_effective_scale", "01_decay_bound")
@@ -126,13 +127,14 @@ def test_mini_table_follows_the_closed_form(executed):
 def test_effective_scale_is_lambda_for_base_changes_and_matches_pi_otherwise(variant, expected):
     for d, b, t in ((128, 500000.0, 4096), (64, 500.0, 128), (32, 30.0, 32)):
         factors = (2, 8, 32)
-        curve = plots.effective_scale_curve(variant, d, b, t, [f * t for f in factors])
+        curve = rope_plots.effective_scale_curve(variant, d, b, t, [f * t for f in factors])
         assert curve == pytest.approx([expected(d, b, t, f) for f in factors], rel=1e-5)
 
 
 def test_effective_scale_needs_a_critical_pair():
     with pytest.raises(ValueError, match="every pair already turns a full period"):
-        plots.effective_scale_curve("ntk", 16, 10.0, 32768, [65536])  # every pair turns within T
+        # every pair turns within T
+        rope_plots.effective_scale_curve("ntk", 16, 10.0, 32768, [65536])
 
 
 def test_save_figure_is_atomic_and_stable(tmp_path):

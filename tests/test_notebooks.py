@@ -58,7 +58,8 @@ def declared_in_check_cell(path: Path) -> list[str]:
     cells = nbformat.read(path, as_version=4).cells
     index = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
     source = cells[index + 1].source
-    assert source.startswith("from minillada.parameters import check_parameters"), path.name
+    assert source.startswith("from minillada.claims.notebook_parameters import "
+                             "check_parameters"), path.name
     listed = source.split("check_parameters(globals(), [", 1)[1].split("])", 1)[0]
     return [name.strip().strip('"') for name in listed.split(",")]
 

@@ -9,12 +9,12 @@ import pytest
 import torch
 from llada_checkpoint import llada_tokenizer, write_corpus
 
-from minillada import data
-from minillada.batches import packed_rows
-from minillada.config import TrainConfig
-from minillada.data import TokenStream
-from minillada.packed_corpus import PackedCorpus
-from minillada.packing import PACKING_STRATEGIES
+from minillada.data.corpus import load_corpus, split_corpus, tokenize_documents
+from minillada.data.packing import PACKING_STRATEGIES
+from minillada.data.token_cache import TokenStream, token_cache, token_stream, tokenized_split
+from minillada.training.batches import packed_rows
+from minillada.training.config import TrainConfig
+from minillada.training.packed_corpus import PackedCorpus
 
 
 @pytest.fixture(autouse=True)
@@ -25,18 +25,18 @@ def _cache(tmp_path, monkeypatch):
 def test_the_token_cache_is_written_as_np_save_writes_it(tmp_path):
     tokenizer = llada_tokenizer()
     corpus = str(write_corpus(tmp_path / "corpus.jsonl"))
-    folder = data.token_cache(tokenizer, corpus, 0, "train")
-    texts = data.split_corpus(data.load_corpus(corpus)).train
-    docs = [doc for doc in data.tokenize_documents(tokenizer, texts) if doc]
+    folder = token_cache(tokenizer, corpus, 0, "train")
+    texts = split_corpus(load_corpus(corpus)).train
+    docs = [doc for doc in tokenize_documents(tokenizer, texts) if doc]
     expected = io.BytesIO()
     np.save(expected, np.fromiter((t for doc in docs for t in doc), dtype=np.int32))
     assert (folder / "tokens.npy").read_bytes() == expected.getvalue()
-    stream = data.token_stream(tokenizer, corpus, 0, "train")
+    stream = token_stream(tokenizer, corpus, 0, "train")
     assert isinstance(stream.tokens, np.memmap) and not stream.tokens.flags.writeable
-    assert [doc.tolist() for doc in data.tokenized_split(tokenizer, corpus, 0, "train")] == docs
+    assert [doc.tolist() for doc in tokenized_split(tokenizer, corpus, 0, "train")] == docs
     assert [stream.tokens[a:b].tolist() for a, b in zip(stream.offsets, stream.offsets[1:],
                                                          strict=False)] == docs
-    empty = data.token_stream(tokenizer, str(write_corpus(tmp_path / "one.jsonl", 1)), 0, "test")
+    empty = token_stream(tokenizer, str(write_corpus(tmp_path / "one.jsonl", 1)), 0, "test")
     assert len(empty.tokens) == 0 and empty.offsets.tolist() == [0]
 
 

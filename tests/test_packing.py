@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from minillada.model import LLaDAConfig, LLaDAModelLM
-from minillada.packing import PACKING_STRATEGIES, pack_documents, unpack
+from minillada.data.packing import PACKING_STRATEGIES, pack_documents, unpack
+from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
 
 EOD, PAD = 98, 99
 

@@ -7,8 +7,8 @@ import platform
 
 import pytest
 
-from minillada import precision
-from minillada.precision import MatmulProbe, resolve_precision
+from minillada.training import precision
+from minillada.training.precision import MatmulProbe, resolve_precision
 
 FAST_BF16 = MatmulProbe(float32=180e9, bfloat16=410e9)  # an AVX512-BF16 EPYC, measured
 EMULATED_BF16 = MatmulProbe(float32=112e9, bfloat16=0.2e9)  # an AVX2-only EPYC, measured

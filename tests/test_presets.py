@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from minillada.config import lr_at, make_config
 from minillada.evals.models import fixed_model
 from minillada.evals.perplexity import ppl_at_lengths
-from minillada.presets import PRESETS, get_preset
-from minillada.rope import critical_dim
+from minillada.rope.formulas import critical_dim
+from minillada.training.config import lr_at, make_config
+from minillada.training.presets import PRESETS, get_preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

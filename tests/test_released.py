@@ -19,12 +19,12 @@ from llada_checkpoint import (
 )
 from safetensors import safe_open
 
-from minillada.config import lr_at, make_config
-from minillada.distributed import Runtime
-from minillada.llada import load_llada_checkpoint, scaled_rope_config
-from minillada.released_export import export_released, shard_plan
-from minillada.token_roles import TokenRoles, load_released_tokenizer, token_roles
-from minillada.train import Trainer
+from minillada.modeling.distributed import Runtime
+from minillada.released.export import export_released, shard_plan
+from minillada.released.llada import load_llada_checkpoint, scaled_rope_config
+from minillada.released.token_roles import TokenRoles, load_released_tokenizer, token_roles
+from minillada.training.config import lr_at, make_config
+from minillada.training.trainer import Trainer
 
 ONE = Runtime(rank=0, world=1, device=torch.device("cpu"), distributed=False)
 # The recipe at toy size: rows of 64 tokens (4x the checkpoint's 16), float32, per-document

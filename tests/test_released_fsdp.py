@@ -12,10 +12,10 @@ import pytest
 import torch
 from llada_checkpoint import official_logits, write_corpus, write_released_checkpoint
 
-from minillada.checkpoint import read_metrics
-from minillada.config import make_config
-from minillada.llada import load_llada_checkpoint
-from minillada.train import train
+from minillada.released.llada import load_llada_checkpoint
+from minillada.training.checkpoint import read_metrics
+from minillada.training.config import make_config
+from minillada.training.trainer import train
 
 SETTINGS = dict(seq_len=64, steps=2, batch_size=2, micro_batch_size=1, warmup_steps=1,
                 lr=2e-5, loss_chunk=16, dtype="float32", attention_backend="per_document",
@@ -28,8 +28,8 @@ WORKER = """
 import sys, torch
 from safetensors.torch import load_file
 from minillada import cli
-from minillada.distributed import start_runtime
-from minillada.sharded_load import load_released_model, shard_rows
+from minillada.modeling.distributed import start_runtime
+from minillada.released.sharded_load import load_released_model, shard_rows
 
 init, out, *overrides = sys.argv[1:]
 runtime = start_runtime()
@@ -49,8 +49,8 @@ assert held < 0.55 * total, (held, total)
 del model
 
 # Under a bf16 FSDP2 policy (the GPU's) the chunked loss still gets its weights in float32.
-import minillada.model as modeling
-from minillada.distributed import shard_model
+import minillada.modeling.model as modeling
+from minillada.modeling.distributed import shard_model
 seen, chunked = [], modeling.chunked_cross_entropy
 modeling.chunked_cross_entropy = lambda *args: seen.append(args[3].dtype) or chunked(*args)
 tiny = modeling.LLaDAModelLM(modeling.LLaDAConfig(vocab_size=97, d_model=32, n_heads=4,

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from minillada import report
-from minillada.stats import wilson_interval
+from minillada.claims import report
+from minillada.claims.statistics import outcomes, wilson_interval
 
 T = 4
 
@@ -21,7 +21,7 @@ def hits(arm: str, base: int, seed: int, rate: float, n: int = 100, **columns) -
     table = pd.DataFrame({"task": "niah", "length": 64, "depth": np.arange(n) % 10,
                           "repeat": np.arange(n) // 10, "exact": [1.0] * k + [0.0] * (n - k),
                           **columns})
-    return report.outcomes(table, base=base, seed=seed, arm=arm)
+    return outcomes(table, base=base, seed=seed, arm=arm)
 
 
 def headline(ultra: float, bases: int = 3, free: float = 0.3) -> pd.DataFrame:
@@ -32,16 +32,6 @@ def headline(ultra: float, bases: int = 3, free: float = 0.3) -> pd.DataFrame:
                       hits(f"base @ {length}", base, -1, 0.05),
                       hits(f"free @ {length}", base, -1, free)]
     return pd.concat(parts, ignore_index=True)
-
-
-def test_outcomes_name_a_unit_per_prompt_and_keep_columns():
-    table = pd.DataFrame({"task": ["niah"] * 2, "length": [64, 64], "depth": [0.0, 50.0],
-                          "repeat": [0, 0], "exact": [1.0, 0.0], "document": [3, 4]})
-    frame = report.outcomes(table, base=11, seed=21, arm=["a", "b"], cluster="document",
-                            keep=("length",))
-    assert frame["unit"].tolist() == ["niah|64|0.0|0", "niah|64|50.0|0"]
-    assert frame["arm"].tolist() == ["a", "b"] and frame["cluster"].tolist() == [3, 4]
-    assert set(frame.columns) == {"base", "seed", "arm", "unit", "value", "cluster", "length"}
 
 
 @pytest.mark.parametrize("ultra, bases, verdict", [
@@ -191,7 +181,7 @@ def test_estimate_figures_keep_every_label_inside_under_one_legend():
     import matplotlib
 
     matplotlib.use("Agg")
-    from minillada import plots
+    from minillada.figures import plots
 
     claim = report.post_trained_retrieval_claim(headline(0.9), "ultra", ["base", "free"],
                                                 ["64", "128"], 1.0, "test")

@@ -123,7 +123,11 @@ def test_notebook_parameters_are_checked_before_any_work(study, capsys):
 
 
 def test_unknown_injected_names_are_refused():
-    from minillada.parameters import check_parameters, parse_assignment, unknown_parameters
+    from minillada.claims.notebook_parameters import (
+        check_parameters,
+        parse_assignment,
+        unknown_parameters,
+    )
 
     namespace = {"preset": "smoke", "presett": "smoke", "In": [], "_i1": "", "get_ipython": 0,
                  "check_parameters": check_parameters, "pytest": pytest}  # imports are not
@@ -135,8 +139,8 @@ def test_unknown_injected_names_are_refused():
 
 
 def test_designs_other_than_the_committed_one_write_into_their_own_folders(tmp_path):
-    from minillada.parameters import preset_folder
-    from minillada.study import Study
+    from minillada.claims.design import preset_folder
+    from minillada.claims.study import Study
 
     assert preset_folder("../figures", "cpu-seeds") == Path("../figures")
     assert preset_folder("../figures", "cpu") == Path("../figures/cpu")

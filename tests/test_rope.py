@@ -9,23 +9,19 @@ import torch
 from transformers import PretrainedConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from minillada import rope
-from minillada.rope import (
-    ROPE_VARIANTS,
-    compute_rope,
-    critical_dim,
-    ntk_scale,
-)
-from minillada.rope_analysis import (
+from minillada.rope.analysis import (
     angle_coverage,
     attention_decay_bound,
     from_hf_rope_parameters,
     rope_summary,
     to_hf_rope_parameters,
 )
-from minillada.rotary import RotaryEmbedding, apply_rotary
+from minillada.rope.checks import KNOWN_MODELS
+from minillada.rope.formulas import critical_dim, default_inv_freq, ntk_scale
+from minillada.rope.laws import ROPE_VARIANTS, UNTARGETED, compute_rope
+from minillada.rope.rotary import RotaryEmbedding, apply_rotary
 
-LLADA = rope.KNOWN_MODELS["llada-8b"]
+LLADA = KNOWN_MODELS["llada-8b"]
 
 
 def hf_reference(head_dim: int, train_len: int, max_len: int, rope_parameters: dict, seq_len=None):
@@ -284,11 +280,11 @@ def test_bad_input_names_the_value(kwargs, message):
 @pytest.mark.parametrize("variant", sorted(ROPE_VARIANTS))
 def test_every_variant_gives_valid_frequencies_that_never_speed_up_the_slowest_pair(variant):
     d, b, t = 64, 500.0, 128
-    target = None if variant in rope.UNTARGETED else 4 * t
+    target = None if variant in UNTARGETED else 4 * t
     params = ({"long_factor": [1.0 + 3.0 * n / (d // 2 - 1) for n in range(d // 2)],
                "short_factor": [1.0] * (d // 2)} if variant == "longrope" else {})
     inv_freq, factor = compute_rope(variant, d, b, t, target, params)
-    original = rope.default_inv_freq(d, b)
+    original = default_inv_freq(d, b)
     assert inv_freq.dtype == torch.float32 and inv_freq.shape == (d // 2,)
     assert torch.isfinite(inv_freq).all() and (inv_freq > 0).all() and factor > 0
     assert (inv_freq[1:] <= inv_freq[:-1] * (1 + 1e-6)).all()  # pair n+1 turns no faster than n

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from minillada.diffusion import generate, transfer_schedule
+from minillada.modeling.diffusion import generate, transfer_schedule
 
 MASK = 0
 
@@ -167,7 +167,7 @@ def _full_row_generate(model, prompt_ids, gen_length, block_length, steps, tempe
     computes the whole row's logits (guidance included) and takes them all to float64 (the
     reference of the tests below). Its Gumbel noise covers the current block only, as the
     sampler's does now (it was drawn for the whole row: B x L x V float64)."""
-    from minillada.diffusion import _rand
+    from minillada.modeling.diffusion import _rand
 
     batch, prompt_length = prompt_ids.shape
     x = torch.cat([prompt_ids, prompt_ids.new_full((batch, gen_length), mask_token_id)], dim=1)
@@ -212,7 +212,7 @@ def test_the_blocks_logits_decode_token_for_token_like_the_whole_rows(temperatur
                                                                       cfg_scale, scored_head):
     """The head at the current block only (`scored_head`: LLaDAModelLM's `scored`; else the
     whole row's logits, gathered) decodes the same tokens as the old whole-row sampler."""
-    from minillada.model import LLaDAConfig, LLaDAModelLM
+    from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
 
     torch.manual_seed(0)
     model = LLaDAModelLM(LLaDAConfig(vocab_size=97, d_model=32, n_heads=4, n_layers=2,

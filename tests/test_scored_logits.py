@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from minillada.diffusion import generate, mc_log_likelihood, scored_logits, supports_scored
 from minillada.evals.layout import LaidOutModel, Layout
 from minillada.evals.models import fixed_model, rope_variants
 from minillada.evals.perplexity import masked_chunk_losses, paired_loss_grid
-from minillada.model import LLaDAConfig, LLaDAModelLM
+from minillada.modeling.diffusion import generate, mc_log_likelihood, scored_logits, supports_scored
+from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
 
 MASK, EOD, VOCAB = 0, 3, 61
 # The gathered head is the same matmul on fewer rows: equal up to its blocking (0 on CPU, where

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from minillada import results, study
-from minillada import train as trainer
-from minillada.checkpoint import read_metrics
+from minillada.claims import study, table_cache
 from minillada.evals.leakage import multi_document_rows
+from minillada.training import trainer
+from minillada.training.checkpoint import read_metrics
 
 FAST = dict(steps=2, batch_size=2, micro_batch_size=2, warmup_steps=1, save_every=1,
             val_every=2, val_rows=2, progress=False)
@@ -31,27 +31,27 @@ def test_cached_table_recomputes_only_when_inputs_change(tmp_path):
         return pd.DataFrame({"length": [1, 2], "value": [0.5, 0.25]})
 
     path = tmp_path / "t.csv"
-    first = results.cached_table(path, {"mc": 2}, compute)
-    again = results.cached_table(path, {"mc": 2}, compute)
+    first = table_cache.cached_table(path, {"mc": 2}, compute)
+    again = table_cache.cached_table(path, {"mc": 2}, compute)
     pd.testing.assert_frame_equal(first, again)
     assert len(calls) == 1
-    results.cached_table(path, {"mc": 3}, compute)
+    table_cache.cached_table(path, {"mc": 3}, compute)
     assert len(calls) == 2
     # A table whose inputs file is missing (an interrupted write) is recomputed.
     path.with_name("t.csv.inputs.json").unlink()
-    results.cached_table(path, {"mc": 3}, compute)
+    table_cache.cached_table(path, {"mc": 3}, compute)
     assert len(calls) == 3
 
 
 def test_cached_table_keeps_the_old_file_when_compute_fails(tmp_path):
     path = tmp_path / "t.csv"
-    results.cached_table(path, {"v": 1}, lambda: pd.DataFrame({"a": [1]}))
+    table_cache.cached_table(path, {"v": 1}, lambda: pd.DataFrame({"a": [1]}))
 
     def broken():
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError):
-        results.cached_table(path, {"v": 2}, broken)
+        table_cache.cached_table(path, {"v": 2}, broken)
     assert pd.read_csv(path)["a"].tolist() == [1]
     assert not path.with_name("t.csv.inputs.json").exists()  # not mistaken for v=2 results
 
@@ -89,8 +89,8 @@ def test_cached_grid_resumes_its_partial_rows_and_separates_inputs(tmp_path):
         seen.append(partial)
         return pd.DataFrame({"x": [1]})
 
-    results.cached_grid(tmp_path / "g.csv", {"a": 1}, run)
-    results.cached_grid(tmp_path / "g.csv", {"a": 2}, run)
+    table_cache.cached_grid(tmp_path / "g.csv", {"a": 1}, run)
+    table_cache.cached_grid(tmp_path / "g.csv", {"a": 2}, run)
     assert seen[0] != seen[1] and all(p.parent == tmp_path / ".partial" for p in seen)
     assert seen[0].name.startswith("g-") and seen[0].suffix == ".jsonl"
 

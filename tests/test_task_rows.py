@@ -8,56 +8,59 @@ import numpy as np
 import pytest
 import torch
 
-from minillada import data, tasks
-from minillada.batches import packed_task_row
-from minillada.config import TrainConfig
+from minillada.data.corpus import KEY_TOKEN_FORMAT, get_tokenizer, key_token_count
+from minillada.data.keys import CODE_BASE, key_space
+from minillada.data.tasks import make_decoy_sample, make_task_sample
+from minillada.data.token_cache import tokenized_split
 from minillada.evals.retrieval import chance_level
+from minillada.training.batches import packed_task_row
+from minillada.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return data.get_tokenizer(512)
+    return get_tokenizer(512)
 
 
 def test_key_spaces_and_their_chance(tokenizer):
-    numbers = tasks.key_space(tokenizer, "number", 2)
+    numbers = key_space(tokenizer, "number", 2)
     assert numbers.size == 100 and chance_level("niah", numbers) == pytest.approx(1.0)
     drawn = {numbers.draw(random.Random(i)) for i in range(2000)}
     assert drawn == {f"{i:02d}" for i in range(100)}  # leading zeros: all 100 keys
-    keys = tasks.key_space(tokenizer, "token")
-    assert keys.size == data.key_token_count(512) and keys.words[0] == "<|key000|>"
+    keys = key_space(tokenizer, "token")
+    assert keys.size == key_token_count(512) and keys.words[0] == "<|key000|>"
     assert chance_level("passkey", keys) == pytest.approx(100 / keys.size)
-    for word in tasks.key_space(tokenizer, "word").words:
+    for word in key_space(tokenizer, "word").words:
         assert len(tokenizer.encode(" " + word, add_special_tokens=False)) == 1
     with pytest.raises(ValueError, match="unknown key kind 'emoji'"):
-        tasks.key_space(tokenizer, "emoji")
+        key_space(tokenizer, "emoji")
 
 
 def test_code_keys_write_digit_position_i_in_its_own_ten_key_tokens(tokenizer):
-    codes = tasks.key_space(tokenizer, "code", 2)
+    codes = key_space(tokenizer, "code", 2)
     assert codes.size == 100 and chance_level("niah", codes) == pytest.approx(1.0)
     assert codes.noun == "number"
     token_id = tokenizer.convert_tokens_to_ids
     drawn = set()
     for i in range(3000):
         ids = tokenizer.encode(codes.draw(random.Random(i)), add_special_tokens=False)
-        first, second = (token_id(data.KEY_TOKEN_FORMAT.format(k)) for k in (0, 10))
+        first, second = (token_id(KEY_TOKEN_FORMAT.format(k)) for k in (0, 10))
         assert len(ids) == 2 and first <= ids[0] < first + 10 <= second <= ids[1] < second + 10
         drawn.add(tuple(ids))
     assert len(drawn) == 100  # uniform over all 10 x 10 codes
     # A vocabulary holds key_token_count(V) key tokens: codes of at most that // 10 digits.
-    most = data.key_token_count(512) // tasks.CODE_BASE
-    assert tasks.key_space(tokenizer, "code", most).size == 10**most
+    most = key_token_count(512) // CODE_BASE
+    assert key_space(tokenizer, "code", most).size == 10**most
     with pytest.raises(ValueError, match=f"code keys of {most + 1} digits need "
                                          f"{10 * (most + 1)} reserved key tokens; the "
-                                         f"tokenizer has {data.key_token_count(512)}"):
-        tasks.key_space(tokenizer, "code", most + 1)
+                                         f"tokenizer has {key_token_count(512)}"):
+        key_space(tokenizer, "code", most + 1)
 
 
 @pytest.mark.parametrize("kind", ["number", "word", "token", "code"])
 def test_every_key_kind_gives_one_answer_of_the_stated_length(tokenizer, kind):
     for task in ("passkey", "niah"):
-        sample = tasks.make_task_sample(tokenizer, task, 96, 50.0, 3, key_digits=2, key_kind=kind)
+        sample = make_task_sample(tokenizer, task, 96, 50.0, 3, key_digits=2, key_kind=kind)
         assert sample.length == 96 == len(sample.input_ids)
         assert tokenizer.decode(sample.answer_ids).strip() == sample.answer_text
         # The key is in the needle, and prompt + answer tokenize as the joined text does.
@@ -121,7 +124,7 @@ def test_every_packing_of_one_seed_sees_the_same_documents_in_the_same_order(tok
 
 def test_packed_task_rows_mix_retrieval_and_natural_documents(tokenizer):
     questions, several, natural = 0, 0, 0
-    train = {tuple(doc[:40].tolist()) for doc in data.tokenized_split(tokenizer, "stdlib", 0,
+    train = {tuple(doc[:40].tolist()) for doc in tokenized_split(tokenizer, "stdlib", 0,
                                                                        "train")}
     for seed in range(20):
         row = packed_task_row(tokenizer, config("direct"), np.random.default_rng(seed), seed, True)
@@ -146,7 +149,7 @@ def test_task_lengths_are_checked():
 
 @pytest.mark.parametrize("task", ["niah", "passkey"])
 def test_decoy_samples_pack_documents_about_the_same_question_with_other_keys(tokenizer, task):
-    sample = tasks.make_decoy_sample(tokenizer, task, 512, 50.0, 7, decoys=2, key_digits=2)
+    sample = make_decoy_sample(tokenizer, task, 512, 50.0, 7, decoys=2, key_digits=2)
     assert sample.length == 512 == len(sample.input_ids)
     lengths = sample.metadata["doc_lengths"]
     assert lengths == [128, 128, len(sample.prompt_ids) - 256] and sum(lengths) == 512 - 2
@@ -162,12 +165,12 @@ def test_decoy_samples_pack_documents_about_the_same_question_with_other_keys(to
             assert f"for {sample.metadata['word']} is" in decoy
     assert [tokenizer.decode(ids) for ids in sample.metadata["distractor_ids"]] == keys
     with pytest.raises(ValueError, match="one queried key"):
-        tasks.make_decoy_sample(tokenizer, "variable_tracking", 512, 50.0, 7)
+        make_decoy_sample(tokenizer, "variable_tracking", 512, 50.0, 7)
 
 
 def test_fixing_the_niah_word_keeps_every_other_draw(tokenizer):
-    plain = tasks.make_task_sample(tokenizer, "niah", 200, 30.0, 5, key_digits=2)
-    fixed = tasks.make_task_sample(tokenizer, "niah", 200, 30.0, 5, key_digits=2, word="raven")
+    plain = make_task_sample(tokenizer, "niah", 200, 30.0, 5, key_digits=2)
+    fixed = make_task_sample(tokenizer, "niah", 200, 30.0, 5, key_digits=2, word="raven")
     assert fixed.metadata["word"] == "raven" and fixed.answer_text == plain.answer_text
     with pytest.raises(ValueError, match="word must be one of NIAH_WORDS"):
-        tasks.make_task_sample(tokenizer, "niah", 200, 30.0, 5, word="zebra")
+        make_task_sample(tokenizer, "niah", 200, 30.0, 5, word="zebra")

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from minillada.diffusion import generate, transfer_schedule
-from minillada.rope import compute_rope, critical_dim, default_inv_freq
-from minillada.teaching import sampling_trace, shown_token, swept_turns
+from minillada.figures.teaching import sampling_trace, shown_token, swept_turns
+from minillada.modeling.diffusion import generate, transfer_schedule
+from minillada.rope.formulas import critical_dim, default_inv_freq
+from minillada.rope.laws import compute_rope
 
 MASK = 0
 

@@ -6,10 +6,10 @@ import builtins
 
 import pytest
 
-from minillada.checkpoint import read_metrics
-from minillada.config import RUN_CONTROL_FIELDS, make_config
-from minillada.tracking import TensorBoardTracker, open_tracker
-from minillada.train import train
+from minillada.training.checkpoint import read_metrics
+from minillada.training.config import RUN_CONTROL_FIELDS, make_config
+from minillada.training.tracking import TensorBoardTracker, open_tracker
+from minillada.training.trainer import train
 
 TINY = dict(steps=4, batch_size=2, warmup_steps=1, save_every=4, val_every=2, val_rows=2,
             progress=False)

@@ -10,21 +10,26 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from minillada import batches, cli
-from minillada import train as trainer
-from minillada.checkpoint import latest_checkpoint, load_checkpoint, read_metrics, save_checkpoint
-from minillada.config import (
+from minillada import cli
+from minillada.common.seeds import derived_seed
+from minillada.modeling.diffusion import diffusion_loss
+from minillada.modeling.distributed import Runtime
+from minillada.modeling.model import LLaDAModelLM
+from minillada.training import batches, trainer
+from minillada.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    read_metrics,
+    save_checkpoint,
+)
+from minillada.training.config import (
     TrainConfig,
     incompatible_fields,
     lr_at,
     make_config,
     task_fraction_at,
 )
-from minillada.diffusion import diffusion_loss
-from minillada.distributed import Runtime
-from minillada.model import LLaDAModelLM
-from minillada.seeds import derived_seed
-from minillada.train import train
+from minillada.training.trainer import train
 
 # A few steps of the smoke model exercising every data path: task rows, answer-only masking,
 # randomly cut steps, epochs of a tiny corpus, micro-batches, validation, checkpoints.

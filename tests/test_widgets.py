@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from minillada import plots, widgets
-from minillada.rope import compute_rope
-from minillada.rope_analysis import attention_decay_bound
+from minillada.figures import rope_plots, widgets
+from minillada.rope.analysis import attention_decay_bound
+from minillada.rope.laws import compute_rope
 
 LLADA = dict(head_dim=128, base=500000.0, train_len=4096, target_len=131072)
 
@@ -37,7 +37,7 @@ def test_sampled_decay_bound_follows_the_exact_bin_means():
     for head_dim, base, train, target in ((128, 500000.0, 4096, 65536), (32, 30.0, 32, 512)):
         inv_freq, _ = compute_rope("diffusion_ntk", head_dim, base, train, target)
         bound = attention_decay_bound(inv_freq, 2 * target)
-        centers, exact = plots._log_bin_mean(bound / bound[0], widgets.DECAY_BINS)
+        centers, exact = rope_plots._log_bin_mean(bound / bound[0], widgets.DECAY_BINS)
         sampled_centers, sampled = widgets.decay_bound_samples(inv_freq.double().numpy(),
                                                                2 * target)
         assert sampled_centers == pytest.approx(centers)

@@ -1,0 +1,1 @@
+"""The `minillada` subcommands, one module each exposing `add_parser(subparsers)` (`cli`)."""

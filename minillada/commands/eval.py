@@ -2,7 +2,7 @@
 
 Tasks: `loss` (the paired masked-diffusion loss grid, the primary metric), `ppl` (LongLLaDA's
 chunked perplexity at each length, with LLaDA's unbiased bound beside it) and the retrieval tasks
-of `minillada.data` (passkey, niah, ...), scored by generation and, with --likelihood, by
+of `minillada.data.tasks` (passkey, niah, ...), scored by generation and, with --likelihood, by
 likelihood against distractors. Several RoPE variants (--rope a,b,c) are evaluated on the same
 windows, masks and samples; the first is the reference of paired differences. Retrieval grids are
 resumable: rerunning the same command skips the cells already in `<task>.jsonl`.
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from minillada.config import KEY_KINDS, TASK_NAMES
+from minillada.common.folders import check_writable
+from minillada.common.names import HAYSTACK_TASKS, KEY_KINDS, STDLIB, TASK_NAMES
 from minillada.evals.generation import GenerationSettings
-from minillada.folders import check_writable
-from minillada.model_files import model_folder, weight_files
-from minillada.presets import PRESETS, get_preset
-from minillada.rope import ROPE_VARIANTS  # the registry loads without torch
+from minillada.released.model_files import model_folder, weight_files
+from minillada.rope.laws import ROPE_VARIANTS  # the registry loads without torch
+from minillada.training.presets import PRESETS, get_preset
 
 if TYPE_CHECKING:  # torch, transformers and the evaluations load in `run`, after the checks
     from transformers import PreTrainedTokenizerFast
@@ -34,9 +34,7 @@ if TYPE_CHECKING:  # torch, transformers and the evaluations load in `run`, afte
     from minillada.evals.models import ModelAtLength
 
 CORPUS_TASKS = ("loss", "ppl")
-HAYSTACK_TASKS = ("niah", "niah_multikey")  # take their filler from --corpus
 DTYPE_NAMES = ("bfloat16", "float16", "float32")
-STDLIB = "stdlib"  # minillada.data.STDLIB
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -85,7 +83,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "LLaDA format), or a minillada run folder (its model/)")
     parser.add_argument("--out", type=Path, required=True, help="folder for CSVs and figures")
     parser.add_argument("--tasks", type=_names, default=["loss", "ppl", "passkey", "niah"],
-                        help="comma-separated: loss, ppl and retrieval tasks of minillada.data")
+                        help="comma-separated: loss, ppl and retrieval tasks "
+                        "(minillada.data.tasks)")
     parser.add_argument("--lengths", type=_numbers(int, "--lengths", positive=True),
                         help="comma-separated lengths (default: the preset's evaluation lengths)")
     parser.add_argument("--rope", type=_names, default=["default"],
@@ -113,7 +112,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="also score retrieval by likelihood against distractor answers")
     parser.add_argument("--batch-size", type=positive_int("--batch-size"), default=8)
     parser.add_argument("--key-kind", choices=KEY_KINDS,
-                        help="retrieval keys (minillada.tasks.KeySpace; default: those a "
+                        help="retrieval keys (minillada.data.keys.KeySpace; default: those a "
                         "minillada run was trained with, from its config.json; number for "
                         "other checkpoints)")
     parser.add_argument("--key-digits", type=positive_int("--key-digits"),
@@ -151,7 +150,7 @@ def trained_keys(checkpoint: Path) -> tuple[str, int] | None:
     """The key kind and digits a minillada run trained its retrieval rows with (the run's
     config.json, in `checkpoint` or above its model folder), or None (no such run, or no
     retrieval rows)."""
-    from minillada.checkpoint import saved_config
+    from minillada.training.checkpoint import saved_config
 
     for folder in (checkpoint, checkpoint.parent):
         try:
@@ -243,14 +242,17 @@ def run(args: argparse.Namespace) -> int:
     resolve_keys(args)
     import torch
 
-    from minillada import data, plots, tasks
+    from minillada.data import tasks
+    from minillada.data.keys import key_space
+    from minillada.data.token_cache import split_documents
     from minillada.evals.models import rope_variants
-    from minillada.llada import load_llada_checkpoint
+    from minillada.figures import plots
+    from minillada.released.llada import load_llada_checkpoint
 
     device = _device(args.device)
     model = load_llada_checkpoint(args.checkpoint, dtype=getattr(torch, args.dtype)).to(device)
     tokenizer = _tokenizer(args.checkpoint)
-    args.keys = tasks.key_space(tokenizer, args.key_kind, args.key_digits)
+    args.keys = key_space(tokenizer, args.key_kind, args.key_digits)
     models = rope_variants(model, args.rope, args.target_len)
     for task in plan.tasks:  # a retrieval length too short for the task fails before any work
         if task not in CORPUS_TASKS:
@@ -263,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = []
     for task in plan.tasks:
         if task in CORPUS_TASKS:
-            documents = data.split_documents(tokenizer, "test", args.corpus, args.split_seed)
+            documents = split_documents(tokenizer, "test", args.corpus, args.split_seed)
             run_task = _loss_task if task == "loss" else _ppl_task
             summaries.append(run_task(models, documents, plan, args, model.config, train_len))
         else:
@@ -298,8 +300,8 @@ def _tokenizer(checkpoint: Path) -> PreTrainedTokenizerFast:
 
 def _loss_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[int]], plan: Plan,
                args: argparse.Namespace, config, train_len: int) -> str:
-    from minillada import plots
     from minillada.evals.perplexity import paired_loss_grid, paired_summary
+    from minillada.figures import plots
 
     table = paired_loss_grid(models, documents, plan.lengths, mask_token_id=config.mask_token_id,
                              eod_token_id=config.eos_token_id, mc=plan.mc, seed=args.seed,
@@ -318,8 +320,8 @@ def _loss_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[in
 
 def _ppl_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[int]], plan: Plan,
               args: argparse.Namespace, config, train_len: int) -> str:
-    from minillada import plots
     from minillada.evals.perplexity import paired_summary, ppl_at_lengths
+    from minillada.figures import plots
 
     table = ppl_at_lengths(models, documents, plan.lengths, mask_token_id=config.mask_token_id,
                            eod_token_id=config.eos_token_id, chunk=plan.chunk, mc=plan.mc,
@@ -340,13 +342,10 @@ def _ppl_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[int
 
 def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan: Plan,
                     args: argparse.Namespace, config, train_len: int) -> str:
-    from minillada import plots, tasks
-    from minillada.evals.retrieval import (
-        LikelihoodScoring,
-        by_needle_distance,
-        chance_level,
-        run_retrieval_grid,
-    )
+    from minillada.claims.statistics import by_needle_distance
+    from minillada.data import tasks
+    from minillada.evals.retrieval import LikelihoodScoring, chance_level, run_retrieval_grid
+    from minillada.figures import plots
 
     params = _task_params(task, args)
 

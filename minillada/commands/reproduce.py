@@ -4,7 +4,8 @@ The study notebooks are `notebooks/0[1-9]_*.ipynb` (00 is the walkthrough, not p
 reproduction). Each runs with its own folder as working directory, as in JupyterLab, and receives
 the parameters every study notebook declares in its `parameters` cell:
 
-    preset       name of a design in minillada.design (its training preset, bases, seeds, arms)
+    preset       name of a design in minillada.claims.design (its training preset, bases,
+                 seeds, arms)
     figures_dir  absolute path of the folder for its figures
     output_dir   absolute path of the folder for the executed notebooks
     runs_dir     absolute path of the training runs (the notebooks use runs_dir/<training preset>)
@@ -33,9 +34,9 @@ import time
 from pathlib import Path
 
 import minillada
-from minillada.design import COMMITTED_DESIGN, DESIGNS, get_design
-from minillada.folders import check_writable
-from minillada.parameters import parse_assignment, preset_folder
+from minillada.claims.design import COMMITTED_DESIGN, DESIGNS, get_design, preset_folder
+from minillada.claims.notebook_parameters import parse_assignment
+from minillada.common.folders import check_writable
 
 FLAG_OF_PARAMETER = {"output_dir": "executed", "figures_dir": "figures", "runs_dir": "runs",
                      "results_dir": "results"}
@@ -146,11 +147,12 @@ def announce_estimate(design: str, notebooks: list[Path], results: Path,
     """Measure this machine's training throughput, print the expected wall time of the run and
     of each notebook; returns (tokens/s, resolved dtype) for the timings file. The timings of an
     earlier reproduction of this design, else of another design of the same preset, scaled to
-    this design's runs (`estimate.estimate_reproduction`)."""
-    from minillada import estimate
-    from minillada.config import make_config
-    from minillada.precision import describe_machine
-    from minillada.throughput import probe_throughput
+    this design's runs (`reproduction_time.estimate_reproduction`)."""
+    from minillada.claims import reproduction_time
+    from minillada.training.config import make_config
+    from minillada.training.precision import describe_machine
+    from minillada.training.throughput import probe_throughput
+    from minillada.training.walltime import format_duration
 
     chosen = get_design(design)
     print(f"machine: {describe_machine()}", flush=True)
@@ -159,16 +161,16 @@ def announce_estimate(design: str, notebooks: list[Path], results: Path,
     pretrain_tokens = config.steps * config.batch_size * config.seq_len * len(chosen.bases)
     # This design's last reproduction, else the committed one's, else another design's of the
     # same preset (scaled to this design's runs).
-    timings = next(filter(None, (estimate.read_timings(folder) for folder in (
+    timings = next(filter(None, (reproduction_time.read_timings(folder) for folder in (
         results, committed, *(committed / name for name, other in DESIGNS.items()
                               if other.preset_name == chosen.preset_name)))), None)
-    expected = estimate.estimate_reproduction([n.name for n in notebooks], tokens_per_s,
+    expected = reproduction_time.estimate_reproduction([n.name for n in notebooks], tokens_per_s,
                                               timings, pretrain_tokens, chosen)
-    parts = ", ".join(f"{name if name == estimate.TRAINING else name[:2]} "
-                      f"{estimate.format_duration(s) if s is not None else '?'}"
+    parts = ", ".join(f"{name if name == reproduction_time.TRAINING else name[:2]} "
+                      f"{format_duration(s) if s is not None else '?'}"
                       for name, s in expected.seconds.items())
     lower = "" if expected.complete else "at least "
-    print(f"expected wall time from scratch: {lower}{estimate.format_duration(expected.total)} "
+    print(f"expected wall time from scratch: {lower}{format_duration(expected.total)} "
           f"({parts}); {dtype} at {tokens_per_s:.0f} tokens/s; from {expected.basis}", flush=True)
     return tokens_per_s, dtype
 
@@ -185,7 +187,7 @@ def computes_everything(runs: Path, results: Path, preset: str) -> bool:
 def reused_committed_tables(results: Path, committed: Path) -> bool:
     """True when a table in `results` was taken from the committed study (a twin with the same
     inputs: the same models, retrained bit-identically on the same kind of CPU); such a run did
-    not time the evaluation, so it must not become the basis of the next estimate."""
+    not time the evaluation, so it must not become the basis of the next reproduction_time."""
     if results.resolve() == committed.resolve():
         return False
     for stamp in results.rglob("*.inputs.json"):
@@ -204,7 +206,7 @@ def train_design(design: str, runs: Path, pretrain_overrides: dict, extend_overr
     and 03 read). Returns the seconds spent on the bases and on the post-training runs."""
     from tqdm.auto import tqdm
 
-    from minillada.study import Study
+    from minillada.claims.study import Study
 
     study = Study.create(design, runs, results, figures, pretrain_overrides, extend_overrides)
     jobs = [("base", seed) for seed in study.design.bases]
@@ -275,8 +277,8 @@ def reproduce(args: argparse.Namespace) -> int:
         seconds_per_notebook[notebook.name] = seconds
         if throughput is not None and from_scratch and not reused_committed_tables(results,
                                                                                    committed):
-            from minillada.estimate import write_timings
-            from minillada.precision import describe_machine
+            from minillada.claims.reproduction_time import write_timings
+            from minillada.training.precision import describe_machine
 
             write_timings(results, seconds_per_notebook, throughput[0], describe_machine(),
                           throughput[1], design, training)
@@ -292,7 +294,7 @@ def reproduce(args: argparse.Namespace) -> int:
 
 def _quote_claims_in_readme(readme: Path, claims: Path, preset: str) -> None:
     """At the committed design, the README's results block quotes the claims just written."""
-    from minillada import report
+    from minillada.claims import report
 
     if preset != COMMITTED_DESIGN or not claims.is_file() or not readme.is_file():
         return
@@ -305,7 +307,7 @@ def _quote_claims_in_readme(readme: Path, claims: Path, preset: str) -> None:
 def _place_against_committed(claims: Path, committed: Path, design: str) -> None:
     """A design other than the committed one says which of its numbers fall outside the range
     where 95 % of the committed study's single runs fall: a reproduction, or a drift."""
-    from minillada import report
+    from minillada.claims import report
 
     if design == COMMITTED_DESIGN or not claims.is_file() or not committed.is_file():
         return

@@ -1,6 +1,6 @@
 """`minillada rope`: the RoPE calculator (critical dim, lambda, new base, attention factor).
 
-Bad names and numbers are refused (`minillada.rope_checks`) before torch is imported.
+Bad names and numbers are refused (`minillada.rope.checks`) before torch is imported.
 """
 
 from __future__ import annotations
@@ -9,8 +9,11 @@ import argparse
 import json
 import math
 
-from minillada.rope import ROPE_VARIANTS, variant_parameters  # the registry loads without torch
-from minillada.rope_checks import KNOWN_MODELS, check_param_values, check_rope_values
+from minillada.rope.checks import KNOWN_MODELS, check_param_values, check_rope_values
+from minillada.rope.laws import (  # the registry loads without torch
+    ROPE_VARIANTS,
+    variant_parameters,
+)
 
 COLUMNS = ("method", "critical_dim", "scale", "new_base", "attention_factor")
 
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         check_param_values(_given_params(args), setup["head_dim"])
     except ValueError as error:
         args.parser.error(str(error))
-    from minillada.rope_analysis import rope_summary
+    from minillada.rope.analysis import rope_summary
 
     # A variant that needs a parameter (longrope's searched per-pair factors) has no row in 'all'.
     needing = [name for name in ROPE_VARIANTS if variant_parameters(name)[1]]

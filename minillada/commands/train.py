@@ -19,9 +19,10 @@ import logging
 import os
 from typing import Any
 
-from minillada.config import STAGES, check_overrides, make_config  # torch: once accepted
-from minillada.folders import check_writable
-from minillada.presets import PRESETS
+from minillada.common.folders import check_writable
+from minillada.common.names import STAGES
+from minillada.training.config import check_overrides, make_config  # torch: once accepted
+from minillada.training.presets import PRESETS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -55,8 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the per-GPU memory of one step of this run on paper "
-                        "(minillada.memory_plan) and train nothing; without --init, a released "
-                        "recipe plans for its preset's model (llada-8b: LLaDA-8B)")
+                        "(minillada.training.memory_plan) and train nothing; without --init, a "
+                        "released recipe plans for its preset's model (llada-8b: LLaDA-8B)")
     parser.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),
                         help="--dry-run: the number of GPUs (default $WORLD_SIZE or 1)")
     parser.set_defaults(func=run)
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         config = make_config(args.preset, args.stage, args.out, **overrides)
     finally:
         root.removeHandler(held)
-    from minillada.train import train
+    from minillada.training.trainer import train
 
     logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
     for record in held.records:
@@ -132,9 +133,9 @@ def run(args: argparse.Namespace) -> int:
 def planned_model(config) -> tuple[dict[str, Any], str]:
     """The sizes of the model a run trains, and where they come from: its init's config.json,
     the pretrain model fields, or (a released recipe without init) its preset's model."""
-    from minillada.checkpoint import model_folder
-    from minillada.llada import llada_config
-    from minillada.presets import get_preset
+    from minillada.released.llada import llada_config
+    from minillada.released.model_files import model_folder
+    from minillada.training.presets import get_preset
 
     if config.init is not None:
         folder = model_folder(config.init)
@@ -151,8 +152,8 @@ def planned_model(config) -> tuple[dict[str, Any], str]:
 
 def memory_report(preset: str, stage: str, world_size: int, overrides: dict[str, Any]) -> str:
     """`--dry-run`: the run's settings and its per-GPU memory plan at the worst masking."""
-    from minillada.config import TrainConfig, stage_settings
-    from minillada.memory_plan import model_plan, param_counts, plan_table
+    from minillada.training.config import TrainConfig, stage_settings
+    from minillada.training.memory_plan import model_plan, param_counts, plan_table
 
     if world_size < 1:
         raise ValueError(f"--world-size must be >= 1, got {world_size}")
@@ -169,5 +170,5 @@ def memory_report(preset: str, stage: str, world_size: int, overrides: dict[str,
         f"activation checkpointing {'on' if config.activation_checkpointing else 'off'}, loss "
         + (f"in chunks of {config.loss_chunk} masked tokens" if config.loss_chunk
            else "over the full row"),
-        "per GPU at the worst step (every token masked), on paper (minillada.memory_plan; "
+        "per GPU at the worst step (every token masked), on paper (minillada.training.memory_plan; "
         "not measured), GiB:", "", plan_table([plan])])

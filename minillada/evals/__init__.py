@@ -7,5 +7,5 @@
   likelihood, resumable; chance levels; re-binning by needle distance (local perception).
 - `evals.leakage`: attention mass that crosses document boundaries.
 
-Tables that survive interruption live in `minillada.results`.
+Tables that survive interruption live in `minillada.claims.table_cache`.
 """

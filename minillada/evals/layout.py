@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from minillada.diffusion import scored_logits
-from minillada.packing import get_strategy
+from minillada.data.packing import get_strategy
+from minillada.modeling.diffusion import scored_logits
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from minillada.diffusion import model_device
+from minillada.modeling.diffusion import model_device
 
 
 def multi_document_rows(doc_ids: torch.Tensor, minimum: int = 2) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from minillada.evals.layout import LaidOutModel
-from minillada.rope import UNTARGETED, validate_rope_args
+from minillada.rope.laws import UNTARGETED, validate_rope_args
 
 Model = Callable[..., Any]
 ModelAtLength = Callable[[int], Model]

@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from minillada.diffusion import (
+from minillada.common.seeds import derived_seed
+from minillada.evals.models import Model, ModelAtLength, check_lengths, rope_columns
+from minillada.modeling.diffusion import (
     forward_process,
     masked_diffusion_loss,
     mc_log_likelihood,
     model_device,
     scored_logits,
 )
-from minillada.evals.models import Model, ModelAtLength, check_lengths, rope_columns
-from minillada.seeds import derived_seed
 
 
 def eval_windows(documents: Sequence[Sequence[int]], length: int, max_windows: int,

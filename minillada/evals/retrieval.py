@@ -3,32 +3,33 @@
 `run_retrieval_grid` runs every model over tasks x lengths x depths x repeats, scored from generated
 text (`needle_score`, NeedleBench style; `token_match`) and, optionally, by likelihood against
 distractor answers (`LikelihoodScoring`); rows are appended atomically to a JSON-lines file
-(`results.ResultLog`) so an interrupted grid resumes where it stopped. `by_needle_distance`
-re-bins retrieval by the needle's distance from the question (LongLLaDA's "local perception").
-Every retrieval number should be read beside its `chance_level`.
+(`ResultLog`) so an interrupted grid resumes where it stopped. Every retrieval number should be
+read beside its `chance_level` (`claims.statistics.by_needle_distance` re-bins a grid by the
+needle's distance from the question: LongLLaDA's "local perception").
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from minillada.diffusion import generate, mc_log_likelihood, model_device
+from minillada.common.atomic import atomic_write_text
+from minillada.common.names import KEY_TASKS
+from minillada.common.seeds import derived_seed
+from minillada.data.keys import KeySpace
+from minillada.data.tasks import TaskSample
 from minillada.evals.generation import GenerationSettings
 from minillada.evals.layout import LaidOutModel
 from minillada.evals.models import Model, ModelAtLength, check_lengths, rope_columns
-from minillada.results import ResultLog
-from minillada.seeds import derived_seed
-from minillada.stats import proportion_table
-from minillada.tasks import KeySpace, TaskSample
+from minillada.modeling.diffusion import generate, mc_log_likelihood, model_device
 
 # ----------------------------------------------------------------------------------------------
 # Scoring
@@ -78,10 +79,6 @@ def token_match(generated_ids: Sequence[int], answer_ids: Sequence[int]) -> tupl
     head = list(generated_ids[: len(answer_ids)])
     hits = sum(g == a for g, a in zip(head, answer_ids, strict=False))
     return head == list(answer_ids), hits / len(answer_ids)
-
-
-
-KEY_TASKS = ("passkey", "niah", "niah_multikey")  # the answer is one key
 
 
 def chance_level(task: str, keys: KeySpace | int, *, metric: str = "exact",
@@ -145,6 +142,38 @@ class LikelihoodScoring:
                 seen.add(tuple(draw.tolist()))
                 out.append(draw.tolist())
         return out
+
+
+class ResultLog:
+    """Rows of a tidy table kept in a JSON-lines file; `key` columns identify a finished cell.
+
+    Each `extend` rewrites the whole file atomically, so a crash leaves either the old or the new
+    table, and a restart skips the cells already present.
+    """
+
+    def __init__(self, path: str | Path, key: Sequence[str]):
+        self.path, self.key = Path(path), tuple(key)
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            with self.path.open() as handle:
+                self.rows = [json.loads(line) for line in handle if line.strip()]
+        missing = {k for row in self.rows for k in self.key if k not in row}
+        if missing:
+            raise ValueError(f"{self.path} lacks key columns {sorted(missing)}; "
+                             f"it was written by another evaluation (expected key {self.key})")
+
+    def cell(self, row: Mapping[str, Any]) -> tuple:
+        return tuple(row[k] for k in self.key)
+
+    def done(self) -> set[tuple]:
+        return {self.cell(row) for row in self.rows}
+
+    def extend(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self.rows.extend(dict(row) for row in rows)
+        atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in self.rows))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
 
 
 SampleMaker = Callable[[str, int, float, int], TaskSample]
@@ -321,37 +350,3 @@ def needle_distance(sample: TaskSample) -> int | None:
     or None for a sample without a single needle."""
     end = sample.metadata.get("needle_end")
     return None if end is None else len(sample.prompt_ids) - end
-
-
-def by_needle_distance(frame: pd.DataFrame, bin_width: int | None = None,
-                       edges: Sequence[int] | None = None) -> pd.DataFrame:
-    """Retrieval re-binned by the needle's distance from the question instead of its depth.
-
-    LongLLaDA's "local perception": under direct extrapolation a diffusion LM still retrieves a
-    needle, but only within about T_train tokens of the question, whatever the total length.
-    Bins are `bin_width` tokens wide, or start at the increasing `edges` (distances below the
-    first edge are dropped); `distance` is each bin's start; `value` the mean score, `exact`
-    the exact-match percentage with its Wilson 95% interval (`low`, `high`) over `n` samples.
-    """
-    if (bin_width is None) == (edges is None):
-        raise ValueError("give exactly one of bin_width and edges")
-    if bin_width is not None and (not isinstance(bin_width, int) or bin_width < 1):
-        raise ValueError(f"bin_width must be a positive integer, got {bin_width!r}")
-    if edges is not None and (len(edges) < 1 or list(edges) != sorted(set(edges))):
-        raise ValueError(f"edges must be increasing distances, got {list(edges)}")
-    known = frame.dropna(subset=["needle_distance"])
-    if known.empty:
-        raise ValueError("no row has a needle_distance (single-needle tasks only)")
-    distance = known["needle_distance"].to_numpy()
-    if edges is None:
-        starts = distance // bin_width * bin_width
-    else:
-        index = np.searchsorted(np.asarray(edges), distance, side="right") - 1
-        known, starts = known[index >= 0], np.asarray(edges)[index[index >= 0]]
-    # A model kept as saved has no rope label; "" keeps it a group of its own.
-    binned = known.assign(distance=np.asarray(starts).astype(int),
-                          rope=known["rope"].fillna(""))
-    keys = ["model", "rope", "method", "task", "distance"]
-    scores = binned.groupby(keys)["value"].mean().rename("value").reset_index()
-    exact = proportion_table(binned, keys).rename(columns={"percent": "exact"})
-    return scores.merge(exact, on=keys).sort_values(["model", "distance"], ignore_index=True)

@@ -1,0 +1,384 @@
+"""The trainer: one loop for a single process and for `torchrun` + FSDP2, with exact resume.
+
+    minillada train --preset cpu --stage pretrain --out runs/cpu/pretrain
+    minillada train --preset cpu --stage extend --init runs/cpu/pretrain --rope diffusion_ntk \
+        --packing adaptive --out runs/cpu/extend-adaptive
+    torchrun --nproc_per_node=2 -m minillada train --preset smoke --stage pretrain --out ...
+
+What a run is (`TrainConfig`, stages, schedules) lives in `training.config`; the rows of a step
+in `training.batches`; the held-out rows and their scores in `training.heldout`; the run folder on
+disk (checkpoints, resume) in `training.checkpoint`; ranks and FSDP2 in `modeling.distributed`.
+One optimizer step s, identical on every rank and for any world size:
+
+1. The global batch: `batch_size` rows (`BatchSource.batch`). Corpus rows come in a seeded order
+   per epoch, read from a cursor (the data-loader position); a fraction `task_fraction(s)` of rows
+   are synthetic retrieval rows instead, and a fraction `random_length_fraction` of steps is cut
+   to a random length in [1, seq_len] (LLaDA's 1 %).
+2. LLaDA's forward process masks the whole global batch with a generator seeded by (seed, s); each
+   rank then keeps its contiguous slice of rows and runs it in micro-batches.
+3. loss = sum over micro-batches of diffusion_loss * rows / local rows: the mean over the local
+   rows; FSDP averages gradients over ranks, so the gradient is that of the global mean.
+4. Clip the global gradient norm, set lr(s), AdamW step.
+
+Every random draw comes from a generator seeded by (seed, purpose, step, ...), never from global
+RNG state: a resumed run redraws exactly what an uninterrupted one draws, whatever the world size.
+A checkpoint therefore holds the model, the optimizer, the step, the corpus cursor and the token
+count (the learning rate is a pure function of the step), saved sharded with
+torch.distributed.checkpoint: a run saved by N processes resumes on M.
+
+A released LLaDA checkpoint (the `llada-8b` recipe, docs/gpu.md) comes in with its own tokenizer
+and token roles (`released.token_roles`), in float32 and under torchrun one shard per rank
+(`released.sharded_load`), and goes out in LLaDA's released format (`released.export`).
+
+Faults: one trainer per run folder (`run.lock`); a damaged newest checkpoint falls back to the
+previous intact one; metrics are cut back to the checkpoint's step (0 without one) whenever a run
+starts or resumes, so no step is ever logged twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.distributed.tensor import DTensor
+from tqdm.auto import tqdm
+
+from minillada.common.seeds import derived_seed
+from minillada.data.corpus import get_tokenizer, load_tokenizer
+from minillada.data.packing import PACKING_STRATEGIES
+from minillada.data.token_cache import token_cache, token_stream, tokenized_split
+from minillada.modeling.diffusion import NoisedBatch, diffusion_loss
+from minillada.modeling.distributed import (
+    Runtime,
+    all_mean,
+    all_sum,
+    shard_model,
+    start_runtime,
+    stop_runtime,
+)
+from minillada.modeling.masked_loss import diffusion_loss_weights
+from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
+from minillada.released.export import export_released
+from minillada.released.model_files import model_folder
+from minillada.released.sharded_load import load_released_model
+from minillada.released.token_roles import load_released_tokenizer
+from minillada.training import heldout
+from minillada.training.batches import BatchSource, Rows, noise, packed_rows, row_tokens
+from minillada.training.checkpoint import (
+    MetricsLog,
+    check_resumable,
+    export_model,
+    lock_run,
+    restore_checkpoint,
+    resume_candidates,
+    save_checkpoint,
+    save_config,
+    saved_config,
+    trainer_tensors,
+)
+from minillada.training.config import PRECISIONS, TrainConfig, lr_at
+from minillada.training.packed_corpus import PackedCorpus
+from minillada.training.presets import get_preset
+from minillada.training.tracking import open_tracker
+from minillada.training.walltime import training_pace
+
+log = logging.getLogger(__name__)
+Resume = bool | Literal["auto"]
+ESTIMATE_AFTER_STEPS = 5  # timed steps (after the first, which warms up) behind the estimate
+
+
+def build_model(config: TrainConfig, tokenizer) -> LLaDAModelLM:
+    """A fresh model (pretrain, seeded) or the init model with the RoPE variant for seq_len."""
+    if config.stage == "extend":  # float32 master weights whatever the init's dtype
+        model = LLaDAModelLM.from_pretrained(model_folder(config.init), dtype=torch.float32)
+        model.config.attention_backend = config.attention_backend
+        model.set_rope(config.rope, target_len=config.seq_len, params=config.rope_params)
+        return model
+    fields = {**config.model, "max_sequence_length": config.seq_len,
+              "attention_backend": config.attention_backend}
+    if len(tokenizer) > fields["vocab_size"]:
+        raise ValueError(
+            f"the tokenizer has {len(tokenizer)} tokens > vocab_size {fields['vocab_size']}"
+        )
+    torch.manual_seed(config.seed)
+    return LLaDAModelLM(LLaDAConfig(
+        **fields, mask_token_id=tokenizer.mask_token_id, eos_token_id=tokenizer.eod_token_id,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    ))
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (embeddings, projections), not on norms or biases."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+class Trainer:
+    """State of one run; `run()` trains to config.steps and returns the exported model folder."""
+
+    def __init__(self, config: TrainConfig, runtime: Runtime, resume: Resume = False) -> None:
+        config.validate()
+        if resume not in (True, False, "auto"):
+            raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
+        if config.batch_size % runtime.world or config.val_rows % runtime.world \
+                or config.val_task_rows % runtime.world:
+            raise ValueError(
+                f"batch_size ({config.batch_size}), val_rows ({config.val_rows}) and "
+                f"val_task_rows ({config.val_task_rows}) must be multiples of the world size "
+                f"({runtime.world})"
+            )
+        self.config, self.runtime = config, runtime
+        self.out = Path(config.out)
+        fresh = not self.out.exists()
+        self.lock = lock_run(self.out, self.runtime)
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.close()
+            if fresh and runtime.is_main:  # a refused run leaves nothing behind in out
+                (self.out / "run.lock").unlink(missing_ok=True)
+                if not any(self.out.iterdir()):
+                    self.out.rmdir()
+            raise
+
+    def _setup(self, resume: Resume) -> None:
+        config, runtime = self.config, self.runtime
+        candidates = resume_candidates(self.out, resume, runtime.is_main)
+        if candidates:
+            check_resumable(self.out, config)
+        self.released = get_preset(config.preset).released
+        self.tokenizer = self._tokenizer()
+        self.block_diagonal = PACKING_STRATEGIES[config.packing].block_diagonal
+        precision = PRECISIONS[config.dtype]
+        fsdp_precision = runtime.distributed and runtime.device.type == "cuda"
+        param_dtype = precision if fsdp_precision else None
+        if self.released:  # each rank reads its own shard, in float32
+            self.model = load_released_model(model_folder(config.init), runtime, param_dtype)
+            self.model.config.attention_backend = config.attention_backend
+            self.model.set_rope(config.rope, target_len=config.seq_len, params=config.rope_params)
+        else:
+            self.model = build_model(config, self.tokenizer).to(runtime.device)
+            if runtime.distributed:
+                shard_model(self.model, runtime, param_dtype)
+        self.model.config.activation_checkpointing = config.activation_checkpointing
+        self.mask_token_id = (self.tokenizer.mask_token_id if self.released
+                              else self.model.config.mask_token_id)
+        use_autocast = precision != torch.float32 and not fsdp_precision
+        self.autocast = (torch.autocast(runtime.device.type, dtype=precision) if use_autocast
+                         else nullcontext())
+        self.optimizer = build_optimizer(self.model, config)
+        self.source = BatchSource(self._rows("train"), config, self.tokenizer)
+        self.val_rows = (heldout.held_out_rows(self._rows("validation"), config, runtime.world)
+                         if config.val_rows else None)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        self.step, self.tokens = 0, 0
+        if candidates:
+            state = restore_checkpoint(self.out, candidates, self.model, self.optimizer, runtime)
+            self.step, self.tokens = state["step"], state["tokens"]
+            self.source.cursor = state["corpus_cursor"]
+            log.info("resumed %s at step %d", self.out, self.step)
+        if runtime.is_main:  # what a killed run logged past its checkpoint is logged again
+            self.metrics.truncate_after(self.step)
+
+    def close(self) -> None:
+        """Release the run folder's lock (the OS releases it too if the process dies)."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _tokenizer(self):
+        if self.released:  # the checkpoint's own, roles from its config.json
+            return load_released_tokenizer(model_folder(self.config.init))[0]
+        if self.config.stage == "extend":
+            folder = model_folder(self.config.init)
+            vocab = saved_config(folder)["vocab_size"]
+            return load_tokenizer(folder, vocab_size=vocab)
+        return get_tokenizer(self.config.model["vocab_size"], corpus=self.config.corpus,
+                                  split_seed=self.config.split_seed)
+
+    def _rows(self, split: str) -> Rows | PackedCorpus:
+        config = self.config
+        if self.runtime.is_main:  # rank 0 fills the token cache, then the others read it
+            token_cache(self.tokenizer, config.corpus, config.split_seed, split)
+        self.runtime.barrier()
+        if config.rows_on_demand:
+            stream = token_stream(self.tokenizer, config.corpus, config.split_seed, split)
+            return PackedCorpus(stream, config.seq_len, config.packing,
+                                self.tokenizer.eod_token_id, self.tokenizer.pad_token_id,
+                                config.restart_positions)
+        docs = tokenized_split(self.tokenizer, config.corpus, config.split_seed, split)
+        return packed_rows(docs, config, self.tokenizer)
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def _local(self, rows: Rows, noised: NoisedBatch) -> Iterator[tuple[Rows, NoisedBatch, float]]:
+        """This rank's contiguous slice of the global rows in micro-batches, each with its weight
+        rows / local rows."""
+        per_rank = len(rows) // self.runtime.world
+        start = self.runtime.rank * per_rank
+        size = self.config.micro_batch_size
+        for first in range(start, start + per_rank, size):
+            index = slice(first, min(first + size, start + per_rank))
+            part = NoisedBatch(*(t[index] for t in noised))
+            yield rows.select(index), part, (index.stop - index.start) / per_rank
+
+    def _loss(self, rows: Rows, noised: NoisedBatch) -> torch.Tensor:
+        """`diffusion_loss` of the rows; with `loss_chunk`, computed by the model on the masked
+        positions only (`masked_loss`): the same sum, without the logits of the whole rows."""
+        device = self.runtime.device
+        inputs = dict(positions=rows.positions.long().to(device),
+                      doc_ids=rows.doc_ids.long().to(device) if self.block_diagonal else None)
+        targets, masked = rows.tokens.long().to(device), noised.masked.to(device)
+        p_mask, normaliser = noised.p_mask.to(device), row_tokens(rows).to(device)
+        if self.config.loss_chunk:
+            with self.autocast:
+                return self.model(
+                    noised.noisy_ids.to(device), **inputs, scored=masked, labels=targets[masked],
+                    label_weights=diffusion_loss_weights(masked, p_mask, normaliser),
+                    loss_chunk=self.config.loss_chunk).loss
+        with self.autocast:
+            logits = self.model(noised.noisy_ids.to(device), **inputs).logits
+        return diffusion_loss(logits.float(), targets, masked, p_mask, row_tokens=normaliser)
+
+    def train_step(self) -> dict[str, Any]:
+        config, step = self.config, self.step
+        started = time.perf_counter()
+        rows, task_rows = self.source.batch(step)
+        noised = noise(rows, config, self.mask_token_id, derived_seed(config.seed, "mask", step))
+        self.model.train()
+        loss = torch.zeros((), device=self.runtime.device)
+        for part_rows, part_noised, weight in self._local(rows, noised):
+            micro_loss = self._loss(part_rows, part_noised) * weight
+            micro_loss.backward()
+            loss += micro_loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), config.grad_clip if config.grad_clip > 0 else math.inf
+        )
+        if isinstance(grad_norm, DTensor):
+            grad_norm = grad_norm.full_tensor()
+        lr = lr_at(config, step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        step_tokens = int((rows.doc_ids >= 0).sum())
+        self.tokens += step_tokens
+        self.step += 1
+        seconds = time.perf_counter() - started
+        return {"step": self.step, "loss": all_mean(loss, self.runtime), "lr": lr,
+                "grad_norm": float(grad_norm), "tokens": self.tokens,
+                "tokens_per_s": step_tokens / seconds, "seq_len": rows.tokens.shape[1],
+                "task_rows": task_rows}
+
+    # -- validation ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Held-out masked-diffusion loss (fixed rows and masks); with val_task_rows, the answer
+        accuracy on held-out task rows whose answer is fully masked (one forward pass)."""
+        self.model.eval()
+        results: dict[str, float] = {}
+        if self.val_rows is not None:
+            noised = noise(self.val_rows, self.config, self.mask_token_id,
+                           derived_seed(self.config.split_seed, "val_mask"))
+            total = sum(self._loss(r, n) * w for r, n, w in self._local(self.val_rows, noised))
+            results["val_loss"] = all_mean(total, self.runtime)
+        if self.config.val_task_rows:
+            results.update(self._validate_tasks())
+        self.model.train()
+        return results
+
+    def _validate_tasks(self) -> dict[str, float]:
+        rows = heldout.task_rows(self.tokenizer, self.config)
+        counts = torch.zeros(3)  # `answer_counts` summed over this rank's task rows
+        masked = heldout.answer_masked(rows, self.mask_token_id)
+        for part_rows, part, _ in self._local(rows, masked):
+            with self.autocast:
+                logits = self.model(part.noisy_ids.to(self.runtime.device),
+                                    positions=part_rows.positions.long().to(self.runtime.device),
+                                    doc_ids=None).logits  # one document per task row
+            counts += heldout.answer_counts(logits.argmax(-1).cpu(), part_rows)
+        counts = all_sum(counts.to(self.runtime.device), self.runtime)
+        return heldout.task_scores(counts, self.config)
+
+    # -- run -----------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        tensors, _ = trainer_tensors(self.model, self.optimizer)
+        state = {"step": self.step, "tokens": self.tokens, "corpus_cursor": self.source.cursor}
+        save_checkpoint(self.out, tensors, state, self.config.keep_checkpoints, self.runtime)
+
+    def _announce_estimate(self, bar: tqdm, step: int, tokens: int, started: float) -> None:
+        """Say, once, the measured pace and the expected wall time of the steps left."""
+        message = training_pace(self.config, step, self.step, self.tokens - tokens,
+                                time.perf_counter() - started)
+        if bar.disable:
+            log.info(message)
+        else:
+            bar.write(message)
+
+    def run(self) -> Path:
+        config, runtime = self.config, self.runtime
+        if runtime.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(self.out, config)
+        runtime.barrier()
+        bar = tqdm(total=config.steps, initial=self.step, desc=f"{config.stage} {config.preset}",
+                   disable=not (config.progress and runtime.is_main), dynamic_ncols=True)
+        timed_from: tuple[int, int, float] | None = None  # (step, tokens, time) after warm-up
+        tracker = open_tracker(config.log, self.out, self.step, runtime.is_main)
+        while self.step < config.steps:
+            record = self.train_step()
+            if timed_from is None:
+                timed_from = (self.step, self.tokens, time.perf_counter())
+            elif self.step - timed_from[0] == ESTIMATE_AFTER_STEPS and runtime.is_main:
+                self._announce_estimate(bar, *timed_from)
+            if self.step % config.val_every == 0 or self.step == config.steps:
+                record.update(self.validate())
+            if runtime.is_main:
+                self.metrics.append(record)
+                tracker.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}",
+                            tok_s=f"{record['tokens_per_s']:.0f}")
+            if self.step % config.save_every == 0 or self.step == config.steps:
+                self._save()
+        bar.close()
+        tracker.close()
+        if self.released:
+            export_released(self.model, model_folder(config.init), self.out / "model", runtime)
+        else:
+            export_model(self.model, self.tokenizer, self.out / "model", runtime)
+        return self.out / "model"
+
+
+def train(config: TrainConfig, resume: Resume = False) -> Path:
+    """Train the run `config` describes; returns the exported model folder.
+
+    `resume`: False starts a new run (an existing run in config.out is an error); True continues
+    its latest intact checkpoint (no run there is an error); "auto" continues one if there is
+    one, else starts. Launched by torchrun, every rank calls this and the model is FSDP2-sharded
+    over them.
+    """
+    config.validate()
+    runtime = start_runtime()
+    try:
+        trainer = Trainer(config, runtime, resume)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
+    finally:
+        stop_runtime(runtime)
