@@ -302,10 +302,9 @@ def _api_cases():
                               "unknown stage 'finetune'"),
         "make_config-inf": (lambda: smoke(grad_clip=float("inf")), ValueError,
                             "grad_clip must be a finite number, got inf"),
-        "TrainConfig-seed-str": (lambda: TrainConfig(seed="1", dtype="float32"), ValueError,
+        "TrainConfig-seed-str": (lambda: TrainConfig(seed="1"), ValueError,
                                  "seed must be an integer, got '1' (str)"),
-        "TrainConfig-optional": (lambda: TrainConfig(task_curriculum_steps=1.5,
-                                                     dtype="float32"), ValueError,
+        "TrainConfig-optional": (lambda: TrainConfig(task_curriculum_steps=1.5), ValueError,
                                  "task_curriculum_steps must be an integer or null (None)"),
         "TrainConfig-dtype": (lambda: TrainConfig(dtype="float16"), ValueError,
                               "unknown dtype 'float16'"),
@@ -375,7 +374,7 @@ def test_api_cases_are_all_listed():
 def test_values_are_converted_where_they_enter(tmp_path):
     from minillada.training.config import TrainConfig, make_config
 
-    config = TrainConfig(tasks="passkey", betas=[0.9, 0.99], lr=1, dtype="float32")
+    config = TrainConfig(tasks="passkey", betas=[0.9, 0.99], lr=1)
     assert config.tasks == ("passkey",)  # one name, not its letters
     assert config.betas == (0.9, 0.99) and isinstance(config.lr, float)
     made = make_config("smoke", "pretrain", tmp_path, tasks=["niah", "passkey"], lr=2)

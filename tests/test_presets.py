@@ -12,7 +12,7 @@ from safetensors.numpy import save_file
 from minillada.evals.models import fixed_model
 from minillada.evals.perplexity import ppl_at_lengths
 from minillada.rope.formulas import critical_dim
-from minillada.training.config import lr_at, make_config
+from minillada.training.config import check_run_files, lr_at, make_config
 from minillada.training.presets import PRESETS, get_preset
 
 
@@ -35,8 +35,9 @@ def test_every_stage_builds_a_valid_run(name, tmp_path):
     assert pretrain.model["d_model"] == preset.model["d_model"]
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(json.dumps(preset.model))
-    save_file({}, tmp_path / "model" / "model.safetensors")  # validation reads its header only
+    save_file({}, tmp_path / "model" / "model.safetensors")  # the check reads its header only
     extend = make_config(name, "extend", tmp_path / "extend", init=str(tmp_path))
+    check_run_files(extend)  # an init of the preset's own dims
     assert extend.seq_len == preset.target_len and extend.model == {}
     for config in (pretrain, extend):  # the schedule reaches its peak, then ends at its floor
         assert lr_at(config, config.warmup_steps - 1) == pytest.approx(config.lr)

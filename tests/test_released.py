@@ -23,7 +23,7 @@ from minillada.modeling.distributed import Runtime
 from minillada.released.export import export_released, shard_plan
 from minillada.released.llada import load_llada_checkpoint, scaled_rope_config
 from minillada.released.token_roles import TokenRoles, load_released_tokenizer, token_roles
-from minillada.training.config import lr_at, make_config
+from minillada.training.config import check_run_files, lr_at, make_config
 from minillada.training.trainer import Trainer
 
 ONE = Runtime(rank=0, world=1, device=torch.device("cpu"), distributed=False)
@@ -82,15 +82,17 @@ def test_the_recipe_takes_any_released_checkpoint_and_refuses_what_it_cannot_use
         "diffusion_ntk", "adaptive", 65536, 2048)
     assert lr_at(config, config.warmup_steps - 1) == pytest.approx(config.lr)
     assert lr_at(config, config.steps - 1) == pytest.approx(config.lr * config.min_lr_ratio)
+    check_run_files(config)  # the init is a released checkpoint, whole
     with pytest.raises(ValueError, match=r"was not trained at preset 'smoke'.*--preset llada-8b"):
-        make_config("smoke", "extend", tmp_path / "smoke", init=str(released))
+        check_run_files(make_config("smoke", "extend", tmp_path / "smoke", init=str(released)))
     (released / MODELING_FILES[1]).unlink()
     with pytest.raises(FileNotFoundError, match=r"auto_map names \['modeling_llada.py'\]"):
-        make_config("llada-8b", "extend", tmp_path / "run", init=str(released))
+        check_run_files(config)
     without_mask = write_released_checkpoint(tmp_path / "no-mask", config_changes={
         "mask_token_id": None})
     with pytest.raises(ValueError, match="names no mask token"):
-        make_config("llada-8b", "extend", tmp_path / "run", init=str(without_mask))
+        check_run_files(make_config("llada-8b", "extend", tmp_path / "run",
+                                    init=str(without_mask)))
 
 
 def test_post_training_keeps_float32_masters_and_separates_documents_by_end_of_text(

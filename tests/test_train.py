@@ -27,6 +27,7 @@ from minillada.training.config import (
     incompatible_fields,
     lr_at,
     make_config,
+    prepare_run,
     task_fraction_at,
 )
 from minillada.training.trainer import train
@@ -225,7 +226,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_loadable(tmp_path, 
 )
 def test_bad_pretrain_config_is_named(tmp_path, overrides, error, message):
     with pytest.raises(error, match=message):
-        make_config("smoke", "pretrain", tmp_path, **overrides)
+        prepare_run(make_config("smoke", "pretrain", tmp_path, **overrides))
 
 
 def test_bad_names_and_paths_are_named(tmp_path):
@@ -235,12 +236,11 @@ def test_bad_names_and_paths_are_named(tmp_path):
         make_config("smoke", "finetune", tmp_path)
     with pytest.raises(ValueError, match="stage 'extend' needs init"):
         make_config("smoke", "extend", tmp_path)
+    missing = make_config("smoke", "extend", tmp_path, init="/no/such/run")  # a value
     with pytest.raises(FileNotFoundError, match="no model at '/no/such/run'"):
-        make_config("smoke", "extend", tmp_path, init="/no/such/run")
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text("{}")
+        prepare_run(missing)  # the files the run reads
     with pytest.raises(ValueError, match="unknown rope 'ntk2'; choose one of default"):
-        make_config("smoke", "extend", tmp_path, init=str(tmp_path), rope="ntk2")
+        make_config("smoke", "extend", tmp_path, init="/no/such/run", rope="ntk2")
 
 
 def test_batch_must_split_over_ranks(tmp_path):

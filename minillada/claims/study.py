@@ -41,7 +41,7 @@ from minillada.evals.retrieval import GenerationSettings, cell_sample, run_retri
 from minillada.modeling.model import LLaDAModelLM
 from minillada.released.model_files import model_folder
 from minillada.training.checkpoint import saved_config
-from minillada.training.config import RUN_CONTROL_FIELDS, TrainConfig, make_config
+from minillada.training.config import RUN_CONTROL_FIELDS, TrainConfig, make_config, prepare_run
 from minillada.training.presets import Preset
 from minillada.training.trainer import train
 
@@ -68,7 +68,7 @@ def trajectory_fields(config: TrainConfig) -> dict[str, Any]:
     model it names. Leaving defaults out keeps a run's digest when a new field (with a default
     that reproduces the old behaviour) is added."""
     fields = json.loads(json.dumps(dataclasses.asdict(config)))
-    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(dtype="float32"))))
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
     fields = {k: v for k, v in fields.items()
               if k not in RUN_CONTROL_FIELDS and (k == "dtype" or v != defaults[k])}
     if config.init is not None:
@@ -83,13 +83,14 @@ def run_folder(runs_dir: str | os.PathLike, name: str, config: TrainConfig) -> P
 
 def ensure_trained(preset: str, stage: str, name: str, runs_dir: str | os.PathLike,
                    **overrides: Any) -> Path:
-    """The exported model of the run `make_config(preset, stage, ..., **overrides)` describes:
-    reused when finished, resumed when interrupted, trained otherwise. Returns its run folder."""
-    probe = make_config(preset, stage, Path(runs_dir) / name, **overrides)
-    out = run_folder(runs_dir, name, probe)
+    """The exported model of the run `make_config(preset, stage, ..., **overrides)` describes on
+    this machine (`prepare_run`: its dtype resolved, as its digest holds it): reused when
+    finished, resumed when interrupted, trained otherwise. Returns its run folder."""
+    config = prepare_run(make_config(preset, stage, Path(runs_dir) / name, **overrides))
+    out = run_folder(runs_dir, name, config)  # the digest leaves `out` out
     if (out / "model" / "config.json").is_file():
         return out
-    train(dataclasses.replace(probe, out=str(out)), resume="auto")
+    train(dataclasses.replace(config, out=str(out)), resume="auto")
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from minillada.common.folders import check_writable
 from minillada.common.names import STAGES
-from minillada.training.config import check_overrides, make_config  # torch: once accepted
+from minillada.training.config import check_overrides, make_config, prepare_run
 from minillada.training.presets import PRESETS
 
 
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     root = logging.getLogger()
     root.addHandler(held)
     root.setLevel(min(root.level or level, level))
-    try:
-        config = make_config(args.preset, args.stage, args.out, **overrides)
+    try:  # the values, then the files the run reads and this machine's dtype
+        config = prepare_run(make_config(args.preset, args.stage, args.out, **overrides))
     finally:
         root.removeHandler(held)
     from minillada.training.trainer import train

@@ -1,6 +1,12 @@
-"""What a training run is: `TrainConfig`, built by `make_config(preset, stage, out, **overrides)`,
-validated before any work, and the learning-rate and task-fraction schedules (pure functions of
-the step).
+"""What a training run is: `TrainConfig`, a plain value built by `make_config(preset, stage, out,
+**overrides)` and validated before any work, and the learning-rate and task-fraction schedules
+(pure functions of the step).
+
+Building or validating a TrainConfig touches neither the hardware nor the disk. What a run needs
+from this machine happens once, in `prepare_run`, which the trainer, `minillada train` and the
+study call before a run: the files it reads are checked (`check_run_files`: the corpus, and the
+init folder of an extend run) and `dtype="auto"` is resolved for this machine (`resolved_dtype`),
+so the run's config.json and the study's run digests hold the concrete dtype.
 
 Stages: `pretrain` trains a fresh model on documents packed to T_train; `extend` loads a pretrained
 model (`init`), sets its RoPE variant for the target length (`seq_len`) and post-trains on
@@ -25,6 +31,7 @@ from minillada.common.names import (
     KEY_KINDS,
     PACKING_NAMES,
     STAGES,
+    STDLIB,
     T_PER,
     TASK_NAMES,
 )
@@ -35,24 +42,12 @@ from minillada.training.field_types import check_values
 from minillada.training.precision import check_dtype_name, choose_precision
 from minillada.training.presets import get_preset
 
-# This module imports no torch (nor data, model, ...): `make_config` checks the preset, the stage,
-# every value and the whole config before it resolves the dtype (`choose_precision`, which loads
-# torch), so `minillada train` refuses a bad config at once.
-DTYPE_CHOICES = ("float32", "bfloat16")  # what "auto" resolves to; torch dtypes: PRECISIONS
+# This module imports no torch (nor data, model, ...) until `prepare_run` resolves the dtype or
+# checks a released checkpoint, so `minillada train` refuses a bad config at once.
 LOGS = ("jsonl", "tensorboard")  # TrainConfig.log: where the metrics go besides metrics.jsonl
 # The model fields of an init that must match the preset it is extended at.
 MATCHED_MODEL_FIELDS = ("vocab_size", "d_model", "n_heads", "n_layers", "mlp_hidden_size",
                         "rope_theta", "max_sequence_length")
-
-
-def __getattr__(name: str) -> Any:
-    """`PRECISIONS` (dtype name -> torch dtype) is made on first use, so importing this module
-    does not import torch."""
-    if name == "PRECISIONS":
-        import torch
-
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.cache
@@ -94,7 +89,7 @@ class TrainConfig:
     stage: str = "pretrain"
     out: str = "runs/smoke/pretrain"
     init: str | None = None  # extend: a pretrained run folder or exported model folder
-    corpus: str = "stdlib"  # data.load_corpus source
+    corpus: str = STDLIB  # data.corpus.load_corpus source
     split_seed: int = 0  # train/held-out document split (evaluations use the same split)
     seed: int = 0  # model init, data order, masks, task rows
     model: dict[str, Any] = field(default_factory=dict)  # LLaDAConfig fields (pretrain)
@@ -148,7 +143,7 @@ class TrainConfig:
     save_every: int = 50
     keep_checkpoints: int = 2
     # auto: bf16 where this machine runs it fast, else float32 (training.precision), resolved
-    # when the config is made, so the run's config.json and the study's digest hold the result.
+    # by `prepare_run`, so the run's config.json and the study's digest hold the result.
     # bf16 is autocast on a CPU or one GPU, the FSDP2 parameter policy on GPUs.
     dtype: str = "auto"
     progress: bool = True
@@ -157,25 +152,23 @@ class TrainConfig:
     log: str = "jsonl"
 
     def __post_init__(self) -> None:
+        """Each value checked against its field's type (a list for a tuple field becomes a
+        tuple, an int for a float field a float): a plain value, no hardware, no disk."""
         given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name, value in check_values(given, train_config_types(), "TrainConfig").items():
             if value is not given[name]:
                 object.__setattr__(self, name, value)  # list -> tuple, int -> float
         check_dtype_name(self.dtype)
-        if self.dtype == "auto":
-            object.__setattr__(self, "dtype", choose_precision("auto").dtype)
-        elif self.dtype == "bfloat16":
-            choose_precision("bfloat16")  # logs once, warns where bf16 is slower than float32
 
     def validate(self) -> None:
-        """Raise ValueError (FileNotFoundError for paths) naming every problem, before any work."""
+        """Raise ValueError naming the first bad value, before any work (the values only: the
+        files a run reads are `check_run_files`'s)."""
         choices = {
             "stage": (self.stage, STAGES),
             "packing": (self.packing, PACKING_NAMES),
             "rope": (self.rope, tuple(ROPE_VARIANTS)),
             "attention_backend": (self.attention_backend, ATTENTION_BACKEND_NAMES),
             "schedule": (self.schedule, tuple(LR_SCHEDULES)),
-            "dtype": (self.dtype, DTYPE_CHOICES),
             "t_per": (self.t_per, T_PER),
             "log": (self.log, LOGS),
         }
@@ -224,24 +217,16 @@ class TrainConfig:
         if self.stage == "extend":
             if self.init is None:
                 raise ValueError("stage 'extend' needs init: a pretrained run or model folder")
-            folder = model_folder(self.init)  # FileNotFoundError naming it
             if self.model:
                 raise ValueError(
                     f"stage 'extend' takes the model from init; drop model overrides {self.model}"
                 )
-            if released:
-                self._check_released_init(folder)
-            else:
-                self._check_init_matches_preset(folder)
-            weight_files(folder)  # a missing, truncated or garbage weight file, named
         elif self.rope != "default":
             raise ValueError(
                 f"stage 'pretrain' trains at T_train with rope 'default', got rope {self.rope!r}"
             )
         else:
             self._check_model()
-        if self.corpus != "stdlib" and not Path(self.corpus).exists():
-            raise FileNotFoundError(f"corpus {self.corpus!r} does not exist")
 
     def _check_model(self) -> None:
         """The model fields (pretrain): known LLaDAConfig names of the right types, whose shapes
@@ -253,55 +238,92 @@ class TrainConfig:
         except ValueError as error:
             raise ValueError(f"model: {error}") from None
 
-    def _check_released_init(self, folder: Path) -> None:
-        """A released-format init: LLaDA's config fields, every weight's name and shape, its own
-        tokenizer and token roles (ValueError or FileNotFoundError naming the problem)."""
-        from minillada.released.export import modeling_files
-        from minillada.released.llada import checkpoint_tensors
-        from minillada.released.token_roles import load_released_tokenizer
-
-        config, _ = checkpoint_tensors(folder)
-        modeling_files(json.loads((folder / "config.json").read_text()), folder)
-        tokenizer, _ = load_released_tokenizer(folder)
-        if len(tokenizer) > config.vocab_size:
-            raise ValueError(f"the tokenizer in {str(folder)!r} has {len(tokenizer)} tokens, more "
-                             f"than the model's vocabulary {config.vocab_size}")
-
-    def _check_init_matches_preset(self, folder: Path) -> None:
-        """An init's model dims must be the preset's: ValueError naming every field that differs
-        (saved value vs preset value). Fields the saved config lacks are not compared."""
-        preset = get_preset(self.preset)
-        try:
-            saved = json.loads((folder / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"cannot read the init's {folder / 'config.json'}: {error}") from None
-        expected = {**preset.model, "max_sequence_length": preset.train_len}
-        differ = [f"{name} {saved[name]!r} vs {expected[name]!r}" for name in MATCHED_MODEL_FIELDS
-                  if name in saved and name in expected and saved[name] != expected[name]]
-        if differ:
-            raise ValueError(
-                f"init {str(folder)!r} was not trained at preset {self.preset!r}: "
-                f"{', '.join(differ)} (saved vs preset); extend it at its own preset (a released "
-                "LLaDA checkpoint: --preset llada-8b)")
-
-
 def make_config(preset: str, stage: str, out: str | os.PathLike, **overrides: Any) -> TrainConfig:
     """TrainConfig for `stage` at `preset`: defaults < preset stage settings < overrides (a preset
     `task_lengths` whose longest document is the row length follows an overridden `seq_len`).
 
     Raises ValueError naming unknown fields or a value of the wrong type (checked against
-    TrainConfig's annotations, as the preset's values); the result is validated before its dtype
-    is resolved, so a refused config answers without loading torch.
+    TrainConfig's annotations, as the preset's values) or a value `validate` refuses. A plain
+    value: its files are checked and its dtype resolved by `prepare_run`.
     """
     if not isinstance(out, (str, os.PathLike)) or not str(out):
         raise ValueError(f"out must be a folder path (a non-empty str or os.PathLike), got "
                          f"{out!r}")
-    settings = stage_settings(preset, stage, **overrides)
-    # Validated with the dtype held back: resolving "auto" loads torch (TrainConfig.__post_init__).
-    dtype = check_dtype_name(settings.pop("dtype", TrainConfig.dtype))
-    config = TrainConfig(preset=preset, stage=stage, out=str(out), dtype="float32", **settings)
+    config = TrainConfig(preset=preset, stage=stage, out=str(out),
+                         **stage_settings(preset, stage, **overrides))
     config.validate()
-    return dataclasses.replace(config, dtype=dtype)
+    return config
+
+
+def prepare_run(config: TrainConfig) -> TrainConfig:
+    """The config a run trains with, on this machine: its values validated, the files it reads
+    checked (`check_run_files`) and its dtype resolved (`resolved_dtype`). What the trainer,
+    `minillada train` and the study call before a run; a prepared config comes back unchanged."""
+    config.validate()
+    check_run_files(config)
+    return resolved_dtype(config)
+
+
+def resolved_dtype(config: TrainConfig) -> TrainConfig:
+    """`config` with dtype "auto" made this machine's float32 or bfloat16
+    (`training.precision.choose_precision`: torch loads; a CPU probes its matmuls once, cached);
+    an explicit bfloat16 is logged, with a warning where it is slower than float32."""
+    if config.dtype == "float32":
+        return config
+    chosen = choose_precision(config.dtype).dtype
+    return config if chosen == config.dtype else dataclasses.replace(config, dtype=chosen)
+
+
+def check_run_files(config: TrainConfig) -> None:
+    """The files a run reads, before any work: a corpus given as a path must exist, and an
+    extend run's init must be a model folder (FileNotFoundError naming it) at the run's preset:
+    a minillada run's model dims must be the preset's, a released checkpoint (the `llada-8b`
+    recipe) must hold LLaDA's config fields, every weight's name and shape, its own tokenizer and
+    token roles; every weight file must be a readable safetensors file. ValueError or
+    FileNotFoundError naming the problem."""
+    if config.corpus != STDLIB and not Path(config.corpus).exists():
+        raise FileNotFoundError(f"corpus {config.corpus!r} does not exist")
+    if config.stage != "extend":
+        return
+    folder = model_folder(config.init)  # FileNotFoundError naming it
+    if get_preset(config.preset).released:
+        _check_released_init(folder)
+    else:
+        _check_init_matches_preset(folder, config.preset)
+    weight_files(folder)  # a missing, truncated or garbage weight file, named
+
+
+def _check_released_init(folder: Path) -> None:
+    """A released-format init: LLaDA's config fields, every weight's name and shape, its own
+    tokenizer and token roles (ValueError or FileNotFoundError naming the problem)."""
+    from minillada.released.export import modeling_files
+    from minillada.released.llada import checkpoint_tensors
+    from minillada.released.token_roles import load_released_tokenizer
+
+    config, _ = checkpoint_tensors(folder)
+    modeling_files(json.loads((folder / "config.json").read_text()), folder)
+    tokenizer, _ = load_released_tokenizer(folder)
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(f"the tokenizer in {str(folder)!r} has {len(tokenizer)} tokens, more "
+                         f"than the model's vocabulary {config.vocab_size}")
+
+
+def _check_init_matches_preset(folder: Path, preset_name: str) -> None:
+    """An init's model dims must be the preset's: ValueError naming every field that differs
+    (saved value vs preset value). Fields the saved config lacks are not compared."""
+    preset = get_preset(preset_name)
+    try:
+        saved = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read the init's {folder / 'config.json'}: {error}") from None
+    expected = {**preset.model, "max_sequence_length": preset.train_len}
+    differ = [f"{name} {saved[name]!r} vs {expected[name]!r}" for name in MATCHED_MODEL_FIELDS
+              if name in saved and name in expected and saved[name] != expected[name]]
+    if differ:
+        raise ValueError(
+            f"init {str(folder)!r} was not trained at preset {preset_name!r}: "
+            f"{', '.join(differ)} (saved vs preset); extend it at its own preset (a released "
+            "LLaDA checkpoint: --preset llada-8b)")
 
 
 def stage_settings(preset: str, stage: str, **overrides: Any) -> dict[str, Any]:

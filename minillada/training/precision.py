@@ -24,8 +24,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from minillada.common.names import DTYPE_NAMES
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,16 @@ def check_dtype_name(name: object) -> str:
     if name not in DTYPE_NAMES:
         raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPE_NAMES)}")
     return str(name)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype a resolved dtype name ('float32' or 'bfloat16') computes in."""
+    import torch
+
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype {name!r} is not resolved; choose float32 or bfloat16 (auto "
+                         "resolves through choose_precision)")
+    return getattr(torch, name)
 
 
 def resolve_precision(requested: str, device_type: str, native_bf16: bool,

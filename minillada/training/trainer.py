@@ -82,8 +82,9 @@ from minillada.training.checkpoint import (
     saved_config,
     trainer_tensors,
 )
-from minillada.training.config import PRECISIONS, TrainConfig, lr_at
+from minillada.training.config import TrainConfig, lr_at, prepare_run
 from minillada.training.packed_corpus import PackedCorpus
+from minillada.training.precision import torch_dtype
 from minillada.training.presets import get_preset
 from minillada.training.tracking import open_tracker
 from minillada.training.walltime import training_pace
@@ -127,7 +128,7 @@ class Trainer:
     """State of one run; `run()` trains to config.steps and returns the exported model folder."""
 
     def __init__(self, config: TrainConfig, runtime: Runtime, resume: Resume = False) -> None:
-        config.validate()
+        config = prepare_run(config)
         if resume not in (True, False, "auto"):
             raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
         if config.batch_size % runtime.world or config.val_rows % runtime.world \
@@ -159,7 +160,7 @@ class Trainer:
         self.released = get_preset(config.preset).released
         self.tokenizer = self._tokenizer()
         self.block_diagonal = PACKING_STRATEGIES[config.packing].block_diagonal
-        precision = PRECISIONS[config.dtype]
+        precision = torch_dtype(config.dtype)
         fsdp_precision = runtime.distributed and runtime.device.type == "cuda"
         param_dtype = precision if fsdp_precision else None
         if self.released:  # each rank reads its own shard, in float32
@@ -370,9 +371,10 @@ def train(config: TrainConfig, resume: Resume = False) -> Path:
     `resume`: False starts a new run (an existing run in config.out is an error); True continues
     its latest intact checkpoint (no run there is an error); "auto" continues one if there is
     one, else starts. Launched by torchrun, every rank calls this and the model is FSDP2-sharded
-    over them.
+    over them. The config is prepared first (`config.prepare_run`: its files checked, its dtype
+    resolved), before any process group starts.
     """
-    config.validate()
+    config = prepare_run(config)
     runtime = start_runtime()
     try:
         trainer = Trainer(config, runtime, resume)
