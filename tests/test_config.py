@@ -74,7 +74,7 @@ def test_the_constructor_never_probes_and_prepare_run_resolves_once(monkeypatch,
 
 def test_prepare_run_checks_the_files_the_values_do_not(tmp_path):
     config = make_config("smoke", "pretrain", tmp_path, corpus=str(tmp_path / "none.jsonl"))
-    with pytest.raises(FileNotFoundError, match="none.jsonl' does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"none\.jsonl' does not exist"):
         prepare_run(config)
     extend = make_config("smoke", "extend", tmp_path, init=str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="no model at"):

@@ -29,8 +29,7 @@ class Recorder:
 
 def test_arrange_inserts_separators_and_lays_out_positions_and_documents():
     ids = torch.arange(10, 20)[None]
-    sep = LaidOutModel(None, Layout(separator=True, block_diagonal=True,
-                                    restart_positions=False), EOD)
+    sep = LaidOutModel(None, Layout("adaptive_eod", restart_positions=False), EOD)
     tokens, keep, positions, docs = sep.arrange(ids, [3, 99])  # the last length is open
     assert tokens[0].tolist() == [10, 11, 12, EOD, 13, 14, 15, 16, 17, 18, 19, EOD]
     assert torch.equal(tokens[0, keep], ids[0])

@@ -27,12 +27,12 @@ def test_exact_layout_of_a_small_corpus():
     assert packed.doc_ids.tolist() == [[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1], [2, 2, -1, -1]]
     # The chunk of document 1 in the third sequence starts again at position 0.
     assert packed.positions.tolist() == [[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 0, 1]]
-    assert packed.attention_doc_ids is packed.doc_ids
+    assert packed.strategy.attention_doc_ids(packed.doc_ids) is packed.doc_ids
 
     direct = pack_documents(docs, seq_len=5, strategy="direct", pad_token_id=PAD)
     assert direct.tokens.tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, PAD, PAD, PAD, PAD]]
     assert direct.positions.tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 4], [0, 0, 1, 2, 3]]
-    assert direct.attention_doc_ids is None
+    assert direct.strategy.attention_doc_ids(direct.doc_ids) is None
     flat = pack_documents(docs, 5, "direct", restart_positions=False)
     assert flat.positions.tolist() == [list(range(5))] * 3
 
@@ -64,7 +64,7 @@ def isolation_logits(strategy: str, second_doc: list[int]) -> torch.Tensor:
                             pad_token_id=PAD)
     with torch.no_grad():
         logits = model(packed.tokens, positions=packed.positions,
-                       doc_ids=packed.attention_doc_ids).logits
+                       doc_ids=packed.strategy.attention_doc_ids(packed.doc_ids)).logits
     return logits[packed.doc_ids == 0]
 
 

@@ -69,8 +69,7 @@ def test_scored_logits_are_the_whole_rows_logits_at_the_scored_positions():
 @pytest.mark.parametrize("separator", [False, True])
 def test_a_laid_out_model_maps_the_scored_positions_through_its_layout(separator):
     model = tiny()
-    layout = Layout(separator=separator, block_diagonal=separator,
-                    restart_positions=not separator)
+    layout = Layout("adaptive_eod" if separator else "direct", restart_positions=not separator)
     ids = random_ids((2, 18), 3)
     scored = torch.rand(2, 18, generator=torch.Generator().manual_seed(4)) < 0.4
     for inner in (model, WholeRows(model)):
@@ -87,13 +86,13 @@ def test_the_sampler_asks_for_the_current_blocks_logits_only(cfg_scale):
     those of the whole rows' logits."""
     model = tiny()
     rows = head_rows(model)
-    laid = LaidOutModel(model, Layout(separator=True), EOD)
+    laid = LaidOutModel(model, Layout("eod"), EOD)
     prompt = random_ids((2, 13), 5)
     settings = dict(gen_length=12, block_length=4, steps=6, cfg_scale=cfg_scale,
                     mask_token_id=MASK)
     scored = generate(laid.documents([6, 99]), prompt, **settings)
     assert rows == [2 * 4 * (2 if cfg_scale else 1)] * 6
-    whole = generate(LaidOutModel(WholeRows(model), Layout(separator=True), EOD).documents(
+    whole = generate(LaidOutModel(WholeRows(model), Layout("eod"), EOD).documents(
         [6, 99]), prompt, **settings)
     assert torch.equal(scored, whole)
 

@@ -115,7 +115,7 @@ def test_the_default_loss_is_the_full_row_diffusion_loss_bit_for_bit(tmp_path):
         rows, _ = run.source.batch(0)
         noised = batches.noise(rows, config, run.mask_token_id, 0)
         logits = run.model(noised.noisy_ids, positions=rows.positions.long(),
-                           doc_ids=rows.doc_ids.long() if run.block_diagonal else None).logits
+                           doc_ids=run.strategy.attention_doc_ids(rows.doc_ids.long())).logits
         expected = diffusion_loss(logits.float(), rows.tokens.long(), noised.masked,
                                   noised.p_mask, row_tokens=batches.row_tokens(rows))
         assert torch.equal(run._loss(rows, noised), expected)

@@ -370,7 +370,7 @@ class Study:
         def measure(candidate: Candidate) -> pd.DataFrame:
             layout = Layout.of_run(saved_config(candidate.run))
             packed = pack_documents(self.test_documents, length,
-                                    "eod" if layout.separator else "direct",
+                                    "eod" if layout.strategy.separator else "direct",
                                     eod_token_id=self.tokenizer.eod_token_id,
                                     pad_token_id=self.tokenizer.pad_token_id,
                                     restart_positions=layout.restart_positions)

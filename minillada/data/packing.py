@@ -38,6 +38,12 @@ class PackingStrategy:
     separator: bool
     block_diagonal: bool
 
+    def attention_doc_ids(self, doc_ids: torch.Tensor) -> torch.Tensor | None:
+        """What the model's `doc_ids` argument gets for rows laid out under this strategy: the
+        document ids under a block-diagonal mask, None (full attention) otherwise. The one place
+        that decides it, for training, evaluation and the pictures alike."""
+        return doc_ids if self.block_diagonal else None
+
 
 PACKING_STRATEGIES: dict[str, PackingStrategy] = {
     s.name: s
@@ -60,11 +66,6 @@ class PackedSequences:
     positions: torch.Tensor
     strategy: PackingStrategy
     eod_token_id: int | None
-
-    @property
-    def attention_doc_ids(self) -> torch.Tensor | None:
-        """What the model's `doc_ids` argument gets: doc ids if block-diagonal, else None."""
-        return self.doc_ids if self.strategy.block_diagonal else None
 
 
 def get_strategy(strategy: str) -> PackingStrategy:

@@ -18,28 +18,33 @@ from typing import Any
 
 import torch
 
-from minillada.data.packing import get_strategy
+from minillada.data.packing import PackingStrategy, get_strategy
 from minillada.modeling.diffusion import scored_logits
 
 
 @dataclass(frozen=True)
 class Layout:
-    """`separator`: an EOD token after every document; `block_diagonal`: attention stays inside
-    each document; `restart_positions`: positions restart at each document."""
+    """Documents laid out as rows packed under `packing` show them (its separator, its attention
+    mask: `data.packing.PackingStrategy`), positions restarting at each document or not."""
 
-    separator: bool = False
-    block_diagonal: bool = False
+    packing: str = "direct"
     restart_positions: bool = True
+
+    def __post_init__(self) -> None:
+        get_strategy(self.packing)  # ValueError naming an unknown packing
+
+    @property
+    def strategy(self) -> PackingStrategy:
+        return get_strategy(self.packing)
 
     @classmethod
     def of_run(cls, saved: Mapping[str, Any]) -> Layout:
         """The layout of a run's saved TrainConfig: an extend run's packing and positions; a
-        pre-trained base saw its retrieval rows as single documents without a separator."""
+        pre-trained base saw its retrieval rows as single documents without a separator (as
+        `direct` packing shows a row of one document)."""
         if saved.get("stage") != "extend":
             return cls()
-        strategy = get_strategy(saved["packing"])
-        return cls(strategy.separator, strategy.block_diagonal,
-                   bool(saved.get("restart_positions", True)))
+        return cls(saved["packing"], bool(saved.get("restart_positions", True)))
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class LaidOutModel:
                 **_: Any) -> _Logits:
             tokens, keep, positions, doc_ids = self.arrange(input_ids, lengths)
             inputs = dict(positions=positions,
-                          doc_ids=doc_ids if self.layout.block_diagonal else None)
+                          doc_ids=self.layout.strategy.attention_doc_ids(doc_ids))
             if scored is None:
                 return _Logits(self.model(tokens, **inputs).logits[:, keep])
             # The scored tokens where `arrange` put them; `keep` is increasing, so the logits
@@ -91,7 +96,7 @@ class LaidOutModel:
         start = written = 0
         separator = input_ids.new_full((batch, 1), self.eod_token_id)
         for doc, size in enumerate(sizes):
-            extra = int(self.layout.separator)
+            extra = int(self.layout.strategy.separator)
             parts += [input_ids[:, start:start + size]] + ([separator] if extra else [])
             keep.append(torch.arange(written, written + size))
             ids.append(torch.full((size + extra,), doc))

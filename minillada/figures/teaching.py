@@ -27,7 +27,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from minillada.data.packing import PACKING_STRATEGIES, pack_documents
+from minillada.data.packing import pack_documents
 from minillada.data.tasks import TaskSample
 from minillada.figures.plots import PACKING_LABELS, SPAN_COLORS, VARIANT_COLORS, VARIANT_LABELS
 from minillada.modeling.diffusion import generate
@@ -62,7 +62,9 @@ def plot_packing_masks(docs: Sequence[Sequence[int]], seq_len: int, eod_token_id
                                   for restart in (False, True))
         doc_ids, tokens = restarting.doc_ids[0], restarting.tokens[0]
         same = doc_ids[:, None] == doc_ids[None, :]
-        allowed = same if PACKING_STRATEGIES[name].block_diagonal else torch.ones_like(same)
+        # the mask the model builds from what the strategy gives it (None: full attention)
+        allowed = (torch.ones_like(same) if restarting.strategy.attention_doc_ids(doc_ids) is None
+                   else same)
         image = np.array([[colors[int(doc_ids[k])] if same[q, k] else CROSS_DOCUMENT
                            if allowed[q, k] else BLOCKED for k in range(seq_len)]
                           for q in range(seq_len)])

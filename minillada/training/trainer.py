@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from minillada.common.seeds import derived_seed
 from minillada.data.corpus import get_tokenizer, load_tokenizer
-from minillada.data.packing import PACKING_STRATEGIES
+from minillada.data.packing import get_strategy
 from minillada.data.token_cache import token_cache, token_stream, tokenized_split
 from minillada.modeling.diffusion import NoisedBatch, diffusion_loss
 from minillada.modeling.distributed import (
@@ -159,7 +159,7 @@ class Trainer:
             check_resumable(self.out, config)
         self.released = get_preset(config.preset).released
         self.tokenizer = self._tokenizer()
-        self.block_diagonal = PACKING_STRATEGIES[config.packing].block_diagonal
+        self.strategy = get_strategy(config.packing)
         precision = torch_dtype(config.dtype)
         fsdp_precision = runtime.distributed and runtime.device.type == "cuda"
         param_dtype = precision if fsdp_precision else None
@@ -240,7 +240,7 @@ class Trainer:
         positions only (`masked_loss`): the same sum, without the logits of the whole rows."""
         device = self.runtime.device
         inputs = dict(positions=rows.positions.long().to(device),
-                      doc_ids=rows.doc_ids.long().to(device) if self.block_diagonal else None)
+                      doc_ids=self.strategy.attention_doc_ids(rows.doc_ids.long().to(device)))
         targets, masked = rows.tokens.long().to(device), noised.masked.to(device)
         p_mask, normaliser = noised.p_mask.to(device), row_tokens(rows).to(device)
         if self.config.loss_chunk:
