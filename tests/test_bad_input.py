@@ -424,12 +424,18 @@ def test_torch_free_names_match_the_modules():
         for p in signature if p.name not in ("self", "kwargs")}
 
 
-def test_eval_takes_the_niah_haystack_from_its_corpus():
-    import argparse
+def test_samples_take_the_niah_haystack_from_their_corpus_split(monkeypatch):
+    """`minillada eval --corpus`, the study and the trainer all build samples this way."""
+    from minillada.data import tasks
 
-    from minillada.commands.eval import _task_params
-
-    args = argparse.Namespace(corpus="/data/my.jsonl", split_seed=3)
-    assert _task_params("niah", args) == {"haystack": "/data/my.jsonl", "haystack_split_seed": 3}
-    assert _task_params("niah_multikey", args)["haystack"] == "/data/my.jsonl"
-    assert _task_params("passkey", args) == {}
+    seen = []
+    monkeypatch.setattr(tasks, "make_task_sample", lambda tokenizer, task, length, depth, seed,
+                        **params: seen.append((task, params)))
+    make = tasks.sample_maker(None, key_kind="code", key_digits=2, corpus="/data/my.jsonl",
+                              split="test", split_seed=3)
+    for task in ("niah", "niah_multikey", "passkey"):
+        make(task, 100, 50.0, 0)
+    haystack = {"haystack": "/data/my.jsonl", "haystack_split": "test", "haystack_split_seed": 3}
+    keys = {"key_digits": 2, "key_kind": "code"}
+    assert seen == [("niah", {**keys, **haystack}), ("niah_multikey", {**keys, **haystack}),
+                    ("passkey", keys)]

@@ -28,10 +28,10 @@ import pandas as pd
 
 from minillada.claims.design import ARMS, COMMITTED_DESIGN, Design, Run, get_design, preset_folder
 from minillada.claims.table_cache import cached_grid, cached_table, digest, provenance
-from minillada.data import tasks
 from minillada.data.corpus import corpus_fingerprint, load_tokenizer
-from minillada.data.keys import KeySpace, key_space
+from minillada.data.keys import KeySpace, key_space, trained_keys
 from minillada.data.packing import pack_documents
+from minillada.data.tasks import SampleMaker, TaskSample, sample_maker
 from minillada.data.token_cache import split_documents
 from minillada.evals.layout import LaidOutModel, Layout
 from minillada.evals.leakage import cross_document_attention, multi_document_rows
@@ -242,10 +242,12 @@ class Study:
 
     @functools.cached_property
     def keys(self) -> KeySpace:
-        """The keys the base model was trained to retrieve (its task_key_kind and digits)."""
-        saved = saved_config(self._base_run())
-        return key_space(self.tokenizer, saved.get("task_key_kind", "number"),
-                               saved["task_key_digits"])
+        """The keys the base model was trained to retrieve (`data.keys.trained_keys`)."""
+        trained = trained_keys(saved_config(self._base_run()))
+        if trained is None:
+            raise ValueError(f"the base run {str(self._base_run())!r} trained on no retrieval "
+                             "task: the study retrieves the keys its bases were trained on")
+        return key_space(self.tokenizer, *trained)
 
     @functools.cached_property
     def retrieval_task(self) -> str:
@@ -254,26 +256,20 @@ class Study:
         trained = saved_config(self._base_run())["tasks"]
         return "niah" if "niah" in trained else trained[0]
 
-    def sample_maker(self, decoys: int = 0):
-        """make_sample(task, length, depth, seed) for retrieval grids, with the base run's keys
-        and a held-out (test split) haystack; `decoys` > 0: packed-context samples
-        (`tasks.make_decoy_sample`)."""
+    def samples(self, decoys: int = 0) -> SampleMaker:
+        """make_sample(task, length, depth, seed) for retrieval grids (`tasks.sample_maker`),
+        with the base run's keys and a held-out (test split) haystack of its corpus; `decoys` >
+        0: packed-context samples (`tasks.make_decoy_sample`)."""
         saved = saved_config(self._base_run())
+        return sample_maker(self.tokenizer, key_kind=self.keys.kind, key_digits=self.keys.digits,
+                            corpus=saved["corpus"], split="test", split_seed=saved["split_seed"],
+                            decoys=decoys)
 
-        def make(task: str, length: int, depth: float, seed: int) -> tasks.TaskSample:
-            params = {"key_digits": self.keys.digits, "key_kind": self.keys.kind,
-                      **tasks.haystack_params(task, saved["corpus"], "test", saved["split_seed"])}
-            if decoys:
-                return tasks.make_decoy_sample(self.tokenizer, task, length, depth, seed,
-                                               decoys=decoys, **params)
-            return tasks.make_task_sample(self.tokenizer, task, length, depth, seed, **params)
-        return make
-
-    def retrieval_sample(self, row: Mapping[str, Any], decoys: int = 0) -> tasks.TaskSample:
+    def retrieval_sample(self, row: Mapping[str, Any], decoys: int = 0) -> TaskSample:
         """The prompt one row of a `retrieval` table (made with `decoys`) was scored on, drawn
         again from the row's cell and seed (`evals.retrieval.cell_sample`)."""
         cell = (row["task"], row["length"], row["depth"], row["repeat"])
-        return cell_sample(self.sample_maker(decoys), cell, row["seed"])
+        return cell_sample(self.samples(decoys), cell, row["seed"])
 
     # -- evaluations ---------------------------------------------------------------------------
 
@@ -340,7 +336,7 @@ class Study:
         return cached_grid(path, inputs, lambda partial: (
             run_retrieval_grid(
                 {label: c.in_layout(eod) for label, c in candidates.items()},
-                self.sample_maker(decoys),
+                self.samples(decoys),
                 lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
                 tasks=tasks, lengths=lengths, depths=depths, repeats=repeats,
                 settings=settings, fit_gen_length=True, results_path=partial,

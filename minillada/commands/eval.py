@@ -19,10 +19,10 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from minillada.common.folders import check_writable
-from minillada.common.names import HAYSTACK_TASKS, KEY_KINDS, STDLIB, TASK_NAMES
+from minillada.common.names import KEY_KINDS, STDLIB, TASK_NAMES
 from minillada.evals.generation import GenerationSettings
 from minillada.released.model_files import model_folder, weight_files
 from minillada.rope.laws import ROPE_VARIANTS  # the registry loads without torch
@@ -146,10 +146,11 @@ class Plan:
     fit_gen_length: bool
 
 
-def trained_keys(checkpoint: Path) -> tuple[str, int] | None:
-    """The key kind and digits a minillada run trained its retrieval rows with (the run's
-    config.json, in `checkpoint` or above its model folder), or None (no such run, or no
-    retrieval rows)."""
+def run_keys(checkpoint: Path) -> tuple[str, int] | None:
+    """The key kind and digits a minillada run trained its retrieval rows with
+    (`data.keys.trained_keys` of the run's config.json, in `checkpoint` or above its model
+    folder), or None (no such run, or no retrieval rows)."""
+    from minillada.data.keys import trained_keys
     from minillada.training.checkpoint import saved_config
 
     for folder in (checkpoint, checkpoint.parent):
@@ -157,8 +158,9 @@ def trained_keys(checkpoint: Path) -> tuple[str, int] | None:
             fields = saved_config(folder)
         except (OSError, ValueError):
             continue
-        if isinstance(fields, dict) and fields.get("tasks") and "task_key_digits" in fields:
-            return str(fields.get("task_key_kind", "number")), int(fields["task_key_digits"])
+        trained = trained_keys(fields) if isinstance(fields, dict) else None
+        if trained is not None:
+            return trained
     return None
 
 
@@ -167,7 +169,7 @@ def resolve_keys(args: argparse.Namespace) -> None:
     say which keys were chosen and why."""
     if args.key_kind is not None and args.key_digits is not None:
         return
-    trained = trained_keys(args.checkpoint)
+    trained = run_keys(args.checkpoint)
     kind, digits = trained or ("number", 5)
     if args.key_kind is None and args.key_digits is None:
         source = "as the run was trained, its config.json" if trained else "the default"
@@ -230,20 +232,13 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 fit_gen_length=fit)
 
 
-def _task_params(task: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Builder parameters of `task`: the NIAH haystack is --corpus's test split."""
-    if task in HAYSTACK_TASKS:
-        return {"haystack": args.corpus, "haystack_split_seed": args.split_seed}
-    return {}
-
-
 def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
     resolve_keys(args)
     import torch
 
-    from minillada.data import tasks
     from minillada.data.keys import key_space
+    from minillada.data.tasks import sample_maker
     from minillada.data.token_cache import split_documents
     from minillada.evals.models import rope_variants
     from minillada.figures import plots
@@ -253,12 +248,14 @@ def run(args: argparse.Namespace) -> int:
     model = load_llada_checkpoint(args.checkpoint, dtype=getattr(torch, args.dtype)).to(device)
     tokenizer = _tokenizer(args.checkpoint)
     args.keys = key_space(tokenizer, args.key_kind, args.key_digits)
+    # The retrieval samples: these keys, NIAH haystacks from --corpus's test split.
+    args.make_sample = sample_maker(tokenizer, key_kind=args.key_kind,
+                                    key_digits=args.key_digits, corpus=args.corpus, split="test",
+                                    split_seed=args.split_seed)
     models = rope_variants(model, args.rope, args.target_len)
     for task in plan.tasks:  # a retrieval length too short for the task fails before any work
         if task not in CORPUS_TASKS:
-            tasks.make_task_sample(tokenizer, task, min(plan.lengths), 50.0,
-                                  key_digits=args.key_digits, key_kind=args.key_kind,
-                                  **_task_params(task, args))
+            args.make_sample(task, min(plan.lengths), 50.0, 0)
     train_len = model.config.max_sequence_length
     args.out.mkdir(parents=True, exist_ok=True)
     plots.use_style()
@@ -343,16 +340,8 @@ def _ppl_task(models: dict[str, ModelAtLength], documents: Sequence[Sequence[int
 def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan: Plan,
                     args: argparse.Namespace, config, train_len: int) -> str:
     from minillada.claims.statistics import by_needle_distance
-    from minillada.data import tasks
     from minillada.evals.retrieval import LikelihoodScoring, chance_level, run_retrieval_grid
     from minillada.figures import plots
-
-    params = _task_params(task, args)
-
-    def make_sample(task: str, length: int, depth: float, seed: int) -> tasks.TaskSample:
-        return tasks.make_task_sample(tokenizer, task, length, depth, seed,
-                                     key_digits=args.key_digits, key_kind=args.key_kind,
-                                     **params)
 
     likelihood = None
     if args.likelihood:
@@ -361,7 +350,7 @@ def _retrieval_task(task: str, models: dict[str, ModelAtLength], tokenizer, plan
             args.keys.answer_prefix + key, add_special_tokens=False)}
         likelihood = LikelihoodScoring(alphabet=tuple(sorted(alphabet)), mc=plan.mc)
     table = run_retrieval_grid(
-        models, make_sample, lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        models, args.make_sample, lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
         tasks=[task], lengths=plan.lengths, depths=plan.depths, repeats=plan.repeats,
         settings=plan.settings, fit_gen_length=plan.fit_gen_length,
         results_path=args.out / f"{task}.jsonl", mask_token_id=config.mask_token_id,

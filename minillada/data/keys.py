@@ -16,7 +16,9 @@ from __future__ import annotations
 import functools
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
@@ -113,3 +115,12 @@ def key_space(tokenizer: PreTrainedTokenizerFast, kind: str = "number",
     words = {"word": key_words, "token": key_tokens, "code": key_tokens}.get(
         kind, lambda _: ())(tokenizer)
     return KeySpace(kind, digits, words)
+
+
+def trained_keys(saved: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The kind and digits of the keys a run's retrieval rows were trained with, from its saved
+    TrainConfig (config.json); None when it trained on no retrieval task. The one place that
+    reads them: the study's keys and `minillada eval`'s default keys."""
+    if not saved.get("tasks") or "task_key_digits" not in saved:
+        return None
+    return str(saved.get("task_key_kind", "number")), int(saved["task_key_digits"])

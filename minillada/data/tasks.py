@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from minillada.common.names import STDLIB
+from minillada.common.names import HAYSTACK_TASKS, STDLIB
 from minillada.data.corpus import CorpusSplit, load_corpus, split_corpus, tokenize_documents
 from minillada.data.keys import KeySpace, key_space
 
@@ -226,7 +226,7 @@ def haystack_params(task: str, corpus: str, split: str, split_seed: int) -> dict
     """The builder parameters that put `task`'s haystack in `split` of `corpus` (NIAH tasks; the
     others take no haystack)."""
     return ({"haystack": corpus, "haystack_split": split, "haystack_split_seed": split_seed}
-            if getattr(TASKS[task], "func", TASKS[task]) is niah else {})
+            if task in HAYSTACK_TASKS else {})
 
 
 def _task_parts(tokenizer, task: str, depth: float | None, seed: int, keys: KeySpace,
@@ -360,3 +360,23 @@ def make_decoy_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int
     return TaskSample(task=task, prompt_ids=prompt, answer_ids=own.answer_ids,
                       answer_text=own.answer_text, length=length, depth=own.depth,
                       metadata=metadata)
+
+
+SampleMaker = Callable[[str, int, float | None, int], TaskSample]
+
+
+def sample_maker(tokenizer: PreTrainedTokenizerFast, *, key_kind: str, key_digits: int,
+                 corpus: str, split: str, split_seed: int, decoys: int = 0) -> SampleMaker:
+    """`make_sample(task, length, depth, seed)`, the one way samples are built: for training
+    rows, the study's retrieval grids and `minillada eval` alike. Keys of `key_kind` with
+    `key_digits`; a NIAH haystack from `split` of `corpus` under `split_seed` (training rows read
+    the train split, validation rows the validation split, evaluations the test split);
+    `decoys` > 0: packed-context samples with that many decoy documents (`make_decoy_sample`)."""
+    def make(task: str, length: int, depth: float | None, seed: int) -> TaskSample:
+        params = {"key_digits": key_digits, "key_kind": key_kind,
+                  **haystack_params(task, corpus, split, split_seed)}
+        if decoys:
+            return make_decoy_sample(tokenizer, task, length, depth, seed, decoys=decoys,
+                                     **params)
+        return make_task_sample(tokenizer, task, length, depth, seed, **params)
+    return make

@@ -25,7 +25,7 @@ from minillada.common.atomic import atomic_write_text
 from minillada.common.names import KEY_TASKS
 from minillada.common.seeds import derived_seed
 from minillada.data.keys import KeySpace
-from minillada.data.tasks import TaskSample
+from minillada.data.tasks import SampleMaker, TaskSample
 from minillada.evals.generation import GenerationSettings
 from minillada.evals.layout import LaidOutModel
 from minillada.evals.models import Model, ModelAtLength, check_lengths, rope_columns
@@ -176,7 +176,6 @@ class ResultLog:
         return pd.DataFrame(self.rows)
 
 
-SampleMaker = Callable[[str, int, float, int], TaskSample]
 RETRIEVAL_KEY = ("model", "method", "task", "length", "depth", "repeat", "seed")
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from minillada.common.seeds import derived_seed
-from minillada.data import tasks
 from minillada.data.packing import PACKING_STRATEGIES, pack_documents
+from minillada.data.tasks import SampleMaker, sample_maker
 from minillada.data.token_cache import tokenized_split
 from minillada.modeling.diffusion import NoisedBatch, forward_process, mask_exactly
 from minillada.training.config import TrainConfig, task_fraction_at
@@ -66,21 +66,19 @@ def packed_rows(docs: list[np.ndarray], config: TrainConfig, tokenizer) -> Rows:
     )
 
 
-def task_sample(tokenizer, config: TrainConfig, task: str, length: int, depth: float, seed: int,
-                split: str = "train") -> tasks.TaskSample:
-    """A retrieval sample with the run's keys; a NIAH haystack comes from `split` of the run's
-    corpus (train rows never see held-out text)."""
-    params = tasks.haystack_params(task, config.corpus, split, config.split_seed)
-    return tasks.make_task_sample(tokenizer, task, length=length, depth=depth, seed=seed,
-                                  key_digits=config.task_key_digits,
-                                  key_kind=config.task_key_kind, **params)
+def run_samples(tokenizer, config: TrainConfig, split: str = "train") -> SampleMaker:
+    """The run's retrieval samples (`tasks.sample_maker`): its keys, NIAH haystacks from `split`
+    of its corpus (train rows never see held-out text)."""
+    return sample_maker(tokenizer, key_kind=config.task_key_kind,
+                        key_digits=config.task_key_digits, corpus=config.corpus, split=split,
+                        split_seed=config.split_seed)
 
 
 def task_row(tokenizer, config: TrainConfig, task: str, length: int, depth: float, seed: int,
              answer_only: bool, split: str = "train") -> Rows:
     """One synthetic retrieval sample of exactly `length` tokens, one document; maskable: every
     token, or only the answer (SFT-style) when `answer_only`."""
-    sample = task_sample(tokenizer, config, task, length, depth, seed, split)
+    sample = run_samples(tokenizer, config, split)(task, length, depth, seed)
     ids = torch.tensor(sample.input_ids, dtype=torch.int32)
     if len(ids) != length:
         raise ValueError(f"task {task!r} gave {len(ids)} tokens for length {length}")
@@ -113,6 +111,7 @@ def packed_task_row(tokenizer, config: TrainConfig, rng: np.random.Generator, se
     """
     low, high = config.task_lengths
     natural = natural_documents(tokenizer, config.corpus, config.split_seed)
+    make_sample = run_samples(tokenizer, config)
     docs: list[list[int]] = []
     masks: list[list[bool]] = []
     tokens = separated = 0  # the documents' tokens, without and with a separator after each
@@ -121,7 +120,7 @@ def packed_task_row(tokenizer, config: TrainConfig, rng: np.random.Generator, se
         if room >= low and (not docs or rng.random() < 0.5):
             task = config.tasks[int(rng.integers(len(config.tasks)))]
             size = int(rng.integers(low, min(high, room) + 1))
-            sample = task_sample(tokenizer, config, task, size, float(rng.uniform(0.0, 100.0)),
+            sample = make_sample(task, size, float(rng.uniform(0.0, 100.0)),
                                  derived_seed(seed, len(docs)))
             ids, mask = sample.input_ids, sample.answer_mask if answer_only else [True] * size
         else:
