@@ -72,7 +72,8 @@ from minillada.training.checkpoint import export_model  # noqa: E402
 from minillada.training.config import TrainConfig, make_config  # noqa: E402
 from minillada.training.memory_plan import GIB, LLADA_8B, llada_8b_plans, model_plan  # noqa: E402
 from minillada.training.presets import get_preset  # noqa: E402
-from minillada.training.trainer import Trainer, build_optimizer  # noqa: E402
+from minillada.training.run_setup import build_optimizer  # noqa: E402
+from minillada.training.trainer import Trainer  # noqa: E402
 
 SECTIONS = ("flex", "fsdp", "train", "memory")
 PACKINGS = ("adaptive", "adaptive_eod")

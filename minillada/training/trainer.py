@@ -5,8 +5,9 @@
         --packing adaptive --out runs/cpu/extend-adaptive
     torchrun --nproc_per_node=2 -m minillada train --preset smoke --stage pretrain --out ...
 
-What a run is (`TrainConfig`, stages, schedules) lives in `training.config`; the rows of a step
-in `training.batches`; the held-out rows and their scores in `training.heldout`; the run folder on
+What a run is (`TrainConfig`, stages, schedules) lives in `training.config`; what it starts from
+(tokenizer, model, optimizer, each split's rows) in `training.run_setup`; the rows of a step in
+`training.batches`; the held-out rows and their scores in `training.heldout`; the run folder on
 disk (checkpoints, resume) in `training.checkpoint`; ranks and FSDP2 in `modeling.distributed`.
 One optimizer step s, identical on every rank and for any world size:
 
@@ -50,26 +51,20 @@ from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 
 from minillada.common.seeds import derived_seed
-from minillada.data.corpus import get_tokenizer, load_tokenizer
 from minillada.data.packing import get_strategy
-from minillada.data.token_cache import token_cache, token_stream, tokenized_split
 from minillada.modeling.diffusion import NoisedBatch, diffusion_loss
 from minillada.modeling.distributed import (
     Runtime,
     all_mean,
     all_sum,
-    shard_model,
     start_runtime,
     stop_runtime,
 )
 from minillada.modeling.masked_loss import diffusion_loss_weights
-from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
 from minillada.released.export import export_released
 from minillada.released.model_files import model_folder
-from minillada.released.sharded_load import load_released_model
-from minillada.released.token_roles import load_released_tokenizer
 from minillada.training import heldout
-from minillada.training.batches import BatchSource, Rows, noise, packed_rows, row_tokens
+from minillada.training.batches import BatchSource, Rows, noise, row_tokens
 from minillada.training.checkpoint import (
     MetricsLog,
     check_resumable,
@@ -79,49 +74,23 @@ from minillada.training.checkpoint import (
     resume_candidates,
     save_checkpoint,
     save_config,
-    saved_config,
     trainer_tensors,
 )
 from minillada.training.config import TrainConfig, lr_at, prepare_run
-from minillada.training.packed_corpus import PackedCorpus
 from minillada.training.precision import torch_dtype
 from minillada.training.presets import get_preset
+from minillada.training.run_setup import (
+    build_optimizer,
+    run_tokenizer,
+    split_rows,
+    starting_model,
+)
 from minillada.training.tracking import open_tracker
 from minillada.training.walltime import training_pace
 
 log = logging.getLogger(__name__)
 Resume = bool | Literal["auto"]
 ESTIMATE_AFTER_STEPS = 5  # timed steps (after the first, which warms up) behind the estimate
-
-
-def build_model(config: TrainConfig, tokenizer) -> LLaDAModelLM:
-    """A fresh model (pretrain, seeded) or the init model with the RoPE variant for seq_len."""
-    if config.stage == "extend":  # float32 master weights whatever the init's dtype
-        model = LLaDAModelLM.from_pretrained(model_folder(config.init), dtype=torch.float32)
-        model.config.attention_backend = config.attention_backend
-        model.set_rope(config.rope, target_len=config.seq_len, params=config.rope_params)
-        return model
-    fields = {**config.model, "max_sequence_length": config.seq_len,
-              "attention_backend": config.attention_backend}
-    if len(tokenizer) > fields["vocab_size"]:
-        raise ValueError(
-            f"the tokenizer has {len(tokenizer)} tokens > vocab_size {fields['vocab_size']}"
-        )
-    torch.manual_seed(config.seed)
-    return LLaDAModelLM(LLaDAConfig(
-        **fields, mask_token_id=tokenizer.mask_token_id, eos_token_id=tokenizer.eod_token_id,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-    ))
-
-
-def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices only (embeddings, projections), not on norms or biases."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
 class Trainer:
@@ -158,29 +127,23 @@ class Trainer:
         if candidates:
             check_resumable(self.out, config)
         self.released = get_preset(config.preset).released
-        self.tokenizer = self._tokenizer()
+        self.tokenizer = run_tokenizer(config)
         self.strategy = get_strategy(config.packing)
         precision = torch_dtype(config.dtype)
         fsdp_precision = runtime.distributed and runtime.device.type == "cuda"
-        param_dtype = precision if fsdp_precision else None
-        if self.released:  # each rank reads its own shard, in float32
-            self.model = load_released_model(model_folder(config.init), runtime, param_dtype)
-            self.model.config.attention_backend = config.attention_backend
-            self.model.set_rope(config.rope, target_len=config.seq_len, params=config.rope_params)
-        else:
-            self.model = build_model(config, self.tokenizer).to(runtime.device)
-            if runtime.distributed:
-                shard_model(self.model, runtime, param_dtype)
-        self.model.config.activation_checkpointing = config.activation_checkpointing
+        self.model = starting_model(config, self.tokenizer, runtime,
+                                    precision if fsdp_precision else None)
         self.mask_token_id = (self.tokenizer.mask_token_id if self.released
                               else self.model.config.mask_token_id)
         use_autocast = precision != torch.float32 and not fsdp_precision
         self.autocast = (torch.autocast(runtime.device.type, dtype=precision) if use_autocast
                          else nullcontext())
         self.optimizer = build_optimizer(self.model, config)
-        self.source = BatchSource(self._rows("train"), config, self.tokenizer)
-        self.val_rows = (heldout.held_out_rows(self._rows("validation"), config, runtime.world)
-                         if config.val_rows else None)
+        self.source = BatchSource(split_rows(self.tokenizer, config, "train", runtime), config,
+                                  self.tokenizer)
+        self.val_rows = (heldout.held_out_rows(
+            split_rows(self.tokenizer, config, "validation", runtime), config, runtime.world)
+            if config.val_rows else None)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
         self.step, self.tokens = 0, 0
         if candidates:
@@ -196,31 +159,6 @@ class Trainer:
         if self.lock is not None:
             self.lock.close()
             self.lock = None
-
-    # -- setup ---------------------------------------------------------------------------------
-
-    def _tokenizer(self):
-        if self.released:  # the checkpoint's own, roles from its config.json
-            return load_released_tokenizer(model_folder(self.config.init))[0]
-        if self.config.stage == "extend":
-            folder = model_folder(self.config.init)
-            vocab = saved_config(folder)["vocab_size"]
-            return load_tokenizer(folder, vocab_size=vocab)
-        return get_tokenizer(self.config.model["vocab_size"], corpus=self.config.corpus,
-                                  split_seed=self.config.split_seed)
-
-    def _rows(self, split: str) -> Rows | PackedCorpus:
-        config = self.config
-        if self.runtime.is_main:  # rank 0 fills the token cache, then the others read it
-            token_cache(self.tokenizer, config.corpus, config.split_seed, split)
-        self.runtime.barrier()
-        if config.rows_on_demand:
-            stream = token_stream(self.tokenizer, config.corpus, config.split_seed, split)
-            return PackedCorpus(stream, config.seq_len, config.packing,
-                                self.tokenizer.eod_token_id, self.tokenizer.pad_token_id,
-                                config.restart_positions)
-        docs = tokenized_split(self.tokenizer, config.corpus, config.split_seed, split)
-        return packed_rows(docs, config, self.tokenizer)
 
     # -- one step ------------------------------------------------------------------------------
 
