@@ -3,6 +3,7 @@ recomputed exactly when their inputs change."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pandas as pd
@@ -105,3 +106,14 @@ def test_leakage_keeps_only_rows_with_two_or_more_real_documents():
     ])
     assert multi_document_rows(doc_ids).tolist() == [2, 4]
     assert multi_document_rows(doc_ids, minimum=3).tolist() == [4]
+
+
+def test_a_notebook_summary_is_written_and_read_in_one_place(tmp_path):
+    made = study.Study.create("smoke", tmp_path / "runs", tmp_path / "results",
+                              tmp_path / "figures")
+    assert made.summary("02_base") is None  # notebook 02 has not run
+    summary = {"bases": {"1": {"steps": 3, "dtype": "float32"}}, "keys": "10 numbers"}
+    path = made.write_summary("02_base", summary)
+    assert path == tmp_path / "results" / "smoke" / "02_base_summary.json"
+    assert path.read_text() == json.dumps(summary, indent=1)  # the committed files' format
+    assert made.summary("02_base") == summary

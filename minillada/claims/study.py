@@ -28,6 +28,7 @@ import pandas as pd
 
 from minillada.claims.design import ARMS, COMMITTED_DESIGN, Design, Run, get_design, preset_folder
 from minillada.claims.table_cache import cached_grid, cached_table, digest, provenance
+from minillada.common.atomic import atomic_write_text
 from minillada.data.corpus import corpus_fingerprint, load_tokenizer
 from minillada.data.keys import KeySpace, key_space, trained_keys
 from minillada.data.packing import pack_documents
@@ -270,6 +271,18 @@ class Study:
         again from the row's cell and seed (`evals.retrieval.cell_sample`)."""
         cell = (row["task"], row["length"], row["depth"], row["repeat"])
         return cell_sample(self.samples(decoys), cell, row["seed"])
+
+    def write_summary(self, notebook: str, summary: Mapping[str, Any]) -> Path:
+        """A notebook's summary (key -> value, the lines summary.md lists under the notebook) as
+        `<results>/<notebook>_summary.json`, written atomically: the one place and format every
+        notebook writes its summary in, and notebook 05 reads (`summary`)."""
+        return atomic_write_text(self.results / f"{notebook}_summary.json",
+                                 json.dumps(summary, indent=1))
+
+    def summary(self, notebook: str) -> dict[str, Any] | None:
+        """What `write_summary` wrote for `notebook`, or None where it has not run."""
+        path = self.results / f"{notebook}_summary.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
     # -- evaluations ---------------------------------------------------------------------------
 

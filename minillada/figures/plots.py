@@ -219,6 +219,36 @@ def plot_lines(ax: Axes, frame: pd.DataFrame, x: str, y: str, title: str, ylabel
     return ax
 
 
+def training_curves(ax: Axes, metrics: pd.DataFrame, column: str, title: str, ylabel: str, *,
+                    hue: str, label: str = "{}", smooth: int | None = None, scale: float = 1.0,
+                    chance: float | None = None, ylim: tuple[float, float] | None = None) -> Axes:
+    """`column` of training runs' metrics (rows of `training.checkpoint.read_metrics`, a `hue`
+    column naming each run's group) against the step: one line per `hue` value, the mean over
+    its runs at every step where the column was logged, times `scale`. Without `smooth` the
+    points are marked (validation metrics, logged every val_every steps); with it, a rolling
+    mean over that many steps (the noisy training loss). `label` formats each legend entry
+    ({} the hue value, {runs} how many runs the line averages); `chance` (%) is drawn dotted;
+    a linear y axis that does not start at 0 says so."""
+    for name, group in metrics.groupby(hue, sort=False):
+        logged = group.dropna(subset=[column]) if column in group else group.iloc[:0]
+        if logged.empty:
+            continue
+        curve = logged.groupby("step")[column].mean() * scale
+        if smooth is not None:
+            curve = curve.rolling(smooth, min_periods=1).mean()
+        runs = int(group.groupby("step").size().max())  # every run logs every step once
+        ax.plot(curve.index, curve.values, label=label.format(name, runs=runs),
+                **({} if smooth is not None else {"marker": "o", "markersize": 3}))
+    if chance is not None:
+        ax.axhline(chance, color="dimgray", linestyle=":", label=f"chance = {chance:.3g}%")
+    ax.set(title=title, xlabel="step", ylabel=ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    note_axis_origin(ax)
+    ax.legend()
+    return ax
+
+
 @dataclass(frozen=True)
 class EstimatePanel:
     """One panel of `estimate_figure`: across-run estimates (`report.Claim.estimates` entries,
