@@ -307,13 +307,13 @@ class Study:
         windows, mc = windows or grid.windows, mc or grid.mc
         if documents not in ("test", "held_out"):
             raise ValueError(f"documents must be test or held_out, got {documents!r}")
-        docs = self.test_documents if documents == "test" else self.held_out_documents
         inputs = self._inputs(candidates, self.seed, lengths=list(lengths), mc=mc,
                               windows=windows, documents=documents)
         path, fallback = self._table(name)
         return cached_table(path, inputs, lambda: paired_loss_grid(
-            {label: c.at_length() for label, c in candidates.items()}, docs,
-            lengths, mask_token_id=self.tokenizer.mask_token_id,
+            {label: c.at_length() for label, c in candidates.items()},
+            self.test_documents if documents == "test" else self.held_out_documents, lengths,
+            mask_token_id=self.tokenizer.mask_token_id,
             eod_token_id=self.tokenizer.eod_token_id, mc=mc, seed=self.seed,
             max_windows=windows, consecutive=documents == "held_out"), fallback)
 
@@ -344,11 +344,11 @@ class Study:
                               depths=list(depths), repeats=repeats,
                               keys=[self.keys.kind, self.keys.digits, self.keys.size],
                               decoys=decoys, settings=dataclasses.asdict(settings))
-        eod = self.tokenizer.eod_token_id
         path, fallback = self._table(name)
         return cached_grid(path, inputs, lambda partial: (
             run_retrieval_grid(
-                {label: c.in_layout(eod) for label, c in candidates.items()},
+                {label: c.in_layout(self.tokenizer.eod_token_id)
+                 for label, c in candidates.items()},
                 self.samples(decoys),
                 lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
                 tasks=tasks, lengths=lengths, depths=depths, repeats=repeats,
