@@ -112,3 +112,28 @@ def test_the_shared_helpers_depend_on_nothing_in_the_package():
         frontier = set().union(*(graph[name] for name in frontier)) - reached
     assert "minillada.evals.retrieval" in reached
     assert not reached & {"minillada.training.trainer", "minillada.claims.study"}
+
+
+def test_the_docs_list_every_module_under_its_wing():
+    """docs/architecture.md's floor plan and the README's layout name each module once, in its
+    wing, and name no module that does not exist."""
+    modules = {wing: sorted(path.stem for path in (PACKAGE / wing).glob("*.py")
+                            if path.stem != "__init__") for wing in WINGS}
+    root = PACKAGE.parent
+    plan = (root / "docs" / "architecture.md").read_text()
+    rows = {row[0]: row[2] for row in (line.strip("|").split("|") for line in plan.splitlines()
+                                      if line.startswith("| `"))}
+    layout = (root / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed: dict[str, list[str]] = {}
+    wing_name = None
+    for line in layout.splitlines():
+        words = line.split()
+        if line.startswith("      ") and not line.startswith("        ") and words:
+            wing_name = words[0].rstrip("/")
+        elif line.startswith("        ") and words and wing_name in WINGS:
+            listed.setdefault(wing_name, []).append(words[0])
+    for wing in WINGS:
+        in_plan = sorted(name.strip(" `") for name in rows[f" `{wing}/` "].split(","))
+        assert in_plan == modules[wing], wing
+        if wing != "commands":  # the README names the subcommands, not their files, in one line
+            assert sorted(listed[wing]) == modules[wing], wing

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # torch, transformers and the evaluations load in `run`, afte
     from minillada.evals.models import ModelAtLength
 
 CORPUS_TASKS = ("loss", "ppl")
-DTYPE_NAMES = ("bfloat16", "float16", "float32")
+WEIGHT_DTYPES = ("bfloat16", "float16", "float32")  # the dtype the weights are loaded in
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -126,7 +126,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto",
                         help="cpu, cuda[:N] or auto: cuda when available (default auto)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES,
+    parser.add_argument("--dtype", default="float32", choices=WEIGHT_DTYPES,
                         help="weights' dtype (bfloat16 for LLaDA-8B on a GPU; default float32)")
     parser.set_defaults(func=run)
 
