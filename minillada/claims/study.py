@@ -133,16 +133,15 @@ class Candidate:
 
 @dataclass
 class Study:
-    """One design of the study (`minillada.claims.design`), its folders, and cached runs and
-    evaluations.
+    """One design of the study (`claims.design`), its folders, and cached runs and evaluations.
 
     Every notebook builds one from its parameters (`create`: runs in runs_dir/<preset>, shared by
     the designs of one preset; figures and results in figures_dir and results_dir for the
-    committed design, in their <design> subfolder otherwise: `minillada.claims.notebook_parameters.
-    preset_folder`). `base(seed)` is a pre-trained model, `run(Run)` a post-training run of an
-    arm; `pretrain_overrides` and `extend_overrides` (TrainConfig fields) reach every notebook
-    alike, so they all read the same models. The evaluation methods return tidy tables cached in
-    `results` under the name given.
+    committed design, in their <design> subfolder otherwise: `claims.design.preset_folder`).
+    `base(seed)` is a pre-trained model, `run(Run)` a post-training run of an arm;
+    `pretrain_overrides` and `extend_overrides` (TrainConfig fields) reach every notebook alike,
+    so they all read the same models. The evaluation methods return tidy tables cached in
+    `results` under the name given; `write_summary` and `summary` keep each notebook's summary.
     """
 
     design: Design

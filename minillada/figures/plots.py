@@ -32,7 +32,7 @@ from minillada.rope.laws import ROPE_VARIANTS
 
 DPI = 150
 
-# Each RoPE variant's fixed color, marker and label (its record in minillada.rope.ROPE_VARIANTS).
+# Each RoPE variant's fixed color, marker and label (its record in rope.laws.ROPE_VARIANTS).
 VARIANT_COLORS: dict[str, str] = {name: v.color for name, v in ROPE_VARIANTS.items()}
 VARIANT_MARKERS: dict[str, str] = {name: v.marker for name, v in ROPE_VARIANTS.items()}
 VARIANT_LABELS: dict[str, str] = {name: v.label for name, v in ROPE_VARIANTS.items()}

@@ -5,8 +5,8 @@ kept, and Python lists of about 90 bytes per token while packing. `PackedCorpus`
 rows (tokens, doc ids, positions, maskable; `pack_documents`' layout: documents end to end in
 corpus order, a separator after each under the eod packings, the stream cut every seq_len tokens,
 the last row padded) but holds only the documents' offsets: a row is read from the split's
-memory-mapped `data.TokenStream` when a step selects it, so every process keeps the rows of its
-steps, and the token stream once in the shared page cache.
+memory-mapped `data.token_cache.TokenStream` when a step selects it, so every process keeps the
+rows of its steps, and the token stream once in the shared page cache.
 """
 
 from __future__ import annotations
