@@ -23,11 +23,11 @@ def test_training_curves_average_the_runs_of_a_group_at_each_logged_step():
                        metrics("b", 1, [2.0, 2.0, 2.0, 2.0])], ignore_index=True)
     fig, (train, held_out) = plots.panels(2)
     plots.training_curves(train, frame, "loss", "loss", "nats", hue="arm",
-                          label="{} ({runs} runs)", smooth=2)
+                          label="{} (runs: {runs})", smooth=2)
     plots.training_curves(held_out, frame, "val_exact", "absent", "%", hue="arm", chance=10.0)
     plots.training_curves(held_out, frame, "val_loss", "held-out", "nats", hue="arm", scale=2)
     (a, b) = train.get_lines()
-    assert a.get_label() == "a (2 runs)" and b.get_label() == "b (1 runs)"
+    assert a.get_label() == "a (runs: 2)" and b.get_label() == "b (runs: 1)"
     # the mean over runs (5, 4, 3, 2), then a 2-step rolling mean
     assert a.get_ydata().tolist() == [5.0, 4.5, 3.5, 2.5] and a.get_marker() == "None"
     chance, val_a, val_b = held_out.get_lines()  # no line for a column never logged
