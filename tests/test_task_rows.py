@@ -174,3 +174,16 @@ def test_fixing_the_niah_word_keeps_every_other_draw(tokenizer):
     assert fixed.metadata["word"] == "raven" and fixed.answer_text == plain.answer_text
     with pytest.raises(ValueError, match="word must be one of NIAH_WORDS"):
         make_task_sample(tokenizer, "niah", 200, 30.0, 5, word="zebra")
+
+
+def test_rows_without_distractors_hold_one_retrieval_document(tokenizer):
+    """`task_distractors=False` (the packing claim's control): one retrieval document per row,
+    the rest natural documents; with distractors most rows hold more than one."""
+    counts = {True: [], False: []}
+    for distractors in (True, False):
+        for seed in range(20):
+            row = packed_task_row(tokenizer, config("direct", task_distractors=distractors),
+                                  np.random.default_rng(seed), seed, True)
+            counts[distractors].append(int(row.maskable.sum()) // 2)
+    assert counts[False] == [1] * 20
+    assert sum(count > 1 for count in counts[True]) >= 5

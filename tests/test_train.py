@@ -6,16 +6,19 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
 from minillada import cli
 from minillada.common.seeds import derived_seed
+from minillada.data.corpus import get_tokenizer
 from minillada.modeling.diffusion import diffusion_loss
 from minillada.modeling.distributed import Runtime
 from minillada.modeling.model import LLaDAModelLM
 from minillada.training import batches, trainer
+from minillada.training.batches import BatchSource, answer_only_rows, packed_rows
 from minillada.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -24,6 +27,8 @@ from minillada.training.checkpoint import (
 )
 from minillada.training.config import (
     TrainConfig,
+    answer_only_fraction_at,
+    curriculum_progress,
     incompatible_fields,
     lr_at,
     make_config,
@@ -315,3 +320,36 @@ def test_answer_only_rows_always_mask_part_of_their_answer():
                                                                        dtype=torch.long))
     again = batches.noise(rows, config, mask_token_id=0, generator_seed=3)
     assert torch.equal(again.masked, batches.noise(rows, config, 0, 3).masked)  # seeded
+
+
+def test_curriculum_holds_then_moves_both_fractions():
+    """The gated recipe's warm-up: both fractions held for task_curriculum_hold steps, then
+    linear to their final values at step task_curriculum_steps - 1."""
+    config = TrainConfig(steps=100, task_fraction=1.0, task_fraction_final=0.3,
+                         answer_only_fraction=1.0, answer_only_fraction_final=0.5,
+                         task_curriculum_hold=20, task_curriculum_steps=41)
+    assert [curriculum_progress(config, s) for s in (0, 20, 30, 40, 99)] == pytest.approx(
+        [0.0, 0.0, 0.5, 1.0, 1.0])
+    assert task_fraction_at(config, 19) == 1.0 and answer_only_fraction_at(config, 19) == 1.0
+    assert task_fraction_at(config, 30) == pytest.approx(0.65)
+    assert answer_only_fraction_at(config, 30) == pytest.approx(0.75)
+    assert answer_only_fraction_at(config, 40) == pytest.approx(0.5)
+    assert answer_only_fraction_at(TrainConfig(answer_only_fraction=0.4), 50) == 0.4
+    with pytest.raises(ValueError, match=r"task_curriculum_hold must lie in \[0, "
+                                         r"task_curriculum_steps or steps = 41\), got 41"):
+        TrainConfig(task_curriculum_hold=41, task_curriculum_steps=41).validate()
+    with pytest.raises(ValueError, match="answer_only_fraction_final must lie in"):
+        TrainConfig(answer_only_fraction_final=1.5).validate()
+
+
+def test_the_warm_up_steps_hold_answer_only_retrieval_rows_only(tmp_path):
+    """During the hold every row of a batch is a retrieval row whose answer alone is maskable."""
+    config = make_config("smoke", "pretrain", tmp_path, task_fraction=1.0,
+                         task_fraction_final=0.2, answer_only_fraction=1.0,
+                         answer_only_fraction_final=0.5, task_curriculum_hold=5,
+                         task_curriculum_steps=20, random_length_fraction=0.0)
+    tokenizer = get_tokenizer(512)
+    source = BatchSource(packed_rows([np.arange(64)] * 4, config, tokenizer), config, tokenizer)
+    for step in range(5):
+        rows, tasks = source.batch(step)
+        assert tasks == len(rows) and answer_only_rows(rows).all()

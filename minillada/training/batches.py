@@ -21,7 +21,7 @@ from minillada.data.packing import PACKING_STRATEGIES, pack_documents
 from minillada.data.tasks import SampleMaker, sample_maker
 from minillada.data.token_cache import tokenized_split
 from minillada.modeling.diffusion import NoisedBatch, forward_process, mask_exactly
-from minillada.training.config import TrainConfig, task_fraction_at
+from minillada.training.config import TrainConfig, answer_only_fraction_at, task_fraction_at
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,9 @@ def packed_task_row(tokenizer, config: TrainConfig, rng: np.random.Generator, se
     seq_len-token chunk of a longer one that starts at a random multiple of seq_len). The packed
     stream is cut at seq_len, so only a natural document is ever cut (with separators, the row
     ends earlier in it). Under `direct` and `eod` every query can see the other documents; under
-    `adaptive` it cannot. Answer-only: only the answers are maskable.
+    `adaptive` it cannot. With `task_distractors` off a row holds one retrieval document, the
+    rest natural ones (no neighbour asks the same question). Answer-only: only the answers are
+    maskable.
     """
     low, high = config.task_lengths
     natural = natural_documents(tokenizer, config.corpus, config.split_seed)
@@ -117,7 +119,7 @@ def packed_task_row(tokenizer, config: TrainConfig, rng: np.random.Generator, se
     tokens = separated = 0  # the documents' tokens, without and with a separator after each
     while tokens < config.seq_len:
         room = config.seq_len - separated - 2
-        if room >= low and (not docs or rng.random() < 0.5):
+        if room >= low and (not docs or (rng.random() < 0.5 and config.task_distractors)):
             task = config.tasks[int(rng.integers(len(config.tasks)))]
             size = int(rng.integers(low, min(high, room) + 1))
             sample = make_sample(task, size, float(rng.uniform(0.0, 100.0)),
@@ -208,7 +210,7 @@ class BatchSource:
         for row, task_flag in enumerate(is_task):
             if task_flag:
                 seed = derived_seed(config.seed, "task", step, row)
-                answer_only = bool(rng.random() < config.answer_only_fraction)
+                answer_only = bool(rng.random() < answer_only_fraction_at(config, step))
                 if config.task_lengths is not None:
                     parts.append(packed_task_row(self.tokenizer, config, rng, seed, answer_only))
                     continue

@@ -79,9 +79,11 @@ class TrainConfig:
     Build one with `make_config(preset, stage, out, **overrides)`: TrainConfig defaults, then the
     preset's stage settings, then the overrides. Retrieval levers (docs/recipe.md): the
     model's `include_qkv_bias` (preset model dims, pretrain only), `task_fraction` of synthetic
-    retrieval rows (`tasks`), decaying linearly to `task_fraction_final` over
-    `task_curriculum_steps` (a curriculum), `answer_only_fraction` of those rows where only the
-    answer may be masked (SFT-style), `stratified_t`, `grad_clip`, and the lr schedule.
+    retrieval rows (`tasks`), held for `task_curriculum_hold` steps and then moving linearly to
+    `task_fraction_final` by step `task_curriculum_steps` (a curriculum), `answer_only_fraction`
+    of those rows where only the answer may be masked (SFT-style; moving to
+    `answer_only_fraction_final` along the same curriculum), `stratified_t`, `grad_clip`, and
+    the lr schedule.
     """
 
     # what and where
@@ -129,13 +131,20 @@ class TrainConfig:
     task_fraction: float = 0.0
     task_fraction_final: float | None = None  # None: constant task_fraction
     task_curriculum_steps: int | None = None  # None: the whole run
+    # steps held at the starting fractions before the linear curriculum begins
+    task_curriculum_hold: int = 0
     answer_only_fraction: float = 0.0
+    # None: constant answer_only_fraction; else it moves to this value along the same curriculum
+    answer_only_fraction_final: float | None = None
     task_key_digits: int = 5  # digits of passkey / NIAH numbers in task rows
     task_key_kind: str = "number"  # KEY_KINDS (minillada.data.tasks.KeySpace)
     # None: a task row is one retrieval document of seq_len tokens. (lo, hi): retrieval documents
     # of U{lo..hi} tokens packed under `packing` with corpus text and other retrieval documents
     # (distractors with other keys) into each task row: the extend stage's mix.
     task_lengths: tuple[int, int] | None = None
+    # task_lengths rows: further retrieval documents (other keys) may be packed beside the
+    # first; False: one retrieval document per row, the rest natural documents
+    task_distractors: bool = True
     # validation, checkpoints, precision
     val_every: int = 50
     val_rows: int = 16  # held-out corpus rows, masked with a fixed seed
@@ -194,12 +203,16 @@ class TrainConfig:
             if not 1 <= low < high <= self.seq_len:
                 raise ValueError(f"task_lengths {list(self.task_lengths)} must be (lo, hi) with "
                                  f"1 <= lo < hi <= seq_len ({self.seq_len})")
+        span = self.task_curriculum_steps or self.steps
+        if not 0 <= self.task_curriculum_hold < span:
+            raise ValueError(f"task_curriculum_hold must lie in [0, task_curriculum_steps or "
+                             f"steps = {span}), got {self.task_curriculum_hold}")
         for name in ("warmup_steps", "val_rows", "val_task_rows", "loss_chunk"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         fractions = ("decay_fraction", "min_lr_ratio", "random_length_fraction", "task_fraction",
                      "answer_only_fraction")
-        for name in (*fractions, "task_fraction_final"):
+        for name in (*fractions, "task_fraction_final", "answer_only_fraction_final"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -410,12 +423,30 @@ def lr_at(config: TrainConfig, step: int) -> float:
     )
 
 
+def curriculum_progress(config: TrainConfig, step: int) -> float:
+    """How far the retrieval curriculum is at `step`, in [0, 1]: 0 for the first
+    task_curriculum_hold steps, then linear to 1 at step task_curriculum_steps - 1 (default: the
+    run's last step), then 1."""
+    hold, span = config.task_curriculum_hold, config.task_curriculum_steps or config.steps
+    return min(1.0, max(0, step - hold) / max(1, span - hold - 1))
+
+
 def task_fraction_at(config: TrainConfig, step: int) -> float:
-    """Fraction of task rows at `step`: linear from task_fraction to task_fraction_final over
-    task_curriculum_steps (default the whole run), then constant."""
+    """Fraction of task rows at `step`: task_fraction, moving to task_fraction_final (when set)
+    along `curriculum_progress`."""
     if config.task_fraction_final is None:
         return config.task_fraction
-    span = config.task_curriculum_steps or config.steps
-    progress = min(1.0, step / max(1, span - 1))
+    progress = curriculum_progress(config, step)
     return config.task_fraction + (config.task_fraction_final - config.task_fraction) * progress
+
+
+def answer_only_fraction_at(config: TrainConfig, step: int) -> float:
+    """Share of answer-only (SFT-style) rows among the task rows at `step`:
+    answer_only_fraction, moving to answer_only_fraction_final (when set) along
+    `curriculum_progress`."""
+    if config.answer_only_fraction_final is None:
+        return config.answer_only_fraction
+    progress = curriculum_progress(config, step)
+    return config.answer_only_fraction + (
+        config.answer_only_fraction_final - config.answer_only_fraction) * progress
 

@@ -92,10 +92,17 @@ class Preset:
 
 
 # The retrieval rows of the cpu and gpu recipes, in both stages: passkey in noise and NIAH in
-# corpus text, with two-digit code keys (100 keys, chance 1 %), half of the rows answer-only
-# (LLaDA's SFT). Tied embeddings are what make code keys learn (docs/recipe.md).
-CODE_KEY_TASKS: dict[str, Any] = dict(tasks=("passkey", "niah"), task_key_kind="code",
-                                      task_key_digits=2, answer_only_fraction=0.5)
+# corpus text, keys one reserved token of 128 (one copy circuit, chance 0.78 %), half of the rows
+# answer-only (LLaDA's SFT) once the warm-up is over (docs/recipe.md).
+KEY_TASKS: dict[str, Any] = dict(tasks=("passkey", "niah"), task_key_kind="token",
+                                 task_key_digits=1, answer_only_fraction=0.5)
+# The pre-training warm-up that makes every base copy keys in its window (docs/recipe.md, "The
+# gated recipe"): retrieval rows only, all answer-only, for the first 250 steps (the copy circuit
+# forms at about step 100-150 in such rows, and not at all in 800 steps of mixed rows), then
+# linearly over steps 250-550 to 30 % retrieval rows, half of them answer-only.
+RETRIEVAL_WARMUP: dict[str, Any] = dict(
+    task_fraction=1.0, task_fraction_final=0.3, answer_only_fraction=1.0,
+    answer_only_fraction_final=0.5, task_curriculum_hold=250, task_curriculum_steps=550)
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
@@ -123,12 +130,10 @@ PRESETS: dict[str, Preset] = {
                    rope_theta=500.0, max_sequence_length=128),
         train_len=128,
         pretrain=dict(
-            steps=800, batch_size=32, micro_batch_size=32, lr=1e-3, warmup_steps=40,
+            steps=1200, batch_size=32, micro_batch_size=32, lr=1e-3, warmup_steps=40,
             val_every=100, val_rows=64, val_task_rows=64, save_every=100,
             model=dict(include_qkv_bias=True, tie_word_embeddings=True), stratified_t=True,
-            # A retrieval warm-up: retrieval rows 90 % -> 30 % over the first 300 steps, then 30 %.
-            **CODE_KEY_TASKS, task_fraction=0.9, task_fraction_final=0.3,
-            task_curriculum_steps=300,
+            **{**KEY_TASKS, **RETRIEVAL_WARMUP},
         ),
         # The mini study's departure from the paper: retrieval documents of 128..2048 tokens
         # packed with corpus text and distractor documents (other keys) into 90 % of the rows
@@ -137,7 +142,7 @@ PRESETS: dict[str, Preset] = {
         extend=dict(steps=64, batch_size=8, micro_batch_size=4, lr=5e-4, warmup_steps=2,
                     packing="adaptive", restart_positions=False, rope="diffusion_ntk",
                     val_every=16, val_rows=8,
-                    save_every=16, **CODE_KEY_TASKS, task_fraction=0.9,
+                    save_every=16, **KEY_TASKS, task_fraction=0.9,
                     task_lengths=(128, 2048)),
         # Heatmap cells of 10 samples; 8 paired windows per loss; 100 samples per headline cell.
         evaluation=EvalGrid(depths=(0.0, 25.0, 50.0, 75.0, 100.0), repeats=10, mc=2, windows=8,
@@ -153,12 +158,12 @@ PRESETS: dict[str, Preset] = {
         pretrain=dict(steps=10000, batch_size=64, micro_batch_size=64, lr=1e-3, warmup_steps=500,
                       val_every=500, val_rows=256, val_task_rows=256, save_every=1000,
                       model=dict(include_qkv_bias=True, tie_word_embeddings=True),
-                      **CODE_KEY_TASKS, task_fraction=0.9, task_fraction_final=0.3,
-                      task_curriculum_steps=3750),
+                      **{**KEY_TASKS, **RETRIEVAL_WARMUP, "task_curriculum_hold": 1000,
+                         "task_curriculum_steps": 2500}),
         extend=dict(steps=300, batch_size=16, micro_batch_size=16, lr=3e-4, warmup_steps=30,
                     packing="adaptive", restart_positions=False, rope="diffusion_ntk",
                     val_every=50, val_rows=32,
-                    save_every=100, **CODE_KEY_TASKS, task_fraction=0.9,
+                    save_every=100, **KEY_TASKS, task_fraction=0.9,
                     task_lengths=(256, 4096)),
         short_task_lengths=(128, 256),
     ),
