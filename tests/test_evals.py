@@ -25,6 +25,7 @@ from minillada.evals.retrieval import (
     LikelihoodScoring,
     ResultLog,
     chance_level,
+    copier_chance,
     levenshtein,
     needle_score,
     run_retrieval_grid,
@@ -105,6 +106,14 @@ def test_generation_settings_validate_and_fit():
         GenerationSettings(remasking="entropy")
     with pytest.raises(ValueError, match="tokens per step"):
         GenerationSettings(32, 32, 12).fitted_to(5)
+    # one token a step: as many steps as answer tokens, whatever the setting's own rate
+    assert GenerationSettings().fitted_to(2, tokens_per_step=1) == GenerationSettings(2, 2, 2)
+    assert GenerationSettings(32, 32, 12).fitted_to(3, 1) == GenerationSettings(3, 3, 3)
+    assert GenerationSettings().fitted_to(3, 2) == GenerationSettings(4, 4, 2)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=f"tokens_per_step must be a positive integer, got "
+                                             f"{bad!r}"):
+            GenerationSettings().fitted_to(3, bad)
 
 
 def test_result_log_resumes_and_refuses_foreign_files(tmp_path):
@@ -341,10 +350,37 @@ def test_likelihood_scoring_prefers_the_retrieved_answer(tmp_path):
                                **dict(GRID, depths=[100]))
     scored = table[table["method"] == "likelihood"]
     assert len(scored) == 4 and (scored["value"] == 100).all() and (scored["margin"] > 0).all()
-    answer = [1, 2, 3]
-    distractors = scoring.distractors(answer, torch.Generator().manual_seed(0))
+    sample = fake_sample("niah", 16, 50, 0)
+    answer = list(sample.answer_ids)
+    distractors = scoring.distractors(sample, torch.Generator().manual_seed(0))
     assert len({tuple(d) for d in distractors}) == 4 and answer not in distractors
     assert all(len(d) == 3 and set(d) <= set(DIGITS) for d in distractors)
+
+
+def test_likelihood_over_needles_compares_the_other_needles_keys():
+    sample = fake_sample("multikey", 16, 50, 0)
+    sample.task = "multikey"
+    keys = [list(sample.answer_ids), [2, 2, 2], [3, 4, 5], [6, 7, 8]]
+    sample.metadata["key_ids"] = keys
+    scoring = LikelihoodScoring(needles=True, mc=4)
+    assert scoring.distractors(sample, torch.Generator()) == keys[1:]  # chance 1 / 4
+    del sample.metadata["key_ids"]
+    with pytest.raises(ValueError, match="several needles' keys"):
+        scoring.distractors(sample, torch.Generator())
+
+
+def test_copier_chance_is_the_share_of_the_answers_tokens_among_the_prompts_keys():
+    keys = frozenset(range(40, 50))
+    one = SimpleNamespace(prompt_ids=[1, 41, 2, 3], answer_ids=[41])
+    assert copier_chance(one, [keys]) == 100.0  # one needle: a copier cannot miss
+    four = SimpleNamespace(prompt_ids=[41, 1, 42, 43, 2, 44, 41], answer_ids=[41])
+    assert copier_chance(four, [keys]) == pytest.approx(100 * 2 / 5)
+    two_slots = SimpleNamespace(prompt_ids=[41, 7, 42, 8, 7], answer_ids=[41, 7])
+    assert copier_chance(two_slots, [keys, frozenset({7, 8})]) == pytest.approx(
+        100 * 1 / 2 * 2 / 3)  # slots drawn independently: the product
+    assert copier_chance(SimpleNamespace(prompt_ids=[1, 2], answer_ids=[41]), [keys]) == 0.0
+    with pytest.raises(ValueError, match="2 key slots for an answer of 1 tokens"):
+        copier_chance(one, [keys, keys])
 
 
 def test_retrieval_grid_bad_input_fails_before_any_work(tmp_path):

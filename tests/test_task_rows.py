@@ -57,6 +57,24 @@ def test_code_keys_write_digit_position_i_in_its_own_ten_key_tokens(tokenizer):
         key_space(tokenizer, "code", most + 1)
 
 
+def test_answer_slots_and_the_keys_a_copier_picks_among(tokenizer):
+    token_id = tokenizer.convert_tokens_to_ids
+    tokens = key_space(tokenizer, "token")
+    (slot,) = tokens.slot_token_ids(tokenizer)
+    assert tokens.slots == 1 and slot == frozenset(token_id(list(tokens.words)))
+    codes = key_space(tokenizer, "code", 2)
+    first, second = codes.slot_token_ids(tokenizer)
+    assert codes.slots == 2 and len(first) == len(second) == CODE_BASE and not first & second
+    numbers = key_space(tokenizer, "number", 3)
+    assert numbers.slots == 3 and len(set(numbers.slot_token_ids(tokenizer))) == 1
+    # multi-key NIAH names every needle's key as answer tokens, the queried one first
+    sample = make_task_sample(tokenizer, "niah_multikey", 200, 50, seed=3, key_kind="token")
+    keys = sample.metadata["key_ids"]
+    assert len(keys) == 4 and keys[0] == list(sample.answer_ids)
+    assert len({tuple(k) for k in keys}) == 4
+    assert all(k[0] in slot and k[0] in sample.prompt_ids for k in keys)
+
+
 @pytest.mark.parametrize("kind", ["number", "word", "token", "code"])
 def test_every_key_kind_gives_one_answer_of_the_stated_length(tokenizer, kind):
     for task in ("passkey", "niah"):

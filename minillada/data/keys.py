@@ -108,6 +108,28 @@ class KeySpace:
     def answer_prefix(self) -> str:
         return " " if self.kind == "word" else ""
 
+    @property
+    def slots(self) -> int:
+        """Tokens in an answer: one per digit of a number or code, one for a word or token."""
+        return self.digits if self.kind in ("number", "code") else 1
+
+    def slot_token_ids(self, tokenizer: PreTrainedTokenizerFast) -> tuple[frozenset[int], ...]:
+        """For each answer token, the token ids a key of this space may hold there: the ten
+        digits (numbers), the ten reserved tokens of its position (codes), every key word or
+        token (words, tokens). What a copier that cannot tell keys apart picks among
+        (`evals.retrieval.copier_chance`)."""
+        def ids(texts):
+            return frozenset(tokenizer.convert_tokens_to_ids(list(texts))
+                             if self.kind in ("token", "code") else
+                             [tokenizer.encode(text, add_special_tokens=False)[0]
+                              for text in texts])
+        if self.kind == "number":
+            return (ids(str(digit) for digit in range(CODE_BASE)),) * self.digits
+        if self.kind == "code":
+            return tuple(ids(self.words[CODE_BASE * i:CODE_BASE * (i + 1)])
+                         for i in range(self.digits))
+        return (ids(self.answer_prefix + word for word in self.words),)
+
 
 def key_space(tokenizer: PreTrainedTokenizerFast, kind: str = "number",
               digits: int = 5) -> KeySpace:

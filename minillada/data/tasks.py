@@ -309,6 +309,9 @@ def make_task_sample(tokenizer: PreTrainedTokenizerFast, task: str, length: int,
     )
     if spec.single_needle:
         metadata.update(needle_start=spans[0][0], needle_end=spans[0][1])
+    if "keys" in spec.metadata:  # every needle's key as answer tokens, the queried one first
+        metadata["key_ids"] = [_encode(tokenizer, spec.answer_prefix + key)
+                               for key in spec.metadata["keys"]]
     return TaskSample(task=task, prompt_ids=prompt, answer_ids=answer,
                       answer_text=spec.answer_text, length=len(prompt) + len(answer),
                       depth=depth, metadata=metadata)

@@ -35,13 +35,24 @@ class GenerationSettings:
         if self.remasking not in ("low_confidence", "random"):
             raise ValueError(f"remasking={self.remasking!r}; choose low_confidence or random")
 
-    def fitted_to(self, answer_length: int) -> GenerationSettings:
-        """One block just long enough for the answer, rounded up to whole steps, committing the
-        same number of tokens per step (gen_length / steps): the cheap mini-scale setting."""
-        rate, remainder = divmod(self.gen_length, self.steps)
-        if remainder:
-            raise ValueError(f"gen_length={self.gen_length} / steps={self.steps} is not a whole "
-                             "number of tokens per step; cannot keep the rate when shortening")
+    def fitted_to(self, answer_length: int,
+                  tokens_per_step: int | None = None) -> GenerationSettings:
+        """One block just long enough for the answer, rounded up to whole steps, committing
+        `tokens_per_step` tokens a step: 1 decodes one token a step (steps = answer length, the
+        study's primary decoder); None keeps this setting's rate gen_length / steps (UltraLLaDA's
+        NIAH setting: 2)."""
+        if tokens_per_step is None:
+            rate, remainder = divmod(self.gen_length, self.steps)
+            if remainder:
+                raise ValueError(f"gen_length={self.gen_length} / steps={self.steps} is not a "
+                                 "whole number of tokens per step; cannot keep the rate when "
+                                 "shortening")
+        elif isinstance(tokens_per_step, bool) or not isinstance(tokens_per_step, int) \
+                or tokens_per_step < 1:
+            raise ValueError(f"tokens_per_step must be a positive integer, got "
+                             f"{tokens_per_step!r}")
+        else:
+            rate = tokens_per_step
         length = math.ceil(answer_length / rate) * rate
         return GenerationSettings(length, length, length // rate, self.temperature,
                                   self.remasking)

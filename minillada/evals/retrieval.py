@@ -118,20 +118,33 @@ def chance_level(task: str, keys: KeySpace | int, *, metric: str = "exact",
 @dataclass(frozen=True)
 class LikelihoodScoring:
     """Score a sample by Monte-Carlo likelihood: correct when its answer is more likely than each
-    of `n_distractors` random strings of the same length over `alphabet` (e.g. the digit tokens),
-    all estimated with the same masks (`mc` draws)."""
+    of its distractors, all estimated with the same masks (`mc` draws). Distractors are
+    `n_distractors` random strings of the answer's length over `alphabet` (e.g. the digit
+    tokens), or with `needles` the keys of the sample's other needles (multi-key NIAH: the
+    queried key against the three others in the document, chance 1 / 4 by design)."""
 
-    alphabet: tuple[int, ...]
+    alphabet: tuple[int, ...] = ()
     n_distractors: int = 9
     mc: int = 32
+    needles: bool = False
 
     def __post_init__(self) -> None:
-        if len(set(self.alphabet)) < 2 or self.n_distractors < 1 or self.mc < 1:
-            raise ValueError("likelihood scoring needs >= 2 distinct alphabet tokens, "
-                             f"n_distractors >= 1 and mc >= 1; got {len(set(self.alphabet))}, "
-                             f"{self.n_distractors}, {self.mc}")
+        if self.mc < 1 or (not self.needles and (len(set(self.alphabet)) < 2
+                                                 or self.n_distractors < 1)):
+            raise ValueError("likelihood scoring needs mc >= 1 and, without needles, >= 2 "
+                             "distinct alphabet tokens and n_distractors >= 1; got "
+                             f"{self.mc}, {len(set(self.alphabet))}, {self.n_distractors}")
 
-    def distractors(self, answer: Sequence[int], generator: torch.Generator) -> list[list[int]]:
+    def distractors(self, sample: TaskSample, generator: torch.Generator) -> list[list[int]]:
+        """The answers `sample`'s answer is compared with."""
+        answer = list(sample.answer_ids)
+        if self.needles:
+            others = [list(ids) for ids in sample.metadata.get("key_ids", [])
+                      if list(ids) != answer]
+            if not others:
+                raise ValueError(f"likelihood over needles needs a sample with several needles' "
+                                 f"keys (multi-key NIAH); {sample.task!r} has none")
+            return others
         if len(set(self.alphabet)) ** len(answer) <= self.n_distractors:
             raise ValueError(f"an answer of {len(answer)} tokens over {len(set(self.alphabet))} "
                              f"symbols has fewer than {self.n_distractors} distractors")
@@ -191,10 +204,14 @@ def _check_grid(tasks: Sequence[str], lengths: Sequence[int], depths: Sequence[f
         raise ValueError(f"repeats must be a positive integer, got {repeats!r}")
 
 
-def cell_sample(make_sample: SampleMaker, cell: tuple, seed: int) -> TaskSample:
+def cell_sample(make_sample: SampleMaker, cell: tuple, seed: int,
+                paired_depths: bool = False) -> TaskSample:
     """The sample of grid cell (task, length, depth, repeat) under `seed`, the one every model
-    of a `run_retrieval_grid` is scored on."""
-    return make_sample(*cell[:3], derived_seed(seed, *cell))
+    of a `run_retrieval_grid` is scored on. With `paired_depths` the draw leaves the depth out,
+    so every depth of one repeat is the same haystack and key with the needle moved."""
+    task, length, depth, repeat = cell
+    drawn = (task, length, repeat) if paired_depths else cell
+    return make_sample(task, length, depth, derived_seed(seed, *drawn))
 
 
 def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleMaker,
@@ -202,8 +219,10 @@ def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleM
                        lengths: Sequence[int], depths: Sequence[float], repeats: int,
                        settings: GenerationSettings, results_path: str | Path,
                        mask_token_id: int, seed: int = 0, batch_size: int = 8,
-                       fit_gen_length: bool = False,
-                       likelihood: LikelihoodScoring | None = None) -> pd.DataFrame:
+                       fit_gen_length: bool = False, tokens_per_step: int | None = None,
+                       copier: Sequence[frozenset[int]] | None = None,
+                       likelihood: LikelihoodScoring | None = None,
+                       paired_depths: bool = False) -> pd.DataFrame:
     """Every model on tasks x lengths x depths x repeats; one row per (model, method, cell).
 
     `make_sample(task, length, depth, seed)` builds a cell's sample (the same for every model).
@@ -211,14 +230,20 @@ def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleM
     decoded text (`needle_score` as `value`, `exact` and `token_acc` on tokens); method
     `likelihood` (when given) scores by `LikelihoodScoring`. Rows are appended to
     `results_path` (JSON lines) as batches finish; a rerun skips the cells already there.
-    `fit_gen_length` shortens generation to the grid's longest answer (`settings.fitted_to`).
+    `fit_gen_length` shortens generation to the grid's longest answer, committing
+    `tokens_per_step` tokens a step (`settings.fitted_to`; 1: one token a step). Generated rows
+    hold `slots`, whether each answer token is right, and with `copier` (the key tokens each
+    answer token may be: `KeySpace.slot_token_ids`) `copier_chance`, the exact-match chance of
+    a model that copies a random key token of the prompt (`copier_chance`). `paired_depths`:
+    every depth of a repeat shares its haystack and key (`cell_sample`).
     All samples are built and checked before any model runs.
     """
     _check_grid(tasks, lengths, depths, repeats)
     cells = [(t, n, d, r) for t in tasks for n in lengths for d in depths for r in range(repeats)]
-    samples = {cell: cell_sample(make_sample, cell, seed) for cell in cells}
+    samples = {cell: cell_sample(make_sample, cell, seed, paired_depths) for cell in cells}
     if fit_gen_length:
-        settings = settings.fitted_to(max(len(s.answer_ids) for s in samples.values()))
+        settings = settings.fitted_to(max(len(s.answer_ids) for s in samples.values()),
+                                      tokens_per_step)
     for cell, sample in samples.items():
         _check_fits(sample, settings, cell)
     fixed = {"gen_length": settings.gen_length, "block_length": settings.block_length,
@@ -245,7 +270,7 @@ def run_retrieval_grid(models: Mapping[str, ModelAtLength], make_sample: SampleM
             generate_cells = [cell for method, cell in mine if method == "generate"]
             for batch in _equal_length_batches(generate_cells, samples, batch_size):
                 rows = _generate_rows(model, label, batch, samples, decode, settings,
-                                      mask_token_id, seed)
+                                      mask_token_id, seed, copier)
                 log.extend(dict(row, **fixed) for row in rows)
                 progress.update(len(rows))
             for cell in (cell for method, cell in mine if method == "likelihood"):
@@ -296,10 +321,26 @@ def _for_sample(model: Model, label: str, sample: TaskSample
     return model, columns, device
 
 
+def copier_chance(sample: TaskSample, slot_ids: Sequence[frozenset[int]]) -> float:
+    """The exact-match chance (%) of a random copier: a model that fills each answer token with
+    a key token of its kind (`slot_ids`, `KeySpace.slot_token_ids`) drawn uniformly from those
+    in the prompt, so it finds keys but cannot tell which one is asked for. 100 % for one needle
+    whose key tokens no other text holds; about 1 / (needles) with several needles or decoy
+    documents; 0 where the prompt holds no candidate."""
+    if len(slot_ids) != len(sample.answer_ids):
+        raise ValueError(f"{len(slot_ids)} key slots for an answer of "
+                         f"{len(sample.answer_ids)} tokens")
+    chance = 100.0
+    for answer, allowed in zip(sample.answer_ids, slot_ids, strict=True):
+        candidates = [token for token in sample.prompt_ids if token in allowed]
+        chance *= candidates.count(answer) / len(candidates) if candidates else 0.0
+    return chance
+
+
 def _generate_rows(model: Model, label: str, cells: list[tuple],
                    samples: Mapping[tuple, TaskSample], decode: Callable[[Sequence[int]], str],
-                   settings: GenerationSettings, mask_token_id: int,
-                   seed: int) -> list[dict[str, Any]]:
+                   settings: GenerationSettings, mask_token_id: int, seed: int,
+                   copier: Sequence[frozenset[int]] | None = None) -> list[dict[str, Any]]:
     prompts = torch.tensor([list(samples[cell].prompt_ids) for cell in cells], dtype=torch.long)
     model, columns, device = _for_sample(model, label, samples[cells[0]])
     generator = torch.Generator().manual_seed(derived_seed(seed, "generate", *cells[0]))
@@ -313,10 +354,12 @@ def _generate_rows(model: Model, label: str, cells: list[tuple],
         text = decode(generated)
         exact, accuracy = token_match(generated, sample.answer_ids)
         decoys = sample.metadata.get("distractor_ids")
+        slots = [int(g == a) for g, a in zip(generated, sample.answer_ids, strict=False)]
         rows.append(dict(columns, method="generate",
                          **_cell_columns(cell, sample, seed),
                          value=needle_score(text, sample.answer_text), exact=float(exact),
-                         token_acc=accuracy, prediction=text, mc=None,
+                         token_acc=accuracy, slots=json.dumps(slots), prediction=text, mc=None,
+                         copier_chance=None if copier is None else copier_chance(sample, copier),
                          distractor_hit=None if decoys is None else
                          float(any(token_match(generated, ids)[0] for ids in decoys))))
     return rows
@@ -328,7 +371,7 @@ def _likelihood_row(model: Model, label: str, cell: tuple, sample: TaskSample,
                     batch_size: int) -> dict[str, Any]:
     answer = list(sample.answer_ids)
     candidates = [answer, *scoring.distractors(
-        answer, torch.Generator().manual_seed(derived_seed(seed, "distractors", *cell)))]
+        sample, torch.Generator().manual_seed(derived_seed(seed, "distractors", *cell)))]
     model, columns, device = _for_sample(model, label, sample)
     prompt = torch.tensor(list(sample.prompt_ids), dtype=torch.long, device=device)
     # Common random numbers: every candidate is scored under the same masks (drawn before any
@@ -341,7 +384,8 @@ def _likelihood_row(model: Model, label: str, cell: tuple, sample: TaskSample,
     margin = log_likelihoods[0] - max(log_likelihoods[1:])
     return dict(columns, method="likelihood",
                 **_cell_columns(cell, sample, seed), value=100.0 * (margin > 0),
-                exact=float(margin > 0), margin=margin, mc=scoring.mc)
+                exact=float(margin > 0), margin=margin, mc=scoring.mc,
+                candidates=len(candidates))
 
 
 def needle_distance(sample: TaskSample) -> int | None:
