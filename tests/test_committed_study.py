@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from minillada.claims import report, study
+from minillada.claims.both_rules import both_rules_markdown
 from minillada.claims.design import ARMS
 from minillada.claims.table_cache import digest
 from minillada.data.keys import CODE_BASE, KeySpace
@@ -109,3 +110,8 @@ def test_the_committed_claims_round_trip_and_render_the_readme(tmp_path):
     assert (tmp_path / "claims.json").read_bytes() == (RESULTS / "claims.json").read_bytes()
     readme = (ROOT / "README.md").read_text()
     assert report.readme_with_results(readme, written) == readme
+
+
+def test_the_committed_verdicts_under_both_rules_are_rendered_from_claims_json():
+    claims = report.load_claims(RESULTS / "claims.json")
+    assert (RESULTS / "both_rules.md").read_text() == both_rules_markdown(claims)
