@@ -54,4 +54,25 @@ def test_bad_designs_are_refused_with_the_value_named():
         Design("x", "smoke", (1,), runs, 1, 2, 4, 2, 4)
     with pytest.raises(ValueError, match="unknown preset 'huge'; choose one of smoke, cpu"):
         get_design("huge")
-    assert sorted(DESIGNS) == ["cpu", "cpu-seeds", "gpu", "smoke"]
+    with pytest.raises(ValueError, match=r"gated 2 must lie in \[0, 1\]"):
+        Design("x", "smoke", (1,), runs, 1, 2, 4, 1, 4, gated=2)
+    with pytest.raises(ValueError, match=r"loss_bases 3 must lie in \[1, 2\]"):
+        Design("x", "smoke", (1, 2, 3), runs, 1, 2, 4, 3, 4, gated=2)  # 2 bases studied
+    assert sorted(DESIGNS) == ["cpu", "cpu-gated", "cpu-seeds", "gpu", "smoke"]
+
+
+def test_the_gated_design_is_the_pre_registered_one():
+    """docs/science.md, "The gated design": candidates 101-115 in order, the first five that
+    pass studied, ten arms on each with post-training seed 23, prompts of seeds 33 and 43."""
+    design = get_design("cpu-gated")
+    assert design.bases == tuple(range(101, 116)) and design.gated == 5
+    assert design.arms == ("adaptive", "direct", "eod", "default_rope", "short_retrieval",
+                           "natural_adaptive", "natural_direct", "natural_eod",
+                           "single_adaptive", "single_direct")
+    assert all(design.bases_of(arm) == design.bases for arm in design.arms)
+    assert {r.seed for r in design.runs} == {23}
+    assert (design.eval_seed, design.selection_seed, design.loss_bases) == (33, 43, 5)
+    preset = design.preset
+    assert ARMS["natural_eod"].train_overrides(preset)["task_fraction"] == 0.0
+    assert ARMS["natural_eod"].train_overrides(preset)["packing"] == "eod"
+    assert ARMS["single_direct"].train_overrides(preset)["task_distractors"] is False

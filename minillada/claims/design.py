@@ -1,13 +1,15 @@
 """What a study runs: the post-training arms and the experimental designs that cross them with
-base and post-training seeds (`DESIGNS`: `smoke`, `cpu`, `cpu-seeds`, `gpu`).
+base and post-training seeds (`DESIGNS`: `smoke`, `cpu`, `cpu-seeds`, `cpu-gated`, `gpu`).
 
 The unit of replication is the training run. A design names its training preset (the scale,
 `training.presets`), the seeds of its pre-trained bases, the seeds of its post-training runs and
 which (arm, base, seed) runs it trains, plus the seeds of its evaluation prompts: `eval_seed` for
 the prompts that decide the claims and `selection_seed`, disjoint, for the prompts that pick the
-best training-free variant. The confirmatory design `cpu-seeds` and its frozen tests are in
-docs/science.md ("The confirmatory design"); `cpu` is its first base and seed, so a default
-reproduction is one member of the committed distribution. This module imports no torch.
+best training-free variant. The committed results come from `cpu-seeds` (the confirmatory design
+of 2026-12-04, docs/science.md); `cpu` is its first base and seed. The gated design `cpu-gated`
+that supersedes it (pre-registered in docs/science.md, "The gated design") studies only bases
+that pass the instrument gate (`claims.gate`); its runs are in progress. This module imports no
+torch.
 """
 
 from __future__ import annotations
@@ -55,6 +57,18 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     # matched comparators of the headline: what the RoPE law and the long rows each add
     Arm("default_rope", "post-trained, RoPE unchanged", rope="default"),
     Arm("short_retrieval", "post-trained, retrieval within T_train", short_retrieval=True),
+    # the paper's own post-training data: natural text only, no retrieval rows, each packing
+    Arm("natural_adaptive", "natural text only (adaptive)", overrides={"task_fraction": 0.0}),
+    Arm("natural_direct", "natural text only, direct", packing="direct",
+        overrides={"task_fraction": 0.0}),
+    Arm("natural_eod", "natural text only, EOD", packing="eod",
+        overrides={"task_fraction": 0.0}),
+    # the packing claim's control: one retrieval document per row, so that no neighbouring
+    # document asks the same question with another answer
+    Arm("single_adaptive", "one retrieval document per row (adaptive)",
+        overrides={"task_distractors": False}),
+    Arm("single_direct", "one retrieval document per row, direct", packing="direct",
+        overrides={"task_distractors": False}),
 )}
 
 
@@ -76,7 +90,12 @@ def cross(arms: tuple[str, ...], bases: tuple[int, ...], seeds: tuple[int, ...])
 @dataclass(frozen=True)
 class Design:
     """A study: the training `preset`, base seeds, post-training `runs` (in training order),
-    the evaluation prompt seeds, and the sample sizes of its measurements."""
+    the evaluation prompt seeds, and the sample sizes of its measurements.
+
+    A design with `gated` > 0 pre-registers `bases` as candidates, in order, and studies the
+    first `gated` of them that pass the instrument gate (`claims.gate`) on the machine that
+    trains them (`Study.bases`); its `runs` name every candidate, and only the runs of studied
+    bases are trained. With `gated` 0 every base is studied, gated or not."""
 
     name: str
     preset_name: str
@@ -88,6 +107,7 @@ class Design:
     loss_bases: int  # the first bases on which the loss claim is measured
     selection_samples: int  # validation prompts per training-free variant
     description: str = ""
+    gated: int = 0  # > 0: the study takes the first `gated` bases that pass the gate
 
     def __post_init__(self) -> None:
         unknown = sorted({run.arm for run in self.runs} - set(ARMS))
@@ -97,9 +117,13 @@ class Design:
         strays = sorted({run.base for run in self.runs} - set(self.bases))
         if strays:
             raise ValueError(f"design {self.name!r}: runs on bases {strays} not in {self.bases}")
-        if not 1 <= self.loss_bases <= len(self.bases):
+        studied = self.gated or len(self.bases)
+        if not 0 <= self.gated <= len(self.bases):
+            raise ValueError(f"design {self.name!r}: gated {self.gated} must lie in "
+                             f"[0, {len(self.bases)}]")
+        if not 1 <= self.loss_bases <= studied:
             raise ValueError(f"design {self.name!r}: loss_bases {self.loss_bases} must lie in "
-                             f"[1, {len(self.bases)}]")
+                             f"[1, {studied}]")
         if self.eval_seed == self.selection_seed:
             raise ValueError(f"design {self.name!r}: eval_seed and selection_seed must differ")
 
@@ -126,6 +150,13 @@ TRAINING_FREE = ("default", "linear", "ntk", "dynamic", "yarn", "ntk_critical", 
 PACKING_ARMS = ("adaptive", "direct", "eod")
 RESTART_ARMS = ("direct_restart", "eod_restart")
 COMPARATOR_ARMS = ("default_rope", "short_retrieval")
+NATURAL_ARMS = ("natural_adaptive", "natural_direct", "natural_eod")
+SINGLE_ARMS = ("single_adaptive", "single_direct")
+# The arms of the gated design, on every base it studies.
+GATED_ARMS = PACKING_ARMS + COMPARATOR_ARMS + NATURAL_ARMS + SINGLE_ARMS
+# The pre-registered candidate bases of the gated design, in the order they are tried
+# (docs/science.md, "The gated design"): 101-110, then 111-115 should fewer than five pass.
+GATE_CANDIDATES = tuple(range(101, 116))
 
 DESIGNS: dict[str, Design] = {d.name: d for d in (
     Design("smoke", "smoke", bases=(1, 2),
@@ -143,14 +174,21 @@ DESIGNS: dict[str, Design] = {d.name: d for d in (
                  + cross(RESTART_ARMS, (11, 12, 13), (21,))
                  + cross(PACKING_ARMS, (11, 12), (22,))),
            eval_seed=31, selection_seed=41, loss_windows=64, loss_bases=3, selection_samples=40,
-           description="the confirmatory multi-seed study (docs/science.md)"),
+           description="the confirmatory multi-seed study of 2026-12-04 (docs/science.md; "
+           "superseded by cpu-gated)"),
+    Design("cpu-gated", "cpu", bases=GATE_CANDIDATES,
+           runs=cross(GATED_ARMS, GATE_CANDIDATES, (23,)),
+           eval_seed=33, selection_seed=43, loss_windows=64, loss_bases=5, selection_samples=40,
+           gated=5, description="the gated confirmatory study (docs/science.md): the first "
+           "five of bases 101-115 that pass the gate, every arm on each (in progress)"),
     Design("gpu", "gpu", bases=(11, 12, 13),
            runs=cross(PACKING_ARMS + COMPARATOR_ARMS + RESTART_ARMS, (11, 12, 13), (21,)),
            eval_seed=31, selection_seed=41, loss_windows=64, loss_bases=3, selection_samples=100,
            description="the cpu design at the gpu scale (untested on a GPU)"),
 )}
 
-# The design whose figures and results the repository commits (into figures/ and results/).
+# The design whose figures and results the repository commits (into figures/ and results/): the
+# 2026-12-04 study until the gated study's runs are complete.
 COMMITTED_DESIGN = "cpu-seeds"
 
 

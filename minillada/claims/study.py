@@ -27,22 +27,35 @@ from typing import Any
 import pandas as pd
 
 from minillada.claims.design import ARMS, COMMITTED_DESIGN, Design, Run, get_design, preset_folder
+from minillada.claims.gate import GATE, Gate, GateResult, judge, record_gate
 from minillada.claims.table_cache import cached_grid, cached_table, digest, provenance
 from minillada.common.atomic import atomic_write_text
 from minillada.data.corpus import corpus_fingerprint, load_tokenizer
 from minillada.data.keys import KeySpace, key_space, trained_keys
 from minillada.data.packing import pack_documents
-from minillada.data.tasks import SampleMaker, TaskSample, sample_maker
+from minillada.data.tasks import SampleMaker, TaskSample, min_task_length, sample_maker
 from minillada.data.token_cache import split_documents
 from minillada.evals.layout import LaidOutModel, Layout
 from minillada.evals.leakage import cross_document_attention, multi_document_rows
 from minillada.evals.models import ModelAtLength, fixed_model, rope_variants
 from minillada.evals.perplexity import paired_loss_grid, ppl_at_lengths
-from minillada.evals.retrieval import GenerationSettings, cell_sample, run_retrieval_grid
+from minillada.evals.retrieval import (
+    GenerationSettings,
+    LikelihoodScoring,
+    cell_sample,
+    run_retrieval_grid,
+)
 from minillada.modeling.model import LLaDAModelLM
 from minillada.released.model_files import model_folder
 from minillada.training.checkpoint import saved_config
-from minillada.training.config import RUN_CONTROL_FIELDS, TrainConfig, make_config, prepare_run
+from minillada.training.config import (
+    RUN_CONTROL_FIELDS,
+    TrainConfig,
+    make_config,
+    prepare_run,
+    stage_settings,
+)
+from minillada.training.precision import cpu_model
 from minillada.training.presets import Preset
 from minillada.training.trainer import train
 
@@ -75,6 +88,20 @@ def trajectory_fields(config: TrainConfig) -> dict[str, Any]:
     if config.init is not None:
         fields["init"] = model_fingerprint(config.init)
     return fields
+
+
+def recipe_digest(preset: str) -> str:
+    """The digest of `preset`'s pre-training recipe (its pretrain stage's settings, no seed):
+    what a gate table row names as the recipe a base was trained with."""
+    return digest(stage_settings(preset, "pretrain"))
+
+
+def machine_cpu() -> str:
+    """This machine's CPU and the instructions torch uses on it, "AMD EPYC family 25 model 1
+    (AVX2)": what a base's training depends on besides its seed."""
+    import torch
+
+    return f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def run_folder(runs_dir: str | os.PathLike, name: str, config: TrainConfig) -> Path:
@@ -195,13 +222,35 @@ class Study:
         return ensure_trained(self.preset.name, "extend", f"extend-{arm.name}", self.runs,
                               init=str(self.base(run.base)), seed=run.seed, **overrides)
 
+    @functools.cached_property
+    def gate_results(self) -> dict[int, GateResult]:
+        """The bases of the design judged by the instrument gate (`claims.gate`), in order,
+        trained where not finished: a gated design's candidates until `gated` of them pass,
+        else every base. Each is recorded in the design's `gate.csv` with this machine's CPU."""
+        results: dict[int, GateResult] = {}
+        for seed in self.design.bases:
+            if self.design.gated and sum(r.passed for r in results.values()) >= self.design.gated:
+                break
+            results[seed] = judge(self.gate(seed), seed, self.retrieval_task)
+            record_gate(self.results / "gate.csv", list(results.values()),
+                        {"cpu": machine_cpu(), "dtype": saved_config(self.base(seed))["dtype"],
+                         "recipe": recipe_digest(self.preset.name)})
+        return results
+
     def bases(self) -> dict[int, Path]:
-        """Every base of the design (base seed -> run), trained where not finished."""
-        return {seed: self.base(seed) for seed in self.design.bases}
+        """The bases the study uses (base seed -> run), trained where not finished: a gated
+        design's first `gated` candidates that pass the gate, else every base of the design."""
+        if not self.design.gated:
+            return {seed: self.base(seed) for seed in self.design.bases}
+        return {seed: self.base(seed) for seed, result in self.gate_results.items()
+                if result.passed}
 
     def runs_of(self, arms: Sequence[str]) -> dict[Run, Path]:
-        """The design's runs of `arms` (run -> run folder), trained where not finished."""
-        return {run: self.run(run) for run in self.design.runs if run.arm in arms}
+        """The design's runs of `arms` on the bases in use (run -> run folder), trained where
+        not finished."""
+        bases = self.bases()
+        return {run: self.run(run) for run in self.design.runs
+                if run.arm in arms and run.base in bases}
 
     @staticmethod
     def run_name(run: Run) -> str:
@@ -256,13 +305,14 @@ class Study:
         trained = saved_config(self._base_run())["tasks"]
         return "niah" if "niah" in trained else trained[0]
 
-    def samples(self, decoys: int = 0) -> SampleMaker:
+    def samples(self, decoys: int = 0, split: str = "test") -> SampleMaker:
         """make_sample(task, length, depth, seed) for retrieval grids (`tasks.sample_maker`),
-        with the base run's keys and a held-out (test split) haystack of its corpus; `decoys` >
-        0: packed-context samples (`tasks.make_decoy_sample`)."""
+        with the base run's keys and a held-out haystack of its corpus (the `test` split; the
+        gate's prompts: `validation`); `decoys` > 0: packed-context samples
+        (`tasks.make_decoy_sample`)."""
         saved = saved_config(self._base_run())
         return sample_maker(self.tokenizer, key_kind=self.keys.kind, key_digits=self.keys.digits,
-                            corpus=saved["corpus"], split="test", split_seed=saved["split_seed"],
+                            corpus=saved["corpus"], split=split, split_seed=saved["split_seed"],
                             decoys=decoys)
 
     def retrieval_sample(self, row: Mapping[str, Any], decoys: int = 0) -> TaskSample:
@@ -331,28 +381,59 @@ class Study:
 
     def retrieval(self, name: str, candidates: Mapping[str, Candidate], tasks: Sequence[str],
                   lengths: Sequence[int], depths: Sequence[float], repeats: int,
-                  decoys: int = 0, seed: int | None = None) -> pd.DataFrame:
-        """`run_retrieval_grid` with UltraLLaDA's sampler settings fitted to the answer, on the
-        base run's keys (`keys`), each model in its training layout (`Candidate.in_layout`);
-        `decoys` > 0: packed-context prompts with that many decoy documents
-        (`tasks.make_decoy_sample`; column `distractor_hit`); `seed`: of the prompts (the
-        design's `eval_seed` unless given, e.g. its `selection_seed`)."""
+                  decoys: int = 0, seed: int | None = None, *, tokens_per_step: int | None = None,
+                  split: str = "test", in_layout: bool = True,
+                  likelihood: LikelihoodScoring | None = None,
+                  paired_depths: bool = False) -> pd.DataFrame:
+        """`run_retrieval_grid` on the base run's keys (`keys`), generation fitted to the answer
+        and committing `tokens_per_step` tokens a step (None: UltraLLaDA's rate of 2, the
+        2026-12-04 study's decoder; 1: the gated study's). Each model is evaluated in its
+        training layout (`Candidate.in_layout`) or, without `in_layout`, on the prompt as one
+        plain sequence (what a user's prompt is). Prompts come from `split` of the corpus
+        (`test`; `validation` for the gate) under `seed` (the design's `eval_seed` unless
+        given); `decoys` > 0: packed-context prompts with that many decoy documents
+        (`tasks.make_decoy_sample`; column `distractor_hit`); `likelihood`: also scored by
+        likelihood; `paired_depths`: every depth of a repeat the same haystack and key. Rows
+        hold each answer token's hit (`slots`) and the random copier's chance
+        (`copier_chance`)."""
         settings = GenerationSettings()
         seed = self.seed if seed is None else seed
+        # Inputs an older table was made without are left out at their old value, so that
+        # committed tables stay valid for the calls that made them.
+        options = {key: value for key, value, old in (
+            ("tokens_per_step", tokens_per_step, None), ("split", split, "test"),
+            ("in_layout", in_layout, True),
+            ("likelihood", likelihood and dataclasses.asdict(likelihood), None),
+            ("paired_depths", paired_depths, False)) if value != old}
         inputs = self._inputs(candidates, seed, tasks=list(tasks), lengths=list(lengths),
                               depths=list(depths), repeats=repeats,
                               keys=[self.keys.kind, self.keys.digits, self.keys.size],
-                              decoys=decoys, settings=dataclasses.asdict(settings))
+                              decoys=decoys, settings=dataclasses.asdict(settings), **options)
         path, fallback = self._table(name)
         return cached_grid(path, inputs, lambda partial: (
             run_retrieval_grid(
-                {label: c.in_layout(self.tokenizer.eod_token_id)
+                {label: c.in_layout(self.tokenizer.eod_token_id) if in_layout else c.at_length()
                  for label, c in candidates.items()},
-                self.samples(decoys),
+                self.samples(decoys, split),
                 lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True),
                 tasks=tasks, lengths=lengths, depths=depths, repeats=repeats,
-                settings=settings, fit_gen_length=True, results_path=partial,
+                settings=settings, fit_gen_length=True, tokens_per_step=tokens_per_step,
+                copier=self.keys.slot_token_ids(self.tokenizer), likelihood=likelihood,
+                paired_depths=paired_depths, results_path=partial,
                 mask_token_id=self.tokenizer.mask_token_id, seed=seed)), fallback)
+
+    def gate(self, seed: int, gate: Gate = GATE) -> pd.DataFrame:
+        """The gate table of base `seed` (`claims.gate`): its in-window retrieval on every task
+        it was trained on, prompts from the validation split under the gate's own seed, one
+        token a step; `claims.gate.judge` reads it on `retrieval_task`."""
+        trained = saved_config(self.base(seed))["tasks"]
+        tasks = [self.retrieval_task, *(t for t in trained if t != self.retrieval_task)]
+        shortest = max(min_task_length(self.tokenizer, task, self.keys.digits,
+                                       key_kind=self.keys.kind) for task in tasks)
+        lengths = gate.lengths(self.preset.train_len, shortest)
+        return self.retrieval(f"b{seed}/gate", {"base": Candidate(self.base(seed))}, tasks,
+                              lengths, gate.depths, gate.repeats_for(len(lengths)),
+                              seed=gate.prompt_seed, split=gate.split, tokens_per_step=1)
 
     def headline_retrieval(self, prefix: str, candidate: Candidate, length: int,
                            decoys: int = 0, task: str | None = None) -> pd.DataFrame:
