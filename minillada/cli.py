@@ -22,6 +22,8 @@ COMMANDS = {
               "pre-train a mini LLaDA or extend its context window by post-training"),
     "eval": ("minillada.commands.eval", "evaluate a checkpoint: loss, PPL, NIAH, passkey, RULER"),
     "reproduce": ("minillada.commands.reproduce", "run the study notebooks through papermill"),
+    "gate": ("minillada.commands.gate",
+             "train bases and judge each by the instrument gate (gate.csv)"),
 }
 # What a handler raises for bad input (names the value and what is allowed): one line, exit 2.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)

@@ -76,6 +76,11 @@ CLI_CASES = [
     ("rope-model", ["rope", "--model", "gpt5", "--target-len", "99"], "invalid choice: 'gpt5'"),
     ("rope-missing", ["rope", "--target-len", "99"], "give --model or all of --head-dim"),
     ("reproduce-preset", ["reproduce", "--preset", "tiny"], "invalid choice: 'tiny'"),
+    ("gate-design", ["gate", "--design", "tiny"], "invalid choice: 'tiny'"),
+    ("gate-bases-word", ["gate", "--bases", "x"],
+     "expected comma-separated base seeds, got 'x'"),
+    ("gate-bases-foreign", ["gate", "--bases", "101,7"],
+     "--bases [7] are not bases of design 'cpu-gated'; its bases are 101, 102"),
     ("reproduce-notebooks", ["reproduce", "--notebooks", "99"],
      "unknown notebook number(s) ['99']"),
     ("reproduce-dir", ["reproduce", "--notebook-dir", "/no/such"],
@@ -185,7 +190,7 @@ def complete_argv(argv: list[str], out: Path, folders: dict[str, Path]) -> list[
     argv = [arg.format(**folders) for arg in argv]
     if argv[0] == "eval" and "--checkpoint" not in argv:
         argv += ["--checkpoint", str(out.parent)]
-    if argv[0] in ("train", "eval", "reproduce") and "--out" not in argv:
+    if argv[0] in ("train", "eval", "reproduce", "gate") and "--out" not in argv:
         argv += ["--out", str(out)]
     return argv
 

@@ -25,7 +25,8 @@ def run_cli(*args: str) -> tuple[subprocess.CompletedProcess, float]:
 
 
 @pytest.mark.parametrize("args", [("--help",), ("rope", "--help"), ("train", "--help"),
-                                  ("reproduce", "--help"), ("--version",)])
+                                  ("reproduce", "--help"), ("gate", "--help"),
+                                  ("--version",)])
 def test_help_and_version_do_not_import_torch(args):
     done, seconds = run_cli(*args)
     assert done.returncode == 0, done.stderr
@@ -37,7 +38,7 @@ def test_version_and_listing():
     done, _ = run_cli("--version")
     assert done.stdout.strip() == f"minillada {minillada.__version__}"
     done, _ = run_cli("--help")
-    for command in ("rope", "train", "eval", "reproduce"):
+    for command in ("rope", "train", "eval", "reproduce", "gate"):
         assert command in done.stdout
 
 

@@ -222,19 +222,24 @@ class Study:
         return ensure_trained(self.preset.name, "extend", f"extend-{arm.name}", self.runs,
                               init=str(self.base(run.base)), seed=run.seed, **overrides)
 
+    def judge_base(self, seed: int) -> GateResult:
+        """Base `seed` trained where not finished, judged by the instrument gate on its gate
+        table (`gate`) and recorded in the design's `gate.csv` with this machine's CPU."""
+        result = judge(self.gate(seed), seed, self.retrieval_task)
+        record_gate(self.results / "gate.csv", [result],
+                    {"cpu": machine_cpu(), "dtype": saved_config(self.base(seed))["dtype"],
+                     "recipe": recipe_digest(self.preset.name)})
+        return result
+
     @functools.cached_property
     def gate_results(self) -> dict[int, GateResult]:
-        """The bases of the design judged by the instrument gate (`claims.gate`), in order,
-        trained where not finished: a gated design's candidates until `gated` of them pass,
-        else every base. Each is recorded in the design's `gate.csv` with this machine's CPU."""
+        """The design's bases judged by the gate (`judge_base`), in order: a gated design's
+        candidates until `gated` of them pass, else every base."""
         results: dict[int, GateResult] = {}
         for seed in self.design.bases:
             if self.design.gated and sum(r.passed for r in results.values()) >= self.design.gated:
                 break
-            results[seed] = judge(self.gate(seed), seed, self.retrieval_task)
-            record_gate(self.results / "gate.csv", list(results.values()),
-                        {"cpu": machine_cpu(), "dtype": saved_config(self.base(seed))["dtype"],
-                         "recipe": recipe_digest(self.preset.name)})
+            results[seed] = self.judge_base(seed)
         return results
 
     def bases(self) -> dict[int, Path]:
