@@ -16,10 +16,6 @@ def test_the_committed_design_is_the_frozen_one():
         assert design.bases_of(arm) == (11, 12, 13)
     assert {r.seed for r in design.runs} == {21, 22}
     assert design.eval_seed != design.selection_seed
-    # the default reproduction is one member of it
-    one = get_design("cpu")
-    assert set(one.runs) <= set(design.runs) and one.bases == (11,)
-    assert one.preset_name == design.preset_name
 
 
 def test_arms_are_the_extend_stage_with_their_changes():
@@ -76,3 +72,7 @@ def test_the_gated_design_is_the_pre_registered_one():
     assert ARMS["natural_eod"].train_overrides(preset)["task_fraction"] == 0.0
     assert ARMS["natural_eod"].train_overrides(preset)["packing"] == "eod"
     assert ARMS["single_direct"].train_overrides(preset)["task_distractors"] is False
+    # the default reproduction is its first candidate, with its seed and prompts
+    one = get_design("cpu")
+    assert set(one.runs) <= set(design.runs) and one.bases == (101,)
+    assert (one.preset_name, one.eval_seed, one.selection_seed) == ("cpu", 33, 43)

@@ -19,10 +19,9 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 # design: bases 1 and 2, post-training seed 1, every arm on base 1).
 CASES = {
     "02_pretrain_base": (
-        {"retrieval_repeats": 1},
+        {},
         ["02_pretrain_curves", "02_base_retrieval"],
-        ["b1/base_ppl.csv", "b1/base_retrieval.csv", "b2/base_retrieval.csv",
-         "02_base_summary.json"],
+        ["b1/base_ppl.csv", "b1/gate.csv", "b2/gate.csv", "gate.csv", "02_base_summary.json"],
     ),
     "03_training_free_extension": (
         {"variants": ["default", "ntk_critical", "diffusion_ntk"]},
@@ -157,7 +156,12 @@ def test_summary_and_claims_are_rendered_from_the_result_tables(study):
     summary = (results / "summary.md").read_text()
     assert all(f"**{c['verdict']}**: {c['claim']}" in summary for c in claims)
     base = json.loads((results / "02_base_summary.json").read_text())["bases"]
-    retrieval = pd.read_csv(results / "b1/base_retrieval.csv")
+    retrieval = pd.read_csv(results / "b1/gate.csv")
+    retrieval = retrieval[retrieval["method"] == "generate"]
+    assert (retrieval["steps"] == retrieval["gen_length"]).all()  # one token a step
+    gate = pd.read_csv(results / "gate.csv").set_index("base")
+    assert base["1"]["gate"] == ("passes" if gate.loc[1, "passed"] else
+                                 "FAILS: outside the study's population")
     for task, rows in retrieval.groupby("task"):
         entry = base["1"][f"{task} exact inside T_train"]
         assert entry.startswith(f"{100 * rows['exact'].mean():.1f}%")

@@ -6,10 +6,11 @@ The unit of replication is the training run. A design names its training preset 
 which (arm, base, seed) runs it trains, plus the seeds of its evaluation prompts: `eval_seed` for
 the prompts that decide the claims and `selection_seed`, disjoint, for the prompts that pick the
 best training-free variant. The committed results come from `cpu-seeds` (the confirmatory design
-of 2026-12-04, docs/science.md); `cpu` is its first base and seed. The gated design `cpu-gated`
-that supersedes it (pre-registered in docs/science.md, "The gated design") studies only bases
-that pass the instrument gate (`claims.gate`); its runs are in progress. This module imports no
-torch.
+of 2026-12-04, docs/science.md). The gated design `cpu-gated` that supersedes it (pre-registered
+in docs/science.md, "The gated design") studies only bases that pass the instrument gate
+(`claims.gate`); its runs are in progress. `cpu`, the default reproduction, is its first
+candidate base with its post-training seed and prompts, and trains the gated recipe. This module
+imports no torch.
 """
 
 from __future__ import annotations
@@ -164,10 +165,10 @@ DESIGNS: dict[str, Design] = {d.name: d for d in (
                                                            (1,)),
            eval_seed=31, selection_seed=41, loss_windows=4, loss_bases=2, selection_samples=6,
            description="every code path in minutes: two bases, every arm"),
-    Design("cpu", "cpu", bases=(11,),
-           runs=cross(PACKING_ARMS + COMPARATOR_ARMS, (11,), (21,)),
-           eval_seed=31, selection_seed=41, loss_windows=32, loss_bases=1, selection_samples=40,
-           description="one base and one seed per arm: the first member of cpu-seeds"),
+    Design("cpu", "cpu", bases=(101,),
+           runs=cross(PACKING_ARMS + COMPARATOR_ARMS, (101,), (23,)),
+           eval_seed=33, selection_seed=43, loss_windows=32, loss_bases=1, selection_samples=40,
+           description="one base and one seed per arm: the first candidate of cpu-gated"),
     Design("cpu-seeds", "cpu", bases=(11, 12, 13, 14, 15),
            runs=(cross(PACKING_ARMS, (11, 12, 13, 14, 15), (21,))
                  + cross(COMPARATOR_ARMS, (11, 12, 13), (21,))

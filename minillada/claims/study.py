@@ -28,6 +28,7 @@ import pandas as pd
 
 from minillada.claims.design import ARMS, COMMITTED_DESIGN, Design, Run, get_design, preset_folder
 from minillada.claims.gate import GATE, Gate, GateResult, judge, record_gate
+from minillada.claims.report import recipe_mismatch
 from minillada.claims.table_cache import cached_grid, cached_table, digest, provenance
 from minillada.common.atomic import atomic_write_text
 from minillada.data.corpus import corpus_fingerprint, load_tokenizer
@@ -242,6 +243,14 @@ class Study:
             results[seed] = self.judge_base(seed)
         return results
 
+    @property
+    def outside_population(self) -> list[int]:
+        """The bases in use that fail the instrument gate (only an ungated design uses them):
+        every number they enter comes from a base outside the gated study's population."""
+        if self.design.gated:
+            return []
+        return [seed for seed, result in self.gate_results.items() if not result.passed]
+
     def bases(self) -> dict[int, Path]:
         """The bases the study uses (base seed -> run), trained where not finished: a gated
         design's first `gated` candidates that pass the gate, else every base of the design."""
@@ -333,10 +342,25 @@ class Study:
         return atomic_write_text(self.results / f"{notebook}_summary.json",
                                  json.dumps(summary, indent=1))
 
-    def summary(self, notebook: str) -> dict[str, Any] | None:
-        """What `write_summary` wrote for `notebook`, or None where it has not run."""
-        path = self.results / f"{notebook}_summary.json"
+    def summary(self, notebook: str, committed: bool = False) -> dict[str, Any] | None:
+        """What `write_summary` wrote for `notebook` (`committed`: in the committed study's
+        results), or None where it has not run."""
+        path = (self.committed_results if committed else self.results) / f"{notebook}_summary.json"
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def committed_mismatch(self) -> str:
+        """Why the committed study's ranges are no test of this design's numbers ("" when
+        they are): `report.recipe_mismatch` of notebook 02's summaries."""
+        return recipe_mismatch(self.summary("02_base"), self.summary("02_base", committed=True))
+
+    @property
+    def population_note(self) -> str:
+        """One line on the bases in use and the instrument gate (`outside_population`)."""
+        outside = self.outside_population
+        if not outside:
+            return "every base in use passes the instrument gate (notebook 02)"
+        return (f"base(s) {', '.join(map(str, outside))} FAIL the instrument gate (notebook 02): "
+                "every number they enter comes from a base outside the study's population")
 
     # -- evaluations ---------------------------------------------------------------------------
 

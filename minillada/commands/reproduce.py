@@ -28,6 +28,7 @@ a message naming the notebook, whose executed copy holds the traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 import time
@@ -199,27 +200,33 @@ def reused_committed_tables(results: Path, committed: Path) -> bool:
 
 def train_design(design: str, runs: Path, pretrain_overrides: dict, extend_overrides: dict,
                  results: Path, figures: Path, post_training: bool = True) -> tuple[float, float]:
-    """Train (or reuse) every run of `design`, bases first, with a progress bar over the runs:
-    what the notebooks then read (`results`, `figures`: the study's root folders, as the
-    notebooks' `Study.create` takes them). Each run resumes where an interruption left it.
-    `post_training`: also the post-training runs (else the bases alone, all that notebooks 02
-    and 03 read). Returns the seconds spent on the bases and on the post-training runs."""
+    """Train (or reuse) the runs of `design`: the bases first, each judged by the instrument
+    gate before any post-training (`Study.gate_results`, one line per base; a gated design's
+    candidates until enough pass), then, with `post_training`, the runs of the bases in use
+    with a progress bar over them (else the bases alone, all that notebooks 02 and 03 read).
+    `results`, `figures`: the study's root folders, as the notebooks' `Study.create` takes them.
+    Each run resumes where an interruption left it. Returns the seconds spent on the bases
+    (their gates included) and on the post-training runs."""
     from tqdm.auto import tqdm
 
     from minillada.claims.study import Study
 
     study = Study.create(design, runs, results, figures, pretrain_overrides, extend_overrides)
-    jobs = [("base", seed) for seed in study.design.bases]
-    jobs += [("run", r) for r in study.design.runs] if post_training else []
-    seconds = {"base": 0.0, "run": 0.0}
-    with tqdm(jobs, desc=f"training runs of {design}", unit="run") as bar:
-        for kind, job in bar:
-            bar.set_postfix_str(f"base {job}" if kind == "base" else
-                                f"{job.arm}, base {job.base}, seed {job.seed}")
-            start = time.perf_counter()
-            study.base(job) if kind == "base" else study.run(job)
-            seconds[kind] += time.perf_counter() - start
-    return seconds["base"], seconds["run"]
+    start = time.perf_counter()
+    for result in study.gate_results.values():
+        print(f"reproduce: {result.line()}", flush=True)
+    for seed in study.outside_population:
+        print(f"reproduce: base {seed} is outside the study's population (it fails the "
+              "instrument gate, docs/science.md): every number it enters below is labelled so",
+              flush=True)
+    bases_seconds = time.perf_counter() - start
+    jobs = ([r for r in study.design.runs if r.base in study.bases()] if post_training else [])
+    start = time.perf_counter()
+    with tqdm(jobs, desc=f"training runs of {design}", unit="run", disable=not jobs) as bar:
+        for job in bar:
+            bar.set_postfix_str(f"{job.arm}, base {job.base}, seed {job.seed}")
+            study.run(job)
+    return bases_seconds, time.perf_counter() - start
 
 
 def reproduce(args: argparse.Namespace) -> int:
@@ -314,6 +321,11 @@ def _place_against_committed(claims: Path, committed: Path, design: str) -> None
     table = report.committed_comparison(report.load_claims(claims), report.load_claims(committed))
     if table.empty:
         return
+    summaries = [folder / "02_base_summary.json" for folder in (claims.parent, committed.parent)]
+    mismatch = report.recipe_mismatch(*(json.loads(p.read_text()) if p.is_file() else None
+                                        for p in summaries))
+    if mismatch:
+        print(f"reproduce: {mismatch}", flush=True)
     outside = table[~table["inside"]]
     print(f"reproduce: {int(table['inside'].sum())} of {len(table)} numbers of this run lie inside "
           f"the committed multi-seed range ({committed})"
@@ -334,9 +346,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--preset", default="cpu", choices=sorted(DESIGNS),
-                        help="the study design (minillada/design.py): smoke (minutes), cpu (one "
-                        "base and seed, the default), cpu-seeds (the committed multi-seed "
-                        "study, hours) or gpu")
+                        help="the study design (minillada/claims/design.py): smoke (minutes), "
+                        "cpu (one base and seed, the default), cpu-seeds (the committed "
+                        "multi-seed study, hours), cpu-gated (the gated study, many hours: "
+                        "--dry-run estimates them) or gpu")
     parser.add_argument("--notebooks", default=None, metavar="NN[,NN...]",
                         help="comma-separated notebook numbers, e.g. 01,03 (default: all)")
     parser.add_argument("--notebook-dir", default=None,
