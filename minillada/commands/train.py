@@ -9,6 +9,9 @@
         --out runs/llada8b-128k
     torchrun --nproc_per_node=8 -m minillada train --preset llada-8b --stage extend \
         --init /path/to/LLaDA-8B-Base --corpus books.jsonl --out runs/llada8b-64k
+    torchrun --nproc_per_node=8 -m minillada train --preset llada-8b --stage extend \
+        --init /path/to/LLaDA-8B-Base --corpus books.jsonl --target-len 131072 \
+        --context-parallel 2 --out runs/llada8b-128k
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--corpus", help="'stdlib' (default), a folder of .txt or a .jsonl file")
     parser.add_argument("--steps", type=int, help="optimizer steps")
     parser.add_argument("--seed", type=int, help="seed of init, data order and masks")
+    parser.add_argument("--context-parallel", type=int, dest="context_parallel", metavar="N",
+                        help="split each row along the sequence over N ranks (torchrun; N "
+                        "divides the number of processes): attention over the whole row from "
+                        "gathered keys and values, for rows past one GPU's memory (default 1)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run's latest intact checkpoint (an error if the "
                         "folder holds no run)")
@@ -96,7 +103,8 @@ class _HeldRecords(logging.Handler):
 
 def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
-    for name in ("init", "rope", "packing", "seq_len", "corpus", "steps", "seed"):
+    for name in ("init", "rope", "packing", "seq_len", "corpus", "steps", "seed",
+                 "context_parallel"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.quiet:

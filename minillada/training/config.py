@@ -109,6 +109,10 @@ class TrainConfig:
     # pack each step's rows on demand from a memory-mapped token cache (data.token_cache)
     # instead of packing the whole corpus in every process; the rows are the same
     rows_on_demand: bool = False
+    # > 1: each row split along the sequence over this many ranks (torchrun), attention over the
+    # whole row from gathered keys and values (modeling.context_parallel); the step's rows are
+    # shared out over world size / context_parallel data-parallel groups
+    context_parallel: int = 1
     # optimisation (LLaDA: AdamW, weight decay 0.1, warmup-stable-decay lr)
     steps: int = 100
     batch_size: int = 8  # global rows per optimizer step
@@ -190,7 +194,7 @@ class TrainConfig:
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
         for name in ("steps", "batch_size", "micro_batch_size", "save_every", "val_every",
-                     "keep_checkpoints"):
+                     "keep_checkpoints", "context_parallel"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.task_key_digits < 1:
@@ -371,9 +375,10 @@ def stage_settings(preset: str, stage: str, **overrides: Any) -> dict[str, Any]:
 
 
 # Fields that do not change the trajectory: a run may resume with other values for them.
-# Activation checkpointing recomputes the same values: memory, not the trajectory.
+# Activation checkpointing recomputes the same values: memory, not the trajectory. Context
+# parallelism, like the world size, splits the same sums over ranks: float rounding only.
 RUN_CONTROL_FIELDS = frozenset({"out", "save_every", "keep_checkpoints", "val_every", "progress",
-                                "activation_checkpointing", "log"})
+                                "activation_checkpointing", "log", "context_parallel"})
 
 
 def incompatible_fields(saved: Mapping[str, Any], config: TrainConfig) -> list[str]:

@@ -7,7 +7,8 @@ model the same way.
 - `build_model`: a fresh model seeded by the run's seed (pretrain), or the init's model with the
   RoPE variant set for seq_len, in float32 master weights (extend). `starting_model` places it
   on the runtime's device and FSDP2-shards it under torchrun; a released checkpoint is read one
-  shard per rank (`released.sharded_load`).
+  shard per rank (`released.sharded_load`); under context parallelism it is given shards of
+  rows (`modeling.context_parallel`).
 - `build_optimizer`: AdamW, weight decay on matrices only.
 - `split_rows`: a split's rows, packed whole in every process (`batches.packed_rows`) or on
   demand from the memory-mapped token cache (`packed_corpus.PackedCorpus`, `rows_on_demand`).
@@ -19,6 +20,7 @@ import torch
 
 from minillada.data.corpus import get_tokenizer, load_tokenizer
 from minillada.data.token_cache import token_cache, token_stream, tokenized_split
+from minillada.modeling.context_parallel import apply_context_parallel
 from minillada.modeling.distributed import Runtime, shard_model
 from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
 from minillada.released.model_files import model_folder
@@ -66,7 +68,7 @@ def starting_model(config: TrainConfig, tokenizer, runtime: Runtime,
                    param_dtype: torch.dtype | None) -> LLaDAModelLM:
     """The model the run trains, on the runtime's device: `build_model`'s, FSDP2-sharded under
     torchrun (parameters in `param_dtype` where given); a released checkpoint's, each rank
-    reading its own shard in float32."""
+    reading its own shard in float32; given shards of rows under context parallelism."""
     if get_preset(config.preset).released:
         model = load_released_model(model_folder(config.init), runtime, param_dtype)
         model.config.attention_backend = config.attention_backend
@@ -76,6 +78,8 @@ def starting_model(config: TrainConfig, tokenizer, runtime: Runtime,
         if runtime.distributed:
             shard_model(model, runtime, param_dtype)
     model.config.activation_checkpointing = config.activation_checkpointing
+    if runtime.context is not None:
+        apply_context_parallel(model, runtime.context)
     return model
 
 
