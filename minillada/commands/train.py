@@ -142,12 +142,12 @@ def planned_model(config) -> tuple[dict[str, Any], str]:
     """The sizes of the model a run trains, and where they come from: its init's config.json,
     the pretrain model fields, or (a released recipe without init) its preset's model."""
     from minillada.released.llada import llada_config
-    from minillada.released.model_files import model_folder
+    from minillada.released.model_files import model_folder, read_model_config
     from minillada.training.presets import get_preset
 
     if config.init is not None:
         folder = model_folder(config.init)
-        fields = llada_config(json.loads((folder / "config.json").read_text()))
+        fields = llada_config(read_model_config(folder))
         names = ("vocab_size", "d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size")
         return {name: getattr(fields, name) for name in names}, str(folder)
     if config.stage == "pretrain":

@@ -23,11 +23,10 @@ from minillada.data.token_cache import token_cache, token_stream, tokenized_spli
 from minillada.modeling.context_parallel import apply_context_parallel
 from minillada.modeling.distributed import Runtime, shard_model
 from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
-from minillada.released.model_files import model_folder
+from minillada.released.model_files import model_folder, read_model_config
 from minillada.released.sharded_load import load_released_model
 from minillada.released.token_roles import load_released_tokenizer
 from minillada.training.batches import Rows, packed_rows
-from minillada.training.checkpoint import saved_config
 from minillada.training.config import TrainConfig
 from minillada.training.packed_corpus import PackedCorpus
 from minillada.training.presets import get_preset
@@ -39,7 +38,7 @@ def run_tokenizer(config: TrainConfig):
         return load_released_tokenizer(model_folder(config.init))[0]
     if config.stage == "extend":
         folder = model_folder(config.init)
-        return load_tokenizer(folder, vocab_size=saved_config(folder)["vocab_size"])
+        return load_tokenizer(folder, vocab_size=read_model_config(folder)["vocab_size"])
     return get_tokenizer(config.model["vocab_size"], corpus=config.corpus,
                          split_seed=config.split_seed)
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -120,16 +121,12 @@ class Trainer:
             )
         self.config, self.runtime = config, runtime
         self.out = Path(config.out)
-        fresh = not self.out.exists()
+        self.fresh = not self.out.exists()
         self.lock = lock_run(self.out, self.runtime)
         try:
             self._setup(resume)
         except BaseException:
-            self.close()
-            if fresh and runtime.is_main:  # a refused run leaves nothing behind in out
-                (self.out / "run.lock").unlink(missing_ok=True)
-                if not any(self.out.iterdir()):
-                    self.out.rmdir()
+            self._remove_if_fresh()
             raise
 
     def _setup(self, resume: Resume) -> None:
@@ -171,6 +168,13 @@ class Trainer:
         if self.lock is not None:
             self.lock.close()
             self.lock = None
+
+    def _remove_if_fresh(self) -> None:
+        """After a failure before the first step is done: a run folder this run created holds
+        nothing to resume (its config, lock, tracker), so a refused run leaves nothing behind."""
+        self.close()
+        if self.fresh and self.runtime.is_main:
+            shutil.rmtree(self.out, ignore_errors=True)
 
     # -- one step ------------------------------------------------------------------------------
 
@@ -311,6 +315,16 @@ class Trainer:
             bar.write(message)
 
     def run(self) -> Path:
+        """Train to config.steps and export; returns the model folder. A run folder this run
+        created is removed if it fails before its first step is done (nothing to resume)."""
+        try:
+            return self._run()
+        except BaseException:
+            if self.step == 0:
+                self._remove_if_fresh()
+            raise
+
+    def _run(self) -> Path:
         config, runtime = self.config, self.runtime
         if runtime.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
