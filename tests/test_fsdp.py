@@ -18,6 +18,9 @@ SETTINGS = dict(steps=3, batch_size=4, micro_batch_size=2, warmup_steps=1, packi
 
 def test_two_gloo_processes_match_one_process(tmp_path, monkeypatch):
     env = {**os.environ, "MINILLADA_CACHE": str(tmp_path / "cache")}
+    # One process first: it prepares the token cache that torchrun's ranks only read.
+    monkeypatch.setenv("MINILLADA_CACHE", env["MINILLADA_CACHE"])
+    train(make_config("smoke", "pretrain", tmp_path / "single", **SETTINGS))
     overrides = [f"--set={name}={str(value).lower() if isinstance(value, bool) else value}"
                  for name, value in SETTINGS.items() if name != "packing"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -26,9 +29,6 @@ def test_two_gloo_processes_match_one_process(tmp_path, monkeypatch):
                "--out", str(tmp_path / "fsdp"), *overrides]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-
-    monkeypatch.setenv("MINILLADA_CACHE", env["MINILLADA_CACHE"])  # the same token cache
-    train(make_config("smoke", "pretrain", tmp_path / "single", **SETTINGS))
     sharded, single = read_metrics(tmp_path / "fsdp"), read_metrics(tmp_path / "single")
     assert [r["step"] for r in sharded] == [1, 2, 3]
     for name in ("loss", "grad_norm", "val_loss", "val_task_token_acc"):

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -135,6 +136,15 @@ def shard_model(model: LLaDAModelLM, runtime: Runtime, param_dtype: torch.dtype 
     root_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32,
                                        cast_forward_inputs=False)
     fully_shard(model, mesh=mesh, mp_policy=root_policy)
+
+
+def from_main(value: Any, runtime: Runtime) -> Any:
+    """Rank 0's `value` (any picklable object) on every rank; the value itself in one process."""
+    if not runtime.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def all_sum(value: torch.Tensor, runtime: Runtime) -> torch.Tensor:

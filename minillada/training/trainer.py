@@ -88,6 +88,7 @@ from minillada.training.precision import torch_dtype
 from minillada.training.presets import get_preset
 from minillada.training.run_setup import (
     build_optimizer,
+    run_token_cache,
     run_tokenizer,
     split_rows,
     starting_model,
@@ -147,11 +148,11 @@ class Trainer:
         self.autocast = (torch.autocast(runtime.device.type, dtype=precision) if use_autocast
                          else nullcontext())
         self.optimizer = build_optimizer(self.model, config)
-        self.source = BatchSource(split_rows(self.tokenizer, config, "train", runtime), config,
+        cache = run_token_cache(self.tokenizer, config, runtime)
+        self.source = BatchSource(split_rows(cache, self.tokenizer, config, "train"), config,
                                   self.tokenizer)
         self.val_rows = (heldout.held_out_rows(
-            split_rows(self.tokenizer, config, "validation", runtime), config,
-            runtime.data_world)
+            split_rows(cache, self.tokenizer, config, "validation"), config, runtime.data_world)
             if config.val_rows else None)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
         self.step, self.tokens = 0, 0
