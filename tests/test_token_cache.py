@@ -32,11 +32,6 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MINILLADA_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture
-def released(tmp_path):
-    return write_released_checkpoint(tmp_path / "LLaDA-tiny")
-
-
 def run_config(tmp_path, released, corpus, name="run", **extra):
     return make_config("llada-8b", "extend", tmp_path / name, init=str(released),
                        corpus=str(corpus), seq_len=64, attention_backend="per_document",
@@ -57,7 +52,8 @@ def rewrite_one_document(corpus, split: str) -> None:
 
 
 @pytest.mark.parametrize("split", ["validation", "train"])
-def test_a_corpus_overwritten_in_place_is_tokenized_again(tmp_path, released, split):
+def test_a_corpus_overwritten_in_place_is_tokenized_again(tmp_path, split):
+    released = write_released_checkpoint(tmp_path / "LLaDA-tiny")
     corpus = write_corpus(tmp_path / "corpus.jsonl")
     config = run_config(tmp_path, released, corpus)
     before = Trainer(config, ONE)
@@ -75,7 +71,8 @@ def test_a_corpus_overwritten_in_place_is_tokenized_again(tmp_path, released, sp
         assert not torch.equal(*train_rows)
 
 
-def test_a_damaged_cache_is_refused_naming_its_file(tmp_path, released):
+def test_a_damaged_cache_is_refused_naming_its_file(tmp_path):
+    released = write_released_checkpoint(tmp_path / "LLaDA-tiny")
     corpus = str(write_corpus(tmp_path / "corpus.jsonl"))
     tokenizer = load_released_tokenizer(released)[0]
     folder, written = prepare_token_cache(tokenizer, corpus, progress=False)
@@ -118,8 +115,9 @@ def one_rank_group():
         dist.destroy_process_group()
 
 
-def test_under_torchrun_a_cache_is_prepared_first_and_never_stale(tmp_path, released, capsys,
+def test_under_torchrun_a_cache_is_prepared_first_and_never_stale(tmp_path, capsys,
                                                                   one_rank_group):
+    released = write_released_checkpoint(tmp_path / "LLaDA-tiny")
     corpus = write_corpus(tmp_path / "corpus.jsonl")
     config = run_config(tmp_path, released, corpus)
     command = prepare_command(config)
@@ -142,7 +140,8 @@ def test_under_torchrun_a_cache_is_prepared_first_and_never_stale(tmp_path, rele
         run_token_cache(tokenizer, config, one_rank_group)
 
 
-def test_the_prepare_command_names_each_run_kind(tmp_path, released):
+def test_the_prepare_command_names_each_run_kind(tmp_path):
+    released = write_released_checkpoint(tmp_path / "LLaDA-tiny")
     corpus = write_corpus(tmp_path / "corpus.jsonl")
     assert prepare_command(make_config("cpu", "pretrain", tmp_path / "a")) == (
         "minillada prepare --preset cpu")
