@@ -150,22 +150,3 @@ def test_the_prepare_command_names_each_run_kind(tmp_path):
         f"minillada prepare --corpus {corpus} --preset cpu --vocab-size 1024 --split-seed 3")
     assert prepare_command(run_config(tmp_path, released, corpus)) == (
         f"minillada prepare --corpus {corpus} --tokenizer {released}")
-
-
-@pytest.mark.parametrize(("argv", "message"), [
-    (["prepare", "--preset", "cpu", "--tokenizer", "x"], "not allowed with argument"),
-    (["prepare", "--corpus", "/no/such.jsonl", "--preset", "cpu"],
-     "corpus '/no/such.jsonl' does not exist"),
-    (["prepare", "--tokenizer", "{tmp}", "--vocab-size", "9"], "--vocab-size sizes the BPE"),
-    (["prepare", "--tokenizer", "/no/such/model"], "no model at '/no/such/model'"),
-])
-def test_prepare_refuses_bad_input_in_one_line(argv, message, tmp_path, capsys):
-    code = None
-    try:
-        code = cli.main([arg.format(tmp=tmp_path) for arg in argv])
-    except SystemExit as exit_:  # argparse's own errors
-        code = exit_.code
-    assert code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "cache").exists()
-

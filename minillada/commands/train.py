@@ -6,7 +6,7 @@
         --packing adaptive --out runs/cpu/extend-adaptive
     torchrun --nproc_per_node=2 -m minillada train --preset smoke --stage pretrain --out ...
     minillada train --preset llada-8b --stage extend --dry-run --world-size 8 --target-len 131072 \
-        --out runs/llada8b-128k
+        --gpu-memory 80 --out runs/llada8b-128k
     torchrun --nproc_per_node=8 -m minillada train --preset llada-8b --stage extend \
         --init /path/to/LLaDA-8B-Base --corpus books.jsonl --out runs/llada8b-64k
     torchrun --nproc_per_node=8 -m minillada train --preset llada-8b --stage extend \
