@@ -134,6 +134,30 @@ def test_docs_gpu_md_shows_the_plans_tables():
         assert f"with N = {degree} " in readme and total in readme, (length, degree)
 
 
+def test_docs_gpu_md_states_the_plans_own_numbers():
+    """docs/gpu.md's 64K full-row table and the totals its prose quotes come from the code."""
+    text = (ROOT / "docs" / "gpu.md").read_text()
+    gpu_md = " ".join(text.replace("\\\n", " ").split())  # prose and command lines joined
+    plans = llada_8b_plans(65536)
+    assert plan_table(plans) in text, plan_table(plans)
+    eight = next(p for p in plans if p["world_size"] == 8 and p["activation_checkpointing"])
+    one = next(p for p in plans if p["world_size"] == 1 and p["activation_checkpointing"])
+    assert f"That is {sum(one['sharded_bytes'].values()) / GIB:.1f} GiB in total" in gpu_md
+    assert f"It comes to {eight['activation_bytes']['head'] / GIB:.1f} GiB for a 64K row" in gpu_md
+    assert f"The total is {eight['total_gib']:.1f} GiB per GPU at 8 GPUs" in gpu_md
+    whole = [f"{llada_8b_recipe(length)['total_gib']:.1f}" for length in (32768, 65536, 131072)]
+    assert (f"32K and 64K fit an 80 GB H100 ({whole[0]} and {whole[1]} GiB) and 128K needs "
+            f"{whole[2]} GiB") in gpu_md
+    split = {length: f"{llada_8b_recipe(length, degree=degree)['total_gib']:.1f}"
+             for length, degree in ((131072, 4), (262144, 2), (524288, 8))}
+    assert f"**128K on 8 x H100 80 GB** ({split[131072]} GiB per GPU, 2" in gpu_md
+    assert f"**256K and 512K on 8 x H200 141 GB** ({split[262144]} and {split[524288]}" in gpu_md
+    assert "--target-len 131072 --context-parallel 4" in gpu_md
+    assert "`--target-len 262144 --context-parallel 2`" in gpu_md
+    assert "`--target-len 524288 --context-parallel 8`" in gpu_md
+    assert "**Status: not run on a GPU yet.**" in gpu_md
+
+
 def test_dry_run_prints_the_plan_of_the_run_and_trains_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--preset", "llada-8b", "--stage", "extend", "--dry-run",
