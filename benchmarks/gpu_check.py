@@ -47,6 +47,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
+import gc
 import itertools
 import json
 import os
@@ -567,7 +568,8 @@ def _sharded_memory_loss(model: LLaDAModelLM, tokens: int, vocab: int, runtime,
 def cp_memory(sizes: dict[str, Any], runtime) -> dict[str, Any]:
     """Peak memory of one forward and backward at `memory_dims` width (2 layers, a
     `cp_memory_tokens` row, checkpointing, the chunked loss) with the row whole and split over
-    every rank, beside the plan's allocated bytes (CUDA only; None elsewhere)."""
+    every rank, above what was allocated before it, beside the plan's allocated bytes (CUDA
+    only; None elsewhere)."""
     dims = {**sizes["memory_dims"], "n_layers": 2}
     tokens, chunk = sizes["cp_memory_tokens"], sizes["memory_loss_chunk"]
     results = {}
@@ -579,8 +581,10 @@ def cp_memory(sizes: dict[str, Any], runtime) -> dict[str, Any]:
         if runtime.device.type != "cuda":
             row["measured_bytes"] = None
         else:
+            gc.collect()  # the trainer steps' runs before this one, freed
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(runtime.device)
+            base = torch.cuda.memory_allocated(runtime.device)
             torch.manual_seed(0)
             with torch.device(runtime.device):
                 model = LLaDAModelLM(LLaDAConfig(**dims, max_sequence_length=tokens,
@@ -597,7 +601,7 @@ def cp_memory(sizes: dict[str, Any], runtime) -> dict[str, Any]:
             loss.backward()
             optimizer.step()
             sync(runtime.device)
-            row["measured_bytes"] = torch.cuda.max_memory_allocated(runtime.device)
+            row["measured_bytes"] = torch.cuda.max_memory_allocated(runtime.device) - base
             del model, optimizer, loss
         results[str(degree)] = row
     return results
