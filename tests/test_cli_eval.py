@@ -118,7 +118,7 @@ def test_a_run_folder_is_evaluated_through_its_model(checkpoint, tmp_path, capsy
 
 
 def test_a_checkpoint_without_weights_is_named(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "config.json").write_text('{"model_type": "llada"}')
     with pytest.raises(FileNotFoundError, match="safetensors"):
         evaluate(str(tmp_path), tmp_path / "out", "--debug", "--tasks", "loss")
 
