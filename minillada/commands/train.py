@@ -106,6 +106,10 @@ class _HeldRecords(logging.Handler):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.gpu_memory is not None and not args.dry_run:
+        raise ValueError(f"--gpu-memory {args.gpu_memory:g} plans a --dry-run only (the smallest "
+                         "context-parallel degree that fits); add --dry-run, or set the run's "
+                         "degree with --context-parallel N")
     overrides = parse_overrides(args.set)
     for name in ("init", "rope", "packing", "seq_len", "corpus", "steps", "seed",
                  "context_parallel"):
