@@ -27,17 +27,27 @@ rewritten atomically after every section, so a run cut short keeps what it finis
   of weights, gradients and AdamW states, and peak activation bytes per token with and without
   activation checkpointing, with the full-row and the chunked loss (slopes over two sequence
   lengths), extrapolated to 32 layers.
+- `context_parallel` (only where several GPUs exist; `--quick` on CPU: 2 gloo processes): under
+  torchrun over every GPU, the trainer's step with the rows whole (context parallelism 1) and
+  split over all of them (the gpu preset's pretrain at 16K tokens per row, adaptive packing):
+  first-step losses equal within 1e-3 (bf16), tokens/s of both; and the peak memory of one
+  forward and backward at LLaDA-8B width (2 layers, a 32K row, checkpointing, the chunked loss)
+  whole and split, beside `memory_plan`'s allocated bytes for the same (its ratio shows whether
+  the plan's context-parallel terms hold).
 
-Without CUDA, the CUDA-only sections report `skipped: no CUDA`; `--quick` shrinks every size so the
-whole path runs in seconds (on CPU: the train section at the smoke preset and, under gloo, the
-FSDP2 section; flex backward and the memory measurement need CUDA).
+Without CUDA, the CUDA-only sections report `skipped: no CUDA` (the context-parallel one, on one
+GPU, that it needs several); `--quick` shrinks every size so the whole path runs in seconds (on
+CPU: the train section at the smoke preset and, under gloo, the FSDP2 and context-parallel
+sections; flex backward and the memory measurements need CUDA).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
+import gc
 import itertools
 import json
 import os
@@ -64,6 +74,7 @@ from bench_train import matmul_peak, model_flops_per_token  # noqa: E402
 from minillada.common.atomic import atomic_write_text  # noqa: E402
 from minillada.data.packing import pack_documents  # noqa: E402
 from minillada.modeling.attention import build_document_mask, masked_attention  # noqa: E402
+from minillada.modeling.context_parallel import apply_context_parallel  # noqa: E402
 from minillada.modeling.diffusion import diffusion_loss  # noqa: E402
 from minillada.modeling.distributed import shard_model, start_runtime, stop_runtime  # noqa: E402
 from minillada.modeling.masked_loss import diffusion_loss_weights  # noqa: E402
@@ -72,10 +83,14 @@ from minillada.training.checkpoint import export_model  # noqa: E402
 from minillada.training.config import TrainConfig, make_config  # noqa: E402
 from minillada.training.memory_plan import GIB, LLADA_8B, llada_8b_plans, model_plan  # noqa: E402
 from minillada.training.presets import get_preset  # noqa: E402
-from minillada.training.run_setup import build_optimizer  # noqa: E402
+from minillada.training.run_setup import (  # noqa: E402
+    build_optimizer,
+    run_token_cache,
+    run_tokenizer,
+)
 from minillada.training.trainer import Trainer  # noqa: E402
 
-SECTIONS = ("flex", "fsdp", "train", "memory")
+SECTIONS = ("flex", "fsdp", "train", "memory", "context_parallel")
 PACKINGS = ("adaptive", "adaptive_eod")
 LOSS_TOLERANCE = 1e-3  # FSDP2 step vs plain step, bf16
 TINY = dict(vocab_size=2048, d_model=256, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=768)
@@ -84,11 +99,11 @@ SIZES = {
     "full": dict(flex_lengths=(8192, 32768), flex_rows=2, flex_heads=32, flex_head_dim=128,
                  flex_mean_doc=2048, repeats=5, preset="gpu", fsdp_steps=8, train_steps=50,
                  memory_dims=LLADA_8B, memory_tokens=(2048, 4096), memory_loss_chunk=512,
-                 timeout_s=420),
+                 cp_seq_len=16384, cp_memory_tokens=32768, timeout_s=420),
     "quick": dict(flex_lengths=(256, 512), flex_rows=2, flex_heads=2, flex_head_dim=16,
                   flex_mean_doc=64, repeats=2, preset="smoke", fsdp_steps=3, train_steps=3,
                   memory_dims=TINY, memory_tokens=(128, 256), memory_loss_chunk=32,
-                  timeout_s=240),
+                  cp_seq_len=250, cp_memory_tokens=256, timeout_s=240),
 }
 
 
@@ -237,9 +252,9 @@ def trainer_steps(config, runtime, steps: int, warmup: int) -> tuple[Trainer, di
 
 
 def fsdp_config(preset: str, out: str, steps: int, **overrides):
-    return make_config(preset, "pretrain", out, steps=steps, dtype="bfloat16", progress=False,
-                       random_length_fraction=0.0, val_rows=0, val_task_rows=0,
-                       save_every=10**6, val_every=10**6, **overrides)
+    settings = dict(steps=steps, dtype="bfloat16", progress=False, random_length_fraction=0.0,
+                    val_rows=0, val_task_rows=0, save_every=10**6, val_every=10**6)
+    return make_config(preset, "pretrain", out, **{**settings, **overrides})
 
 
 def skipped(reason: str) -> dict[str, Any]:
@@ -250,12 +265,13 @@ def gib(value: float | None) -> str:
     return "-" if value is None else f"{value / GIB:.2f} GiB"
 
 
-def run_worker(task: str, ctx: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """Run `--worker task` under `torchrun --nproc_per_node=1` and return its JSON result."""
+def run_worker(task: str, ctx: dict[str, Any], folder: Path, nproc: int = 1) -> dict[str, Any]:
+    """Run `--worker task` under `torchrun --nproc_per_node=nproc` and return its JSON result."""
     out = folder / f"{task}.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-               str(Path(__file__).resolve()), "--worker", task, "--worker-dir", str(folder),
-               "--worker-out", str(out), "--steps", str(ctx["sizes"]["fsdp_steps"])]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", str(Path(__file__).resolve()), "--worker", task,
+               "--worker-dir", str(folder), "--worker-out", str(out), "--steps",
+               str(ctx["sizes"]["fsdp_steps"])]
     if ctx["quick"]:
         command.append("--quick")
     done = subprocess.run(command, capture_output=True, text=True,
@@ -400,8 +416,40 @@ def section_memory(ctx: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def section_context_parallel(ctx: dict[str, Any]) -> dict[str, Any]:
+    device, sizes = ctx["device"], ctx["sizes"]
+    gpus = torch.cuda.device_count()
+    if device.type == "cuda" and gpus < 2:
+        return skipped(f"needs 2 or more GPUs, found {gpus}: context parallelism splits each row "
+                       "over several")
+    if device.type != "cuda" and not ctx["quick"]:
+        return skipped("no CUDA (--quick runs it on 2 gloo processes on CPU)")
+    nproc = 2 ** (min(gpus, 8).bit_length() - 1) if device.type == "cuda" else 2
+    with tempfile.TemporaryDirectory(prefix="gpu_check_cp_") as tmp:
+        config = context_parallel_config(sizes, f"{tmp}/prepare", nproc, 1, 1)
+        # torchrun's ranks only read a token cache: this process prepares it
+        run_token_cache(run_tokenizer(config), config, start_runtime())
+        worker = run_worker("context_parallel", ctx, Path(tmp), nproc)
+    whole, split = worker["whole_rows"], worker["split_rows"]
+    loss_diff = abs(whole["losses"][0] - split["losses"][0])
+    ok = loss_diff <= LOSS_TOLERANCE
+    ratio = split["tokens_per_s"] / whole["tokens_per_s"]
+    table = [[f"{sizes['preset']} pretrain L={whole['seq_len']}, CP {nproc} of {nproc} "
+              f"{worker['backend']}", "ok" if ok else "fail",
+              f"|loss diff| {loss_diff:.2e} (tol {LOSS_TOLERANCE}); tokens/s whole rows "
+              f"{whole['tokens_per_s']:.0f}, split {split['tokens_per_s']:.0f} (x{ratio:.3f})"]]
+    for degree, row in worker["memory"].items():
+        table.append([f"memory CP {degree}", "ok" if row["measured_bytes"] is not None else
+                      "skipped", f"peak {gib(row['measured_bytes'])}, plan "
+                      f"{gib(row['planned_bytes'])} allocated"])
+    return {"status": "ok" if ok else "fail", "backend": worker["backend"], "gpus": nproc,
+            "whole_rows": whole, "split_rows": split, "first_loss_abs_diff": loss_diff,
+            "tolerance": LOSS_TOLERANCE, "tokens_per_s_ratio": ratio,
+            "memory": worker["memory"], "table": table}
+
+
 SECTION_FUNCTIONS = {"flex": section_flex, "fsdp": section_fsdp, "train": section_train,
-                     "memory": section_memory}
+                     "memory": section_memory, "context_parallel": section_context_parallel}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,12 +539,100 @@ def worker_memory(sizes: dict[str, Any], runtime) -> dict[str, Any]:
             "extrapolated_32_layers_per_1k_tokens": extrapolated}
 
 
+def context_parallel_config(sizes: dict[str, Any], out: str, world: int, degree: int,
+                            steps: int):
+    """The context-parallel comparison's run: the preset's pretrain at `cp_seq_len` tokens per
+    row, adaptive packing, one row per data-parallel group per micro-batch."""
+    cuda = torch.cuda.is_available()
+    return fsdp_config(sizes["preset"], out, steps, seq_len=sizes["cp_seq_len"],
+                       packing="adaptive", batch_size=world, micro_batch_size=1,
+                       context_parallel=degree,
+                       attention_backend="flex" if cuda else "per_document",
+                       dtype="bfloat16" if cuda else "float32")
+
+
+def _sharded_memory_loss(model: LLaDAModelLM, tokens: int, vocab: int, runtime,
+                         loss_chunk: int) -> torch.Tensor:
+    """`_memory_loss` on this rank's shard of the row under context parallelism."""
+    device, context = runtime.device, runtime.context
+    ids = torch.randint(4, vocab, (1, tokens), device=device)
+    doc_ids = torch.arange(tokens, device=device)[None] * 4 // tokens
+    weights = torch.full(ids.shape, 1.0 / tokens, device=device)  # every token masked
+    ids, doc_ids, weights = (context.shard(t, fill) for t, fill in ((ids, 0), (doc_ids, -1),
+                                                                     (weights, 0.0)))
+    scored = doc_ids >= 0
+    return model(ids, doc_ids=doc_ids, scored=scored, labels=ids[scored],
+                 label_weights=weights[scored], loss_chunk=loss_chunk).loss
+
+
+def cp_memory(sizes: dict[str, Any], runtime) -> dict[str, Any]:
+    """Peak memory of one forward and backward at `memory_dims` width (2 layers, a
+    `cp_memory_tokens` row, checkpointing, the chunked loss) with the row whole and split over
+    every rank, above what was allocated before it, beside the plan's allocated bytes (CUDA
+    only; None elsewhere)."""
+    dims = {**sizes["memory_dims"], "n_layers": 2}
+    tokens, chunk = sizes["cp_memory_tokens"], sizes["memory_loss_chunk"]
+    results = {}
+    for degree in (1, runtime.world):
+        plan = model_plan(dims, tokens, runtime.world, True, loss_chunk=chunk,
+                          context_parallel=degree)
+        row: dict[str, Any] = {"planned_bytes": plan["allocated_bytes"],
+                               "planned_total_bytes": plan["total_bytes"]}
+        if runtime.device.type != "cuda":
+            row["measured_bytes"] = None
+        else:
+            gc.collect()  # the trainer steps' runs before this one, freed
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(runtime.device)
+            base = torch.cuda.memory_allocated(runtime.device)
+            torch.manual_seed(0)
+            with torch.device(runtime.device):
+                model = LLaDAModelLM(LLaDAConfig(**dims, max_sequence_length=tokens,
+                                                 attention_backend="flex",
+                                                 activation_checkpointing=True))
+            shard_model(model, runtime, torch.bfloat16)
+            optimizer = build_optimizer(model, TrainConfig())
+            model.train()
+            if degree > 1:
+                apply_context_parallel(model, runtime.context)
+                loss = _sharded_memory_loss(model, tokens, dims["vocab_size"], runtime, chunk)
+            else:
+                loss = _memory_loss(model, tokens, dims["vocab_size"], runtime.device, chunk)
+            loss.backward()
+            optimizer.step()
+            sync(runtime.device)
+            row["measured_bytes"] = torch.cuda.max_memory_allocated(runtime.device) - base
+            del model, optimizer, loss
+        results[str(degree)] = row
+    return results
+
+
+def worker_context_parallel(sizes: dict[str, Any], folder: Path, steps: int,
+                            runtime) -> dict[str, Any]:
+    """The trainer's steps with whole rows and with rows split over every rank, then
+    `cp_memory`."""
+    whole_runtime = dataclasses.replace(runtime, context=None)
+    warmup = min(2, steps - 1)
+    _, whole = trainer_steps(context_parallel_config(sizes, f"{folder}/whole", runtime.world, 1,
+                                                     steps), whole_runtime, steps, warmup)
+    _, split = trainer_steps(context_parallel_config(sizes, f"{folder}/split", runtime.world,
+                                                     runtime.world, steps), runtime, steps,
+                             warmup)
+    import torch.distributed as dist
+
+    return {"backend": dist.get_backend(), "world_size": runtime.world, "whole_rows": whole,
+            "split_rows": split, "memory": cp_memory(sizes, runtime)}
+
+
 def worker_main(args: argparse.Namespace) -> None:
     sizes = SIZES["quick" if args.quick else "full"]
-    runtime = start_runtime()
+    degree = int(os.environ.get("WORLD_SIZE", 1)) if args.worker == "context_parallel" else 1
+    runtime = start_runtime(context_parallel=degree)
     try:
         if args.worker == "fsdp":
             result = worker_fsdp(sizes, Path(args.worker_dir), args.steps, runtime)
+        elif args.worker == "context_parallel":
+            result = worker_context_parallel(sizes, Path(args.worker_dir), args.steps, runtime)
         else:
             result = worker_memory(sizes, runtime)
         if runtime.is_main:
@@ -569,7 +705,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="train section: steps per stage (default 50; --quick 3)")
     parser.add_argument("--lengths", type=positive_int, nargs="+",
                         help="flex section: tokens per row (default 8192 32768; --quick 256 512)")
-    parser.add_argument("--worker", choices=("fsdp", "memory"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("fsdp", "memory", "context_parallel"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--worker-dir", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -21,6 +21,8 @@ COMMANDS = {
     "train": ("minillada.commands.train",
               "pre-train a mini LLaDA or extend its context window by post-training"),
     "eval": ("minillada.commands.eval", "evaluate a checkpoint: loss, PPL, NIAH, passkey, RULER"),
+    "prepare": ("minillada.commands.prepare",
+                "tokenize a corpus once into the token cache training reads"),
     "reproduce": ("minillada.commands.reproduce", "run the study notebooks through papermill"),
     "gate": ("minillada.commands.gate",
              "train bases and judge each by the instrument gate (gate.csv)"),

@@ -136,6 +136,33 @@ CLI_CASES = [
      "unknown --device 'nope'; choose cpu, cuda, cuda:N or auto"),
     ("eval-out-unwritable", ["eval", "--checkpoint", "{checkpoint}", "--out", UNWRITABLE],
      f"--out '{UNWRITABLE}' is not writable"),
+    ("eval-model-type", ["eval", "--checkpoint", "{olmo}"],
+     "{olmo}/config.json has model_type 'olmo'; minillada implements LLaDA's architecture only: "
+     "model_type 'llada'"),
+    ("eval-broken-config", ["eval", "--checkpoint", "{broken_config}"],
+     "{broken_config}/config.json is not valid JSON (Expecting ':' delimiter at line 1 column "),
+    ("train-init-model-type", ["train", "--preset", "llada-8b", "--stage", "extend", "--init",
+                               "{olmo}"], "{olmo}/config.json has model_type 'olmo'"),
+    ("train-context-parallel", ["train", "--preset", "smoke", "--context-parallel", "0"],
+     "context_parallel must be >= 1, got 0"),
+    ("train-dry-run-gpu-memory", ["train", "--preset", "llada-8b", "--stage", "extend",
+                                  "--dry-run", "--gpu-memory", "0"],
+     "--gpu-memory must be a positive number of GiB, got 0.0"),
+    ("train-gpu-memory-without-dry-run", ["train", "--preset", "llada-8b", "--stage", "extend",
+                                         "--gpu-memory", "80"],
+     "--gpu-memory 80 plans a --dry-run only"),
+    ("prepare-no-source", ["prepare"], "one of the arguments --tokenizer --preset is required"),
+    ("prepare-corpus", ["prepare", "--preset", "smoke", "--corpus", "/no/such.jsonl"],
+     "corpus '/no/such.jsonl' does not exist"),
+    ("prepare-tokenizer", ["prepare", "--tokenizer", "/no/such/model"],
+     "no model at '/no/such/model'"),
+    ("prepare-no-tokenizer-json", ["prepare", "--tokenizer", "{no_weights}"],
+     "no tokenizer.json in '{no_weights}'"),
+    ("prepare-vocab-size", ["prepare", "--tokenizer", "{checkpoint}", "--vocab-size", "512"],
+     "--vocab-size sizes the BPE tokenizer of --preset"),
+    ("train-init-broken-config", ["train", "--preset", "smoke", "--stage", "extend", "--init",
+                                  "{broken_config}"], "{broken_config}/config.json is not valid "
+     "JSON"),
     ("reproduce-out-unwritable", ["reproduce", "--preset", "smoke", "--notebooks", "01",
                                   "--out", UNWRITABLE], f"--out '{UNWRITABLE}/"),
     ("reproduce-figures-unwritable", ["reproduce", "--preset", "smoke", "--notebooks", "01",
@@ -166,22 +193,27 @@ def make_folders(root: Path) -> dict[str, Path]:
     valid = (root / "valid.safetensors").read_bytes()
     garbage = b"not a safetensors file " * 8
     smoke = get_preset("smoke")
-    smoke_model = {**smoke.model, "max_sequence_length": smoke.train_len}
+    smoke_model = {**smoke.model, "max_sequence_length": smoke.train_len, "model_type": "llada"}
+    llada = {"model_type": "llada"}  # what the eval checks read of a config before torch
     (root / "a-file").write_text("a file, not a folder")
-    return {
+    folders = {
         "init": model(root / "gpu-init" / "model",
                       {**get_preset("gpu").model, "model_type": "llada"}, valid).parent,
         "init_truncated": model(root / "init-truncated" / "model", smoke_model,
                                 valid[:-10]).parent,
         "init_garbage": model(root / "init-garbage" / "model", smoke_model, garbage).parent,
-        "no_tokenizer": model(root / "no-tokenizer", {}, valid),
-        "no_weights": model(root / "no-weights", {}, None),
-        "checkpoint": model(root / "checkpoint", {}, valid, tokenizer=True),
-        "checkpoint_truncated": model(root / "checkpoint-truncated", {}, valid[:-10],
+        "no_tokenizer": model(root / "no-tokenizer", llada, valid),
+        "no_weights": model(root / "no-weights", llada, None),
+        "checkpoint": model(root / "checkpoint", llada, valid, tokenizer=True),
+        "checkpoint_truncated": model(root / "checkpoint-truncated", llada, valid[:-10],
                                       tokenizer=True),
-        "checkpoint_garbage": model(root / "checkpoint-garbage", {}, garbage, tokenizer=True),
+        "checkpoint_garbage": model(root / "checkpoint-garbage", llada, garbage, tokenizer=True),
+        "olmo": model(root / "olmo", {**llada, "model_type": "olmo"}, valid, tokenizer=True),
+        "broken_config": model(root / "broken-config", llada, valid, tokenizer=True),
         "a_file": root / "a-file",
     }
+    (folders["broken_config"] / "config.json").write_text('{"model_type": "llada", "d_model"')
+    return folders
 
 
 def complete_argv(argv: list[str], out: Path, folders: dict[str, Path]) -> list[str]:

@@ -98,6 +98,16 @@ def test_bad_input_is_named_before_any_work(checkpoint, tmp_path, extra, error, 
     assert not (tmp_path / "out").exists()
 
 
+def test_a_refusal_inside_a_task_leaves_no_out_folder(checkpoint, tmp_path, capsys):
+    corpus = tmp_path / "short.jsonl"  # documents far shorter than the window asked for
+    corpus.write_text("".join(f'{{"text": "document {i} is short."}}\n' for i in range(400)))
+    out = tmp_path / "new" / "out"
+    assert evaluate(checkpoint, out, "--tasks", "loss", "--corpus", str(corpus),
+                    "--lengths", "4096") == 2
+    assert "fewer than one window of length 4096" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()  # nor the parent the command made
+
+
 def test_a_run_folder_is_evaluated_through_its_model(checkpoint, tmp_path, capsys):
     run = Path(checkpoint).parent  # what `minillada train --out` made; the model is in model/
     for name, folder in (("run", run), ("model", checkpoint)):
@@ -108,7 +118,7 @@ def test_a_run_folder_is_evaluated_through_its_model(checkpoint, tmp_path, capsy
 
 
 def test_a_checkpoint_without_weights_is_named(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "config.json").write_text('{"model_type": "llada"}')
     with pytest.raises(FileNotFoundError, match="safetensors"):
         evaluate(str(tmp_path), tmp_path / "out", "--debug", "--tasks", "loss")
 

@@ -13,8 +13,9 @@ from minillada.released.llada import llada_config
 BASE = {
     "activation_type": "silu", "alibi": False, "block_type": "llama", "d_model": 32,
     "include_bias": False, "include_qkv_bias": False, "layer_norm_type": "rms",
-    "max_sequence_length": 16, "mlp_hidden_size": 48, "mlp_ratio": 4, "n_heads": 4,
-    "n_kv_heads": 4, "n_layers": 1, "rope": True, "rope_theta": 50.0, "vocab_size": 40,
+    "max_sequence_length": 16, "mlp_hidden_size": 48, "mlp_ratio": 4, "model_type": "llada",
+    "n_heads": 4, "n_kv_heads": 4, "n_layers": 1, "rope": True, "rope_theta": 50.0,
+    "vocab_size": 40,
     "weight_tying": False, "multi_query_attention": None, "bias_for_layer_norm": False,
 }  # fmt: skip
 

@@ -63,6 +63,11 @@ def helper(tmp_path: Path) -> str:
     return str(path)
 
 
+def prepared() -> None:
+    """The smoke runs' token cache, prepared in this process: torchrun's ranks only read it."""
+    assert cli.main(["prepare", "--preset", "smoke", "--quiet"]) == 0
+
+
 def torchrun(nproc: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc_per_node={nproc}"]
@@ -154,6 +159,7 @@ def test_latest_may_only_name_a_checkpoint_inside_the_run(tmp_path, pointer):
 
 def test_one_trainer_per_run_and_a_killed_torchrun_takes_its_worker(tmp_path):
     out, ready = tmp_path / "run", tmp_path / "ready"
+    prepared()
     parent = subprocess.Popen(
         [*torchrun(1), helper(tmp_path), *cli_args(out, FAST)],
         env=env(FAULT="hang", FAULT_STEP="1", FAULT_READY=str(ready)),

@@ -49,6 +49,8 @@ def test_report_without_cuda_skips_the_cuda_sections(tmp_path, capsys):
     for name in ("flex", "fsdp", "train"):
         assert report["sections"][name] == {**report["sections"][name], "status": "skipped",
                                             "skipped": "no CUDA"}
+    assert report["sections"]["context_parallel"]["skipped"] == (
+        "no CUDA (--quick runs it on 2 gloo processes on CPU)")
     memory = report["sections"]["memory"]
     assert memory["status"] == "ok" and memory["measured"]["skipped"] == "no CUDA"
     assert [(p["world_size"], p["activation_checkpointing"]) for p in memory["plan_llada_8b_64k"]] \
@@ -78,6 +80,24 @@ def test_quick_train_section_runs_on_cpu(tmp_path, monkeypatch):
     assert runs["pretrain"]["steps"] == 3 and runs["pretrain"]["tokens_per_s"] > 0
     assert runs["extend_per_document"]["seq_len"] == 1024
     assert runs["extend_flex"]["status"] == "skipped"
+
+
+@no_cuda
+@pytest.mark.slow
+def test_quick_context_parallel_section_splits_rows_over_two_gloo_processes(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("MINILLADA_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "q.json"
+    assert gpu_check.main(["--quick", "--skip", "flex", "fsdp", "train", "memory", "--out",
+                           str(out)]) == 0
+    section = json.loads(out.read_text())["sections"]["context_parallel"]
+    assert section["status"] == "ok" and section["gpus"] == 2 and section["backend"] == "gloo"
+    # rows of 250 tokens (padded to 252 on 2 ranks): the same first loss, split or whole
+    assert section["whole_rows"]["seq_len"] == section["split_rows"]["seq_len"] == 250
+    assert section["first_loss_abs_diff"] <= 1e-5
+    assert {row["measured_bytes"] for row in section["memory"].values()} == {None}  # CUDA only
+    plans = [section["memory"][degree]["planned_bytes"] for degree in ("1", "2")]
+    assert plans[1] < plans[0]
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")

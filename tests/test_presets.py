@@ -34,7 +34,8 @@ def test_every_stage_builds_a_valid_run(name, tmp_path):
     assert pretrain.seq_len == preset.train_len
     assert pretrain.model["d_model"] == preset.model["d_model"]
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text(json.dumps(preset.model))
+    (tmp_path / "model" / "config.json").write_text(json.dumps({**preset.model,
+                                                               "model_type": "llada"}))
     save_file({}, tmp_path / "model" / "model.safetensors")  # the check reads its header only
     extend = make_config(name, "extend", tmp_path / "extend", init=str(tmp_path))
     check_run_files(extend)  # an init of the preset's own dims

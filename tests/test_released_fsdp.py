@@ -12,6 +12,7 @@ import pytest
 import torch
 from llada_checkpoint import official_logits, write_corpus, write_released_checkpoint
 
+from minillada import cli
 from minillada.released.llada import load_llada_checkpoint
 from minillada.training.checkpoint import read_metrics
 from minillada.training.config import make_config
@@ -75,13 +76,15 @@ def test_two_gloo_ranks_post_train_a_released_checkpoint_like_one_process(tmp_pa
                  for name, value in SETTINGS.items() if name != "seq_len"]
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
+    monkeypatch.setenv("MINILLADA_CACHE", env["MINILLADA_CACHE"])  # the same token cache
+    # torchrun's ranks read a token cache prepared once, in one process
+    assert cli.main(["prepare", "--corpus", corpus, "--tokenizer", str(released), "--quiet"]) == 0
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", str(worker), str(released), str(tmp_path / "fsdp"),
                "--corpus", corpus, "--target-len", "64", *overrides]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    monkeypatch.setenv("MINILLADA_CACHE", env["MINILLADA_CACHE"])  # the same token cache
     train(make_config("llada-8b", "extend", tmp_path / "single", init=str(released),
                       corpus=corpus, **SETTINGS))
     sharded, single = read_metrics(tmp_path / "fsdp"), read_metrics(tmp_path / "single")

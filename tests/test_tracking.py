@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
+import importlib.util
 
 import pytest
 
@@ -40,16 +40,15 @@ def test_a_tensorboard_run_logs_the_losses_of_metrics_jsonl(tmp_path):
                          for r in metrics if "val_loss" in r]
 
 
-def test_without_tensorboard_the_error_names_the_install(tmp_path, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_tensorboard(name, *args, **kwargs):
-        if name.startswith(("tensorboard", "torch.utils.tensorboard")):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
-    with pytest.raises(ImportError, match="pip install tensorboard"):
+def test_without_tensorboard_a_run_is_refused_before_it_writes(tmp_path, monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None
+                        if name == "tensorboard" else real_find_spec(name, *args))
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        train(make_config("smoke", "pretrain", out, log="tensorboard", **TINY))
+    assert not out.exists()  # refused before the run folder, its config or its lock
+    with pytest.raises(ValueError, match="pip install tensorboard"):
         TensorBoardTracker(tmp_path)
     open_tracker("jsonl", tmp_path).append({"step": 1, "loss": 1.0})  # the default needs nothing
     with pytest.raises(ValueError, match="unknown log 'wandb'"):

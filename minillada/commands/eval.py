@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from minillada.common.folders import check_writable
+from minillada.common.folders import check_writable, output_folder
 from minillada.common.names import KEY_KINDS, STDLIB, TASK_NAMES
 from minillada.evals.generation import GenerationSettings
-from minillada.released.model_files import model_folder, weight_files
+from minillada.released.model_files import model_folder, read_model_config, weight_files
 from minillada.rope.laws import ROPE_VARIANTS  # the registry loads without torch
 from minillada.training.presets import PRESETS, get_preset
 
@@ -217,6 +217,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if not args.checkpoint.is_dir():
         raise FileNotFoundError(f"checkpoint directory {str(args.checkpoint)!r} does not exist")
     args.checkpoint = model_folder(args.checkpoint)  # a run folder: its model/
+    read_model_config(args.checkpoint)  # JSON, and LLaDA's architecture
     weight_files(args.checkpoint)
     if not (args.checkpoint / "tokenizer.json").is_file():
         raise FileNotFoundError(
@@ -257,17 +258,18 @@ def run(args: argparse.Namespace) -> int:
         if task not in CORPUS_TASKS:
             args.make_sample(task, min(plan.lengths), 50.0, 0)
     train_len = model.config.max_sequence_length
-    args.out.mkdir(parents=True, exist_ok=True)
     plots.use_style()
     summaries = []
-    for task in plan.tasks:
-        if task in CORPUS_TASKS:
-            documents = split_documents(tokenizer, "test", args.corpus, args.split_seed)
-            run_task = _loss_task if task == "loss" else _ppl_task
-            summaries.append(run_task(models, documents, plan, args, model.config, train_len))
-        else:
-            summaries.append(_retrieval_task(task, models, tokenizer, plan, args,
-                                             model.config, train_len))
+    with output_folder(args.out):  # a refusal inside the tasks leaves no empty --out behind
+        for task in plan.tasks:
+            if task in CORPUS_TASKS:
+                documents = split_documents(tokenizer, "test", args.corpus, args.split_seed)
+                run_task = _loss_task if task == "loss" else _ppl_task
+                summaries.append(run_task(models, documents, plan, args, model.config,
+                                          train_len))
+            else:
+                summaries.append(_retrieval_task(task, models, tokenizer, plan, args,
+                                                 model.config, train_len))
     print("\n".join(summaries))
     print(f"wrote {', '.join(f'{task}.csv, {task}.png' for task in plan.tasks)} in {args.out}")
     return 0

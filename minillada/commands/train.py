@@ -6,9 +6,12 @@
         --packing adaptive --out runs/cpu/extend-adaptive
     torchrun --nproc_per_node=2 -m minillada train --preset smoke --stage pretrain --out ...
     minillada train --preset llada-8b --stage extend --dry-run --world-size 8 --target-len 131072 \
-        --out runs/llada8b-128k
+        --gpu-memory 80 --out runs/llada8b-128k
     torchrun --nproc_per_node=8 -m minillada train --preset llada-8b --stage extend \
         --init /path/to/LLaDA-8B-Base --corpus books.jsonl --out runs/llada8b-64k
+    torchrun --nproc_per_node=8 -m minillada train --preset llada-8b --stage extend \
+        --init /path/to/LLaDA-8B-Base --corpus books.jsonl --target-len 131072 \
+        --context-parallel 2 --out runs/llada8b-128k
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--corpus", help="'stdlib' (default), a folder of .txt or a .jsonl file")
     parser.add_argument("--steps", type=int, help="optimizer steps")
     parser.add_argument("--seed", type=int, help="seed of init, data order and masks")
+    parser.add_argument("--context-parallel", type=int, dest="context_parallel", metavar="N",
+                        help="split each row along the sequence over N ranks (torchrun; N "
+                        "divides the number of processes): attention over the whole row from "
+                        "gathered keys and values, for rows past one GPU's memory (default 1)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run's latest intact checkpoint (an error if the "
                         "folder holds no run)")
@@ -60,6 +67,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "released recipe plans for its preset's model (llada-8b: LLaDA-8B)")
     parser.add_argument("--world-size", type=int, default=int(os.environ.get("WORLD_SIZE", 1)),
                         help="--dry-run: the number of GPUs (default $WORLD_SIZE or 1)")
+    parser.add_argument("--gpu-memory", type=float, metavar="GIB",
+                        help="--dry-run: each GPU's memory in GiB (an H100 80 GB reports 79.6, "
+                        "an H200 140.4): also print, for this and the usual row lengths, the "
+                        "smallest context-parallel degree that fits")
     parser.set_defaults(func=run)
 
 
@@ -95,15 +106,21 @@ class _HeldRecords(logging.Handler):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.gpu_memory is not None and not args.dry_run:
+        raise ValueError(f"--gpu-memory {args.gpu_memory:g} plans a --dry-run only (the smallest "
+                         "context-parallel degree that fits); add --dry-run, or set the run's "
+                         "degree with --context-parallel N")
     overrides = parse_overrides(args.set)
-    for name in ("init", "rope", "packing", "seq_len", "corpus", "steps", "seed"):
+    for name in ("init", "rope", "packing", "seq_len", "corpus", "steps", "seed",
+                 "context_parallel"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.quiet:
         overrides["progress"] = False
     check_overrides(overrides)  # names and types, before torch loads
     if args.dry_run:
-        print(memory_report(args.preset, args.stage, args.world_size, overrides))
+        print(memory_report(args.preset, args.stage, args.world_size, overrides,
+                            args.gpu_memory))
         return 0
     check_writable(args.out, "--out")
     rank = int(os.environ.get("RANK", 0))
@@ -134,12 +151,12 @@ def planned_model(config) -> tuple[dict[str, Any], str]:
     """The sizes of the model a run trains, and where they come from: its init's config.json,
     the pretrain model fields, or (a released recipe without init) its preset's model."""
     from minillada.released.llada import llada_config
-    from minillada.released.model_files import model_folder
+    from minillada.released.model_files import model_folder, read_model_config
     from minillada.training.presets import get_preset
 
     if config.init is not None:
         folder = model_folder(config.init)
-        fields = llada_config(json.loads((folder / "config.json").read_text()))
+        fields = llada_config(read_model_config(folder))
         names = ("vocab_size", "d_model", "n_heads", "n_kv_heads", "n_layers", "mlp_hidden_size")
         return {name: getattr(fields, name) for name in names}, str(folder)
     if config.stage == "pretrain":
@@ -150,25 +167,63 @@ def planned_model(config) -> tuple[dict[str, Any], str]:
                      "released recipe (its preset's model)")
 
 
-def memory_report(preset: str, stage: str, world_size: int, overrides: dict[str, Any]) -> str:
-    """`--dry-run`: the run's settings and its per-GPU memory plan at the worst masking."""
+def memory_report(preset: str, stage: str, world_size: int, overrides: dict[str, Any],
+                  gpu_memory: float | None = None) -> str:
+    """`--dry-run`: the run's settings and its per-GPU memory plan at the worst masking; with
+    `gpu_memory` (GiB), the smallest context-parallel degree that fits each row length."""
     from minillada.training.config import TrainConfig, stage_settings
-    from minillada.training.memory_plan import model_plan, param_counts, plan_table
+    from minillada.training.memory_plan import (
+        PLANNED_LENGTHS,
+        fit_table,
+        model_plan,
+        param_counts,
+        plan_table,
+        smallest_context_parallel,
+    )
 
     if world_size < 1:
         raise ValueError(f"--world-size must be >= 1, got {world_size}")
+    if gpu_memory is not None and not gpu_memory > 0:
+        raise ValueError(f"--gpu-memory must be a positive number of GiB, got {gpu_memory}")
     config = TrainConfig(preset=preset, stage=stage, out="dry-run",
                          **stage_settings(preset, stage, **overrides))
+    if world_size % config.context_parallel:
+        raise ValueError(f"context_parallel {config.context_parallel} must divide --world-size "
+                         f"{world_size}")
     dims, source = planned_model(config)
-    plan = model_plan(dims, config.seq_len, world_size, config.activation_checkpointing,
-                      rows=config.micro_batch_size, loss_chunk=config.loss_chunk)
+    settings = dict(activation_checkpointing=config.activation_checkpointing,
+                    rows=config.micro_batch_size, loss_chunk=config.loss_chunk)
+    plan = model_plan(dims, config.seq_len, world_size, context_parallel=config.context_parallel,
+                      **settings)
     sizes = {k: dims[k] for k in ("d_model", "mlp_hidden_size", "vocab_size", "n_heads")}
     params = param_counts(dims["n_layers"], n_kv_heads=dims.get("n_kv_heads"), **sizes)["total"]
-    return "\n".join([
+    lines = [
         f"{preset} {stage}: {params / 1e9:.3f} B parameters ({source}); {world_size} GPU(s), "
-        f"{config.micro_batch_size} row(s) of {config.seq_len} tokens per GPU per micro-batch, "
-        f"activation checkpointing {'on' if config.activation_checkpointing else 'off'}, loss "
+        f"{config.micro_batch_size} row(s) of {config.seq_len} tokens per data-parallel group "
+        f"per micro-batch, context parallelism {config.context_parallel}, activation "
+        f"checkpointing {'on' if config.activation_checkpointing else 'off'}, loss "
         + (f"in chunks of {config.loss_chunk} masked tokens" if config.loss_chunk
            else "over the full row"),
         "per GPU at the worst step (every token masked), on paper (minillada.training.memory_plan; "
-        "not measured), GiB:", "", plan_table([plan])])
+        "not measured), GiB:", "", plan_table([plan])]
+    if gpu_memory is None:
+        return "\n".join(lines)
+    lengths = sorted({*PLANNED_LENGTHS, config.seq_len})
+    degree, fitting = smallest_context_parallel(dims, config.seq_len, world_size, gpu_memory,
+                                                **settings)
+    if degree is None:
+        verdict = (f"{config.seq_len} tokens per row do not fit {world_size} GPUs of "
+                   f"{gpu_memory:g} GiB at any context-parallel degree (at "
+                   f"{fitting['inputs']['context_parallel']}: {fitting['total_gib']:.1f} GiB per "
+                   "GPU): use more GPUs or a shorter row")
+    else:
+        verdict = (f"{config.seq_len} tokens per row fit {world_size} GPUs of {gpu_memory:g} GiB "
+                   f"with --context-parallel {degree} at the least ({fitting['total_gib']:.1f} "
+                   f"GiB per GPU, {world_size // degree} data-parallel group(s))"
+                   + ("" if plan["total_gib"] <= gpu_memory else
+                      f"; this run's context parallelism {config.context_parallel} needs "
+                      f"{plan['total_gib']:.1f} GiB"))
+    return "\n".join([*lines, "", f"the smallest context-parallel degree that fits each row "
+                       f"length on {world_size} GPUs of {gpu_memory:g} GiB, on paper:", "",
+                       fit_table(dims, lengths, world_size, gpu_memory, **settings), "",
+                       verdict])

@@ -96,6 +96,40 @@ def corpus_fingerprint(source: str = STDLIB) -> str:
     return sha.hexdigest()[:16]
 
 
+def corpus_digest(source: str | os.PathLike = STDLIB) -> str:
+    """The sha256 of what the documents of `source` are read from: a .jsonl file's bytes, each
+    .txt file of a folder (its path relative to the folder and its bytes), or the standard
+    library's documents (`corpus_fingerprint`). What the token cache is keyed by: a corpus
+    overwritten in place gets another digest."""
+    if str(source) == STDLIB:
+        return corpus_fingerprint(STDLIB)
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"corpus path {str(path)!r} does not exist")
+    if not path.is_dir():
+        return file_sha256(path)
+    sha = hashlib.sha256()
+    for file in sorted(path.rglob("*.txt")):
+        sha.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\0".encode())
+    return sha.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read 16 MiB at a time; remembered per (path, size,
+    modification time), so a process hashes an unchanged file once."""
+    stat = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(16 << 20):
+            sha.update(block)
+    return sha.hexdigest()
+
+
 def _stdlib_documents() -> list[str]:
     import pydoc_data.topics  # the pydoc help topics that ship with every CPython
 
@@ -311,11 +345,13 @@ def tokenize_documents(tokenizer: PreTrainedTokenizerFast, docs: Sequence[str],
 
 
 def tokenized_batches(tokenizer: PreTrainedTokenizerFast, docs: Sequence[str],
-                      progress: bool | None = None) -> Iterator[list[list[int]]]:
-    """`tokenize_documents`, one batch of TOKENIZE_BATCH documents at a time."""
+                      progress: bool | None = None,
+                      desc: str = "tokenizing") -> Iterator[list[list[int]]]:
+    """`tokenize_documents`, one batch of TOKENIZE_BATCH documents at a time (the progress bar
+    titled `desc`)."""
     if progress is None:
         progress = len(docs) > TOKENIZE_BATCH
-    with tqdm(total=len(docs), desc="tokenizing", unit="doc", disable=not progress) as bar:
+    with tqdm(total=len(docs), desc=desc, unit="doc", disable=not progress) as bar:
         for start in range(0, len(docs), TOKENIZE_BATCH):
             batch = list(docs[start:start + TOKENIZE_BATCH])
             yield tokenizer(batch, add_special_tokens=False)["input_ids"]

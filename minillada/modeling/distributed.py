@@ -1,5 +1,6 @@
-"""Where a training process runs: one process, or `torchrun` ranks with FSDP2 sharding, and the
-collectives the trainer needs (`all_sum`, `all_mean`)."""
+"""Where a training process runs: one process, or `torchrun` ranks with FSDP2 sharding (and
+context parallelism: a data x context mesh), and the collectives the trainer needs (`all_sum`,
+`all_mean`)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,49 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+from minillada.modeling.context_parallel import ContextParallel
 from minillada.modeling.model import LLaDAModelLM
 
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where this process runs: rank, world size, device, and whether torchrun launched it."""
+    """Where this process runs: rank, world size, device, whether torchrun launched it, and its
+    context-parallel group (None: each rank holds whole rows).
+
+    The ranks form a data x context mesh: the `context` degree ranks of one data-parallel
+    group (consecutive ranks, on one node where possible) share its rows, each holding a shard of
+    every row; `data_world` groups read different rows."""
 
     rank: int
     world: int
     device: torch.device
     distributed: bool
+    context: ContextParallel | None = None
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def context_degree(self) -> int:
+        return self.context.degree if self.context is not None else 1
+
+    @property
+    def data_rank(self) -> int:
+        """This rank's data-parallel group: which rows of a step it works on."""
+        return self.rank // self.context_degree
+
+    @property
+    def data_world(self) -> int:
+        """The number of data-parallel groups (world / context degree)."""
+        return self.world // self.context_degree
 
     def barrier(self) -> None:
         if self.distributed:
@@ -52,10 +75,25 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def start_runtime() -> Runtime:
-    """A process group (nccl on GPU, gloo on CPU) when launched by torchrun, else one process.
+def check_context_parallel(context_parallel: int, world: int) -> None:
+    """ValueError naming both unless `context_parallel` ranks divide the `world`'s."""
+    if context_parallel == 1:
+        return
+    if world == 1:
+        raise ValueError(f"context_parallel {context_parallel} splits each row over "
+                         f"{context_parallel} processes: launch with torchrun --nproc_per_node "
+                         f"{context_parallel} (or a multiple); this is one process")
+    if world % context_parallel:
+        raise ValueError(f"context_parallel {context_parallel} must divide the world size "
+                         f"{world} (each group of {context_parallel} ranks shares its rows)")
+
+
+def start_runtime(context_parallel: int = 1) -> Runtime:
+    """A process group (nccl on GPU, gloo on CPU) when launched by torchrun, else one process;
+    with `context_parallel` > 1 a data x context mesh whose context groups share rows.
     A torchrun worker dies with its torchrun (`die_with_parent`)."""
     cuda = torch.cuda.is_available()
+    check_context_parallel(context_parallel, int(os.environ.get("WORLD_SIZE", 1)))
     if "RANK" not in os.environ:
         return Runtime(0, 1, torch.device("cuda" if cuda else "cpu"), False)
     if "TORCHELASTIC_RUN_ID" in os.environ:  # set by torchrun for its workers
@@ -66,7 +104,13 @@ def start_runtime() -> Runtime:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
-    return Runtime(dist.get_rank(), dist.get_world_size(), device, True)
+    world, context = dist.get_world_size(), None
+    if context_parallel > 1:
+        mesh = init_device_mesh(device.type, (world // context_parallel, context_parallel),
+                                mesh_dim_names=("data", "context"))
+        context = ContextParallel(mesh.get_group("context"), context_parallel,
+                                  mesh.get_local_rank("context"))
+    return Runtime(dist.get_rank(), world, device, True, context)
 
 
 def stop_runtime(runtime: Runtime) -> None:
@@ -77,7 +121,9 @@ def stop_runtime(runtime: Runtime) -> None:
 
 def shard_model(model: LLaDAModelLM, runtime: Runtime, param_dtype: torch.dtype | None) -> None:
     """FSDP2 as torchtitan applies it: `fully_shard` each block, then the root (embedding, final
-    norm and head); bf16 parameters with fp32 gradient reduction when `param_dtype` is given."""
+    norm and head); bf16 parameters with fp32 gradient reduction when `param_dtype` is given.
+    The parameters are sharded over every rank, context-parallel ones included (their states
+    are the same; sharding them over the whole world divides the memory by it)."""
     mesh = init_device_mesh(runtime.device.type, (runtime.world,))
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     blocks = model.model.transformer.blocks
@@ -92,6 +138,15 @@ def shard_model(model: LLaDAModelLM, runtime: Runtime, param_dtype: torch.dtype 
     fully_shard(model, mesh=mesh, mp_policy=root_policy)
 
 
+def from_main(value: Any, runtime: Runtime) -> Any:
+    """Rank 0's `value` (any picklable object) on every rank; the value itself in one process."""
+    if not runtime.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_sum(value: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     """Sum of a tensor over ranks (the tensor itself in one process)."""
     value = value.detach().clone()
@@ -101,6 +156,8 @@ def all_sum(value: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 
 
 def all_mean(value: torch.Tensor, runtime: Runtime) -> float:
-    """Mean of a scalar over ranks."""
-    return float(all_sum(value, runtime)) / runtime.world
+    """Mean over the data-parallel groups of a scalar that each group's context-parallel ranks
+    hold parts of (a loss: each its tokens' part of the sum); without context parallelism, the
+    mean over ranks."""
+    return float(all_sum(value, runtime)) / runtime.data_world
 

@@ -4,7 +4,9 @@ Pre-norm blocks x + attn(rms(x)), x + swiglu(rms(x)); RoPE from `minillada.rope`
 configuration, swappable with `set_rope` or at load time); attention restricted to documents by
 `minillada.modeling.attention`; untied output head; no biases unless `include_qkv_bias`. With
 `activation_checkpointing` each block's activations are recomputed in backward instead of stored
-(training only; for long sequences). Config fields and
+(training only; for long sequences). Under context parallelism (`context_parallel`, set from
+outside by `modeling.context_parallel.apply_context_parallel`) the model is given this rank's
+shard of each row and its attention gathers the whole row's keys and values. Config fields and
 weight names are LLaDA's, so the same class holds a LLaDA-8B checkpoint:
 
     model.transformer.wte
@@ -27,6 +29,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import MaskedLMOutput
 
 from minillada.modeling.attention import DocumentMask, build_document_mask, masked_attention
+from minillada.modeling.context_parallel import ContextParallel
 from minillada.modeling.masked_loss import DEFAULT_CHUNK, chunked_cross_entropy
 from minillada.modeling.model_shape import check_model_shape, model_fields
 from minillada.rope.laws import compute_rope
@@ -180,6 +183,8 @@ class LLaDAModelLM(PreTrainedModel):
     # forward takes `scored`: evaluations ask for logits only where they score
     # (`diffusion.scored_logits`); a model without this flag is given whole rows.
     supports_scored: ClassVar[bool] = True
+    # Context parallelism's group (`context_parallel.apply_context_parallel`); None: whole rows.
+    context_parallel: ContextParallel | None = None
 
     def __init__(self, config: LLaDAConfig) -> None:
         super().__init__(config)
@@ -268,7 +273,7 @@ class LLaDAModelLM(PreTrainedModel):
         if positions is None:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         cos, sin = self.model.rotary(positions)  # float32 even under autocast
-        mask = build_document_mask(doc_ids, self.config.attention_backend)
+        mask = build_document_mask(doc_ids, self.config.attention_backend, self.context_parallel)
         transformer = self.model.transformer
         x = transformer.wte(input_ids)
         # Recompute each block in backward: only its input x stays saved per layer.

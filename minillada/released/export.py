@@ -29,7 +29,8 @@ from torch.distributed.tensor import DTensor
 from minillada.common.atomic import atomic_folder
 from minillada.modeling.distributed import Runtime
 from minillada.modeling.model import LLaDAModelLM
-from minillada.released.llada import BASE_ONLY_VARIANTS, scaled_rope_config
+from minillada.released.llada import base_only_variants, scaled_rope_config
+from minillada.released.model_files import read_model_config
 
 EXPORT_DTYPE = torch.bfloat16
 DEFAULT_SHARD_BYTES = 5 * 10**9  # LLaDA-8B: 4 shards of bf16
@@ -56,10 +57,10 @@ def exported_config(fields: Mapping[str, Any], model: LLaDAModelLM) -> dict[str,
     """The init's config.json `fields` with the RoPE the model trained with (see module doc)."""
     config = model.config
     variant, target = config.rope_variant, config.rope_target_len
-    if variant not in BASE_ONLY_VARIANTS:
+    if variant not in base_only_variants():
         raise ValueError(f"rope variant {variant!r} sets per-pair frequencies, which LLaDA's "
                          f"modeling code cannot read; the released format takes "
-                         f"{', '.join(BASE_ONLY_VARIANTS)} (one rope_theta)")
+                         f"{', '.join(base_only_variants())} (one rope_theta)")
     exported = (dict(fields) if variant == "default"
                 else scaled_rope_config(fields, variant, target, config.rope_params))
     exported["minillada_post_training"] = {
@@ -106,7 +107,7 @@ def export_released(model: LLaDAModelLM, init: str | os.PathLike, folder: Path,
                     runtime: Runtime, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
     """Write `model` (trained from the released checkpoint `init`) into `folder`, atomically."""
     init = Path(init)
-    fields = json.loads((init / "config.json").read_text())
+    fields = read_model_config(init)
     config = exported_config(fields, model)  # refuses a variant before any collective
     companions = modeling_files(fields, init) + [init / name for name in COMPANION_FILES
                                                  if (init / name).is_file()]

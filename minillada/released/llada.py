@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,15 @@ import torch
 from safetensors import safe_open
 
 from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
-from minillada.released.model_files import weight_files
+from minillada.released.model_files import check_model_type, read_model_config, weight_files
 from minillada.rope.analysis import rope_summary, to_hf_rope_parameters
-from minillada.rope.laws import ROPE_VARIANTS, compute_rope
+from minillada.rope.laws import ROPE_VARIANTS, compute_rope, get_variant
 
-# Variants that only change rope_theta: expressible in any config, LLaDA's released code included.
-BASE_ONLY_VARIANTS = tuple(name for name, v in ROPE_VARIANTS.items() if v.hf_rope_type == "default")
+
+def base_only_variants() -> tuple[str, ...]:
+    """The variants that only change rope_theta: expressible in any config, LLaDA's released
+    code included (read from the registry when called: a variant added is one of them)."""
+    return tuple(name for name, variant in ROPE_VARIANTS.items() if variant.base_only)
 
 
 def rope_geometry(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -33,7 +35,9 @@ def rope_geometry(config: Mapping[str, Any]) -> dict[str, Any]:
 
     LLaDA names: d_model, n_heads, max_sequence_length, rope_theta. Hugging Face names:
     hidden_size, num_attention_heads, head_dim, partial_rotary_factor, max_position_embeddings and
-    rope_theta (top level, or inside `rope_parameters` as transformers >= 5 writes it).
+    rope_theta (rope_theta and partial_rotary_factor at the top level, or inside
+    `rope_parameters` as transformers >= 5 and LLaDA2-style configs write them; both places
+    given must agree). The rotary dim is head_dim * partial_rotary_factor.
     """
     if "d_model" in config:
         dims, heads, train_len = config["d_model"], config.get("n_heads"), config.get(
@@ -45,15 +49,31 @@ def rope_geometry(config: Mapping[str, Any]) -> dict[str, Any]:
             config["hidden_size"] // heads if heads and "hidden_size" in config else None)
         train_len = config.get("max_position_embeddings")
     parameters = config.get("rope_parameters") or {}
-    base = config.get("rope_theta", parameters.get("rope_theta"))
+    base = _either_place(config, parameters, "rope_theta")
     missing = [name for name, value in (("head dim", head_dim), ("rope_theta", base),
                                         ("training length", train_len)) if value is None]
     if missing:
         raise ValueError(f"config lacks {', '.join(missing)}: expected LLaDA fields (d_model, "
                          "n_heads, max_sequence_length, rope_theta) or Hugging Face fields "
                          "(hidden_size, num_attention_heads, max_position_embeddings, rope_theta)")
-    rotary_dim = int(head_dim * config.get("partial_rotary_factor", 1.0))
-    return {"head_dim": rotary_dim, "base": float(base), "train_len": int(train_len)}
+    factor = _either_place(config, parameters, "partial_rotary_factor")
+    factor = 1.0 if factor is None else factor
+    rotary_dim = head_dim * factor
+    if not (isinstance(factor, (int, float)) and 0 < factor <= 1 and rotary_dim == int(rotary_dim)
+            and int(rotary_dim) % 2 == 0):
+        raise ValueError(f"partial_rotary_factor {factor!r} must lie in (0, 1] and make the "
+                         f"rotary dim head_dim ({head_dim}) x factor an even integer")
+    return {"head_dim": int(rotary_dim), "base": float(base), "train_len": int(train_len)}
+
+
+def _either_place(config: Mapping[str, Any], parameters: Mapping[str, Any], name: str) -> Any:
+    """`name` from the config's top level or its `rope_parameters` (None in neither);
+    ValueError naming both values when the two places disagree."""
+    top, inside = config.get(name), parameters.get(name)
+    if top is not None and inside is not None and top != inside:
+        raise ValueError(f"config has {name} {top!r} at the top level and {inside!r} in "
+                         "rope_parameters; keep one")
+    return top if top is not None else inside
 
 
 def _current_scaling(config: Mapping[str, Any]) -> str | None:
@@ -90,7 +110,7 @@ def scaled_rope_config(config: Mapping[str, Any], variant: str, target_len: int,
     compute_rope(variant, geometry["head_dim"], geometry["base"], geometry["train_len"],
                  target_len, params)  # validates variant, lengths and parameters
     scaled = copy.deepcopy(dict(config))
-    if variant in BASE_ONLY_VARIANTS:
+    if get_variant(variant).base_only:
         summary = rope_summary(variant, **geometry, target_len=target_len, params=params)
         new_base = summary["new_base"] if summary["new_base"] is not None else geometry["base"]
         if isinstance(scaled.get("rope_parameters"), dict):
@@ -102,8 +122,10 @@ def scaled_rope_config(config: Mapping[str, Any], variant: str, target_len: int,
     else:
         hf = to_hf_rope_parameters(variant, geometry["base"], geometry["train_len"], target_len,
                                    params, head_dim=geometry["head_dim"])
-        if "rope_parameters" in scaled:
-            scaled["rope_parameters"] = hf
+        if "rope_parameters" in scaled:  # the rotary dim stays where the config keeps it
+            kept = {k: v for k, v in scaled["rope_parameters"].items()
+                    if k == "partial_rotary_factor"}
+            scaled["rope_parameters"] = {**hf, **kept}
         else:
             hf.pop("rope_theta")
             scaled["rope_scaling"] = hf
@@ -162,13 +184,15 @@ def _mlp_hidden_size(fields: Mapping[str, Any]) -> int:
 def llada_config(fields: Mapping[str, Any]) -> LLaDAConfig:
     """A `LLaDAConfig` from a LLaDA config.json dict (or one minillada wrote).
 
-    Refuses architecture options minillada does not implement, naming them. The embedding table
+    Refuses another model_type and architecture options minillada does not implement, naming
+    them. The embedding table
     size is `embedding_size` when the checkpoint pads it beyond `vocab_size`, as OLMo does.
     Null fields mean what LLaDA's configuration code makes of them: `bias_for_layer_norm: null`
     takes `include_bias` (false), `mlp_hidden_size: null` is `mlp_ratio * d_model`, and
     `n_kv_heads` follows `multi_query_attention` (true: 1 key/value head, i.e. multi-query
     attention, which the model runs as grouped-query attention with one group).
     """
+    check_model_type(fields)
     missing = [name for name in LLADA_REQUIRED_FIELDS if name not in fields]
     if missing:
         raise ValueError(f"config lacks LLaDA field(s) {missing}; required: "
@@ -226,11 +250,9 @@ def checkpoint_tensors(path: str | Path) -> tuple[LLaDAConfig, dict[str, Path]]:
     """The model config of a LLaDA-format checkpoint directory and the file holding each stored
     tensor, with every name and shape checked against the config (no tensor is read)."""
     path = Path(path)
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"no config.json in checkpoint directory {path}")
+    fields = read_model_config(path)
     files = weight_files(path)
-    config = llada_config(json.loads(config_path.read_text()))
+    config = llada_config(fields)
     with torch.device("meta"):
         model = LLaDAModelLM(config)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}

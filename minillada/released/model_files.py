@@ -1,5 +1,6 @@
 """A model on disk, found and checked without torch: the folder holding its config.json (a run
-folder's `model/`, or the folder itself) and its safetensors weight files.
+folder's `model/`, or the folder itself), that config.json (JSON naming the file when broken, a
+LLaDA `model_type`), and its safetensors weight files.
 
 `minillada train --init` and `minillada eval --checkpoint` refuse a missing, truncated or garbage
 weight file here, by name, before torch loads: a safetensors header (its length, its JSON, the
@@ -10,7 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+# The architectures the package implements: LLaDA's (its released config.json and minillada's
+# own exports say "llada"). LLaDA-MoE and LLaDA 2 are other architectures.
+LLADA_MODEL_TYPES = ("llada",)
 
 
 def model_folder(path: str | os.PathLike) -> Path:
@@ -22,13 +29,48 @@ def model_folder(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"no model at {str(path)!r} (no config.json in it or in model/)")
 
 
+def check_model_type(fields: Mapping[str, Any], source: str = "config") -> None:
+    """ValueError naming `source`, its model_type and the accepted ones unless the config is a
+    LLaDA's: a config with LLaDA's field names but another architecture would load and train."""
+    model_type = fields.get("model_type")
+    if model_type not in LLADA_MODEL_TYPES:
+        found = "has no model_type" if model_type is None else f"has model_type {model_type!r}"
+        raise ValueError(f"{source} {found}; minillada implements LLaDA's architecture only: "
+                         f"model_type {' or '.join(map(repr, LLADA_MODEL_TYPES))} (LLaDA-8B's "
+                         "config.json, minillada's exports)")
+
+
+def read_model_config(folder: str | os.PathLike) -> dict[str, Any]:
+    """`folder`/config.json as a dict, a LLaDA model's (`check_model_type`); ValueError naming
+    the file when it is no JSON object (FileNotFoundError when absent)."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no config.json in {str(folder)!r}")
+    try:
+        fields = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        where = (f"{error.msg} at line {error.lineno} column {error.colno}"
+                 if isinstance(error, json.JSONDecodeError) else "not UTF-8")
+        raise ValueError(f"{path} is not valid JSON ({where}); restore the model's "
+                         "config.json") from None
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path} holds a JSON {type(fields).__name__}, not an object of model "
+                         "fields")
+    check_model_type(fields, str(path))
+    return fields
+
+
 def weight_files(path: Path) -> list[Path]:
     """The safetensors files of a model folder: the shards of model.safetensors.index.json, or
     model.safetensors; FileNotFoundError naming what is absent, ValueError naming a file whose
     header is unreadable or that is shorter than its header says (`check_safetensors`)."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_bytes())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{index} is no weight index (JSON with a \"weight_map\" object of "
+                             "tensor name -> shard file); restore it") from None
         absent = [name for name in shards if not (path / name).is_file()]
         if absent:
             raise FileNotFoundError(f"{index} lists shard(s) missing from {path}: {absent}")

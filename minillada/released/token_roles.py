@@ -10,7 +10,6 @@ code reads them (`mask_token_id`, `eod_token_id`, `pad_token_id`); no token is a
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerFast
+
+from minillada.released.model_files import read_model_config
 
 # role -> (config.json field, tokenizer attribute) where it is looked for, in that order.
 ROLE_SOURCES = {"mask": ("mask_token_id", "mask_token_id"),
@@ -65,7 +66,7 @@ def load_released_tokenizer(folder: str | os.PathLike
     if not (folder / "tokenizer.json").is_file():
         raise FileNotFoundError(f"no tokenizer.json in {str(folder)!r}: post-training a released "
                                 "checkpoint needs its own tokenizer beside its weights")
-    fields = json.loads((folder / "config.json").read_text())
+    fields = read_model_config(folder)
     plain = PreTrainedTokenizerFast.from_pretrained(folder)
     roles = token_roles(fields, plain, str(folder))
     names = plain.convert_ids_to_tokens([roles.mask, roles.separator, roles.pad])

@@ -12,6 +12,7 @@ import torch
 
 from minillada.rope.formulas import (
     critical_dim,
+    default_inv_freq,
     dynamic_ntk_base,
     ntk_base,
     ntk_scale,
@@ -38,10 +39,12 @@ def rope_summary(
 
     Keys: method, head_dim, base, train_len, target_len, critical_dim, scale, new_base,
     attention_factor. `scale` is lambda for the critical-dimension laws and the extension factor s
-    otherwise; `new_base` is set for variants that only change the base. None where not applicable.
+    otherwise; `new_base` is set for dynamic NTK and every variant that only changes the base
+    (`single_base` of its own frequencies). None where not applicable.
     """
     params = dict(params or {})
-    _, attention_factor = compute_rope(variant, head_dim, base, train_len, target_len, params)
+    inv_freq, attention_factor = compute_rope(variant, head_dim, base, train_len, target_len,
+                                              params)
     target = target_or_train_len(train_len, target_len)
     d_c = scale = new_base = None
     if variant in ("ntk_critical", "diffusion_ntk"):
@@ -56,6 +59,8 @@ def rope_summary(
         scale = resolve_factor(train_len, target_len, params.get("factor"))
         if variant == "ntk":
             new_base = ntk_base(head_dim, base, scale)
+    if variant != "default" and get_variant(variant).base_only:
+        new_base = single_base(variant, inv_freq, attention_factor, head_dim, new_base)
     return {
         "method": variant,
         "head_dim": head_dim,
@@ -67,6 +72,25 @@ def rope_summary(
         "new_base": new_base,
         "attention_factor": attention_factor,
     }
+
+
+def single_base(variant: str, inv_freq: torch.Tensor, attention_factor: float, head_dim: int,
+                closed_form: float | None = None) -> float | None:
+    """The rope_theta b whose frequencies b^(-2n/d) are `inv_freq`, a base-only variant's own
+    output: its `closed_form` where that reproduces them to float32 rounding, else the base the
+    slowest pair pins (b = theta_last^(-d/(d-2)), exact to float32's). ValueError naming the
+    variant when it is declared base-only but no single base (or an attention factor) gives its
+    frequencies. A rotary dim of 2 has one pair, theta_0 = 1 whatever the base: `closed_form`."""
+    if head_dim == 2:
+        return closed_form
+    derived = float(inv_freq.double()[-1]) ** (-head_dim / (head_dim - 2))
+    for candidate in (closed_form, derived):
+        if candidate is not None and attention_factor == 1.0 and torch.allclose(
+                default_inv_freq(head_dim, candidate), inv_freq, rtol=1e-5, atol=0.0):
+            return float(candidate)
+    raise ValueError(f"RoPE variant {variant!r} is declared base-only (hf_rope_type 'default') "
+                     f"but its frequencies are no single base's (attention factor "
+                     f"{attention_factor}): give it its transformers rope_type")
 
 
 # ----------------------------------------------------------------------------- analysis helpers
@@ -114,7 +138,7 @@ def to_hf_rope_parameters(
     record = get_variant(variant)
     if variant == "default":
         return {"rope_type": "default", "rope_theta": float(base)}
-    if record.hf_rope_type == "default":
+    if record.base_only:
         if head_dim is None:
             raise ValueError(
                 f"{variant} changes rope_theta by a law of the head dim: pass head_dim"

@@ -310,6 +310,12 @@ class RopeVariant:
     running_length: bool = False
 
     @property
+    def base_only(self) -> bool:
+        """Whether the variant only changes the base (one rope_theta holds it: LLaDA's released
+        format, transformers' rope_type "default")."""
+        return self.hf_rope_type == "default"
+
+    @property
     def parameters(self) -> tuple[set[str], set[str]]:
         """(accepted, required) parameter names: the law's keyword-only arguments."""
         kwonly = [p for p in inspect.signature(self.law).parameters.values()

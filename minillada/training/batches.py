@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ import torch
 from minillada.common.seeds import derived_seed
 from minillada.data.packing import PACKING_STRATEGIES, pack_documents
 from minillada.data.tasks import SampleMaker, sample_maker
-from minillada.data.token_cache import tokenized_split
+from minillada.data.token_cache import documents_of, token_cache
 from minillada.modeling.diffusion import NoisedBatch, forward_process, mask_exactly
 from minillada.training.config import TrainConfig, answer_only_fraction_at, task_fraction_at
 
@@ -87,10 +88,15 @@ def task_row(tokenizer, config: TrainConfig, task: str, length: int, depth: floa
                 torch.arange(length, dtype=torch.int32)[None], maskable[None])
 
 
-@functools.lru_cache(maxsize=4)
 def natural_documents(tokenizer, corpus: str, split_seed: int) -> list[np.ndarray]:
-    """The train split's documents (token arrays) that packed task rows draw from."""
-    return tokenized_split(tokenizer, corpus, split_seed, "train")
+    """The train split's documents (token arrays) that packed task rows draw from, read once
+    per token cache (a corpus changed in place is another cache, read anew)."""
+    return _documents_in(token_cache(tokenizer, corpus, split_seed, "train"))
+
+
+@functools.lru_cache(maxsize=4)
+def _documents_in(split_folder: Path) -> list[np.ndarray]:
+    return documents_of(split_folder)
 
 
 def packed_task_row(tokenizer, config: TrainConfig, rng: np.random.Generator, seed: int,

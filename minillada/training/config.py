@@ -5,8 +5,9 @@
 Building or validating a TrainConfig touches neither the hardware nor the disk. What a run needs
 from this machine happens once, in `prepare_run`, which the trainer, `minillada train` and the
 study call before a run: the files it reads are checked (`check_run_files`: the corpus, and the
-init folder of an extend run) and `dtype="auto"` is resolved for this machine (`resolved_dtype`),
-so the run's config.json and the study's run digests hold the concrete dtype.
+init folder of an extend run), its attention backend must train here (`check_attention_device`)
+and `dtype="auto"` is resolved for this machine (`resolved_dtype`), so the run's config.json and
+the study's run digests hold the concrete dtype.
 
 Stages: `pretrain` trains a fresh model on documents packed to T_train; `extend` loads a pretrained
 model (`init`), sets its RoPE variant for the target length (`seq_len`) and post-trains on
@@ -36,11 +37,12 @@ from minillada.common.names import (
     TASK_NAMES,
 )
 from minillada.modeling.model_shape import check_model_shape, model_fields
-from minillada.released.model_files import model_folder, weight_files
+from minillada.released.model_files import model_folder, read_model_config, weight_files
 from minillada.rope.laws import ROPE_VARIANTS
 from minillada.training.field_types import check_values
 from minillada.training.precision import check_dtype_name, choose_precision
 from minillada.training.presets import get_preset
+from minillada.training.tracking import check_tracker
 
 # This module imports no torch (nor data, model, ...) until `prepare_run` resolves the dtype or
 # checks a released checkpoint, so `minillada train` refuses a bad config at once.
@@ -109,6 +111,10 @@ class TrainConfig:
     # pack each step's rows on demand from a memory-mapped token cache (data.token_cache)
     # instead of packing the whole corpus in every process; the rows are the same
     rows_on_demand: bool = False
+    # > 1: each row split along the sequence over this many ranks (torchrun), attention over the
+    # whole row from gathered keys and values (modeling.context_parallel); the step's rows are
+    # shared out over world size / context_parallel data-parallel groups
+    context_parallel: int = 1
     # optimisation (LLaDA: AdamW, weight decay 0.1, warmup-stable-decay lr)
     steps: int = 100
     batch_size: int = 8  # global rows per optimizer step
@@ -190,7 +196,7 @@ class TrainConfig:
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
         for name in ("steps", "batch_size", "micro_batch_size", "save_every", "val_every",
-                     "keep_checkpoints"):
+                     "keep_checkpoints", "context_parallel"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.task_key_digits < 1:
@@ -227,6 +233,11 @@ class TrainConfig:
         if released and self.stage != "extend":
             raise ValueError(f"preset {self.preset!r} post-trains a released LLaDA checkpoint: "
                              "use stage 'extend' with init (the checkpoint's folder)")
+        if released and not ROPE_VARIANTS[self.rope].base_only:  # before training, not at export
+            allowed = [name for name, variant in ROPE_VARIANTS.items() if variant.base_only]
+            raise ValueError(f"rope {self.rope!r} sets per-pair frequencies, which LLaDA's "
+                             f"released format (one rope_theta) cannot hold; preset "
+                             f"{self.preset!r} exports in it: choose one of {', '.join(allowed)}")
         if self.stage == "extend":
             if self.init is None:
                 raise ValueError("stage 'extend' needs init: a pretrained run or model folder")
@@ -274,7 +285,24 @@ def prepare_run(config: TrainConfig) -> TrainConfig:
     `minillada train` and the study call before a run; a prepared config comes back unchanged."""
     config.validate()
     check_run_files(config)
+    check_attention_device(config)
+    check_tracker(config.log)
     return resolved_dtype(config)
+
+
+def check_attention_device(config: TrainConfig) -> None:
+    """FlexAttention trains on CUDA only: on a CPU it runs eagerly and has no backward. A run
+    with `attention_backend` "flex" on a machine without CUDA is refused in one line, naming the
+    backend that trains there (the same attention)."""
+    if config.attention_backend != "flex":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError("attention_backend 'flex' trains on CUDA only (FlexAttention has no "
+                         "backward on a CPU) and this machine has no CUDA device: add --set "
+                         "attention_backend=per_document (the same attention, one SDPA call "
+                         "per document)")
 
 
 def resolved_dtype(config: TrainConfig) -> TrainConfig:
@@ -299,14 +327,15 @@ def check_run_files(config: TrainConfig) -> None:
     if config.stage != "extend":
         return
     folder = model_folder(config.init)  # FileNotFoundError naming it
+    fields = read_model_config(folder)  # JSON and LLaDA's model_type, before torch loads
     if get_preset(config.preset).released:
-        _check_released_init(folder)
+        _check_released_init(folder, fields)
     else:
-        _check_init_matches_preset(folder, config.preset)
+        _check_init_matches_preset(folder, fields, config.preset)
     weight_files(folder)  # a missing, truncated or garbage weight file, named
 
 
-def _check_released_init(folder: Path) -> None:
+def _check_released_init(folder: Path, fields: Mapping[str, Any]) -> None:
     """A released-format init: LLaDA's config fields, every weight's name and shape, its own
     tokenizer and token roles (ValueError or FileNotFoundError naming the problem)."""
     from minillada.released.export import modeling_files
@@ -314,21 +343,18 @@ def _check_released_init(folder: Path) -> None:
     from minillada.released.token_roles import load_released_tokenizer
 
     config, _ = checkpoint_tensors(folder)
-    modeling_files(json.loads((folder / "config.json").read_text()), folder)
+    modeling_files(fields, folder)
     tokenizer, _ = load_released_tokenizer(folder)
     if len(tokenizer) > config.vocab_size:
         raise ValueError(f"the tokenizer in {str(folder)!r} has {len(tokenizer)} tokens, more "
                          f"than the model's vocabulary {config.vocab_size}")
 
 
-def _check_init_matches_preset(folder: Path, preset_name: str) -> None:
-    """An init's model dims must be the preset's: ValueError naming every field that differs
-    (saved value vs preset value). Fields the saved config lacks are not compared."""
+def _check_init_matches_preset(folder: Path, saved: Mapping[str, Any], preset_name: str) -> None:
+    """An init's model dims (its config.json `saved`) must be the preset's: ValueError naming
+    every field that differs (saved value vs preset value). Fields the saved config lacks are
+    not compared."""
     preset = get_preset(preset_name)
-    try:
-        saved = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read the init's {folder / 'config.json'}: {error}") from None
     expected = {**preset.model, "max_sequence_length": preset.train_len}
     differ = [f"{name} {saved[name]!r} vs {expected[name]!r}" for name in MATCHED_MODEL_FIELDS
               if name in saved and name in expected and saved[name] != expected[name]]
@@ -371,9 +397,10 @@ def stage_settings(preset: str, stage: str, **overrides: Any) -> dict[str, Any]:
 
 
 # Fields that do not change the trajectory: a run may resume with other values for them.
-# Activation checkpointing recomputes the same values: memory, not the trajectory.
+# Activation checkpointing recomputes the same values: memory, not the trajectory. Context
+# parallelism, like the world size, splits the same sums over ranks: float rounding only.
 RUN_CONTROL_FIELDS = frozenset({"out", "save_every", "keep_checkpoints", "val_every", "progress",
-                                "activation_checkpointing", "log"})
+                                "activation_checkpointing", "log", "context_parallel"})
 
 
 def incompatible_fields(saved: Mapping[str, Any], config: TrainConfig) -> list[str]:

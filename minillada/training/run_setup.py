@@ -7,25 +7,40 @@ model the same way.
 - `build_model`: a fresh model seeded by the run's seed (pretrain), or the init's model with the
   RoPE variant set for seq_len, in float32 master weights (extend). `starting_model` places it
   on the runtime's device and FSDP2-shards it under torchrun; a released checkpoint is read one
-  shard per rank (`released.sharded_load`).
+  shard per rank (`released.sharded_load`); under context parallelism it is given shards of
+  rows (`modeling.context_parallel`).
 - `build_optimizer`: AdamW, weight decay on matrices only.
+- `run_token_cache`: the run's token cache (`data.token_cache`), keyed by the corpus bytes and
+  the tokenizer: prepared by one process itself, by `minillada prepare` for torchrun (refused
+  there, naming `prepare_command(config)`, when missing, stale or damaged).
 - `split_rows`: a split's rows, packed whole in every process (`batches.packed_rows`) or on
   demand from the memory-mapped token cache (`packed_corpus.PackedCorpus`, `rows_on_demand`).
 """
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+
 import torch
 
+from minillada.common.names import STDLIB
 from minillada.data.corpus import get_tokenizer, load_tokenizer
-from minillada.data.token_cache import token_cache, token_stream, tokenized_split
-from minillada.modeling.distributed import Runtime, shard_model
+from minillada.data.token_cache import (
+    DamagedTokenCacheError,
+    MissingTokenCacheError,
+    TokenStream,
+    documents_of,
+    split_arrays,
+    token_cache,
+)
+from minillada.modeling.context_parallel import apply_context_parallel
+from minillada.modeling.distributed import Runtime, from_main, shard_model
 from minillada.modeling.model import LLaDAConfig, LLaDAModelLM
-from minillada.released.model_files import model_folder
+from minillada.released.model_files import model_folder, read_model_config
 from minillada.released.sharded_load import load_released_model
 from minillada.released.token_roles import load_released_tokenizer
 from minillada.training.batches import Rows, packed_rows
-from minillada.training.checkpoint import saved_config
 from minillada.training.config import TrainConfig
 from minillada.training.packed_corpus import PackedCorpus
 from minillada.training.presets import get_preset
@@ -37,7 +52,7 @@ def run_tokenizer(config: TrainConfig):
         return load_released_tokenizer(model_folder(config.init))[0]
     if config.stage == "extend":
         folder = model_folder(config.init)
-        return load_tokenizer(folder, vocab_size=saved_config(folder)["vocab_size"])
+        return load_tokenizer(folder, vocab_size=read_model_config(folder)["vocab_size"])
     return get_tokenizer(config.model["vocab_size"], corpus=config.corpus,
                          split_seed=config.split_seed)
 
@@ -66,7 +81,7 @@ def starting_model(config: TrainConfig, tokenizer, runtime: Runtime,
                    param_dtype: torch.dtype | None) -> LLaDAModelLM:
     """The model the run trains, on the runtime's device: `build_model`'s, FSDP2-sharded under
     torchrun (parameters in `param_dtype` where given); a released checkpoint's, each rank
-    reading its own shard in float32."""
+    reading its own shard in float32; given shards of rows under context parallelism."""
     if get_preset(config.preset).released:
         model = load_released_model(model_folder(config.init), runtime, param_dtype)
         model.config.attention_backend = config.attention_backend
@@ -76,6 +91,8 @@ def starting_model(config: TrainConfig, tokenizer, runtime: Runtime,
         if runtime.distributed:
             shard_model(model, runtime, param_dtype)
     model.config.activation_checkpointing = config.activation_checkpointing
+    if runtime.context is not None:
+        apply_context_parallel(model, runtime.context)
     return model
 
 
@@ -89,15 +106,45 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
 
 
-def split_rows(tokenizer, config: TrainConfig, split: str,
-               runtime: Runtime) -> Rows | PackedCorpus:
-    """The rows of one corpus split; rank 0 fills the token cache, then the others read it."""
-    if runtime.is_main:
-        token_cache(tokenizer, config.corpus, config.split_seed, split)
-    runtime.barrier()
+def prepare_command(config: TrainConfig) -> str:
+    """The `minillada prepare` command line that prepares this run's token cache."""
+    corpus = [] if config.corpus == STDLIB else ["--corpus", config.corpus]
+    if config.stage == "extend":  # the init's own tokenizer
+        source = ["--tokenizer", str(model_folder(config.init))]
+    else:  # the BPE tokenizer trained on the corpus at the model's vocabulary
+        preset = get_preset(config.preset)
+        source = ["--preset", config.preset]
+        if config.model["vocab_size"] != preset.model["vocab_size"]:
+            source += ["--vocab-size", str(config.model["vocab_size"])]
+    seed = ["--split-seed", str(config.split_seed)] if config.split_seed else []
+    return shlex.join(["minillada", "prepare", *corpus, *source, *seed])
+
+
+def run_token_cache(tokenizer, config: TrainConfig, runtime: Runtime) -> Path:
+    """The run's token cache folder, its files checked. One process prepares a missing cache
+    itself; torchrun's ranks only read one that `minillada prepare` prepared (rank 0 checks it
+    and tells the others its folder, or every rank refuses naming the command to run)."""
+    command = prepare_command(config)
+    try:
+        found = (token_cache(tokenizer, config.corpus, config.split_seed,
+                             build=not runtime.distributed) if runtime.is_main else None)
+        problem = None
+    except MissingTokenCacheError as missing:
+        found, problem = None, (f"{missing}; under torchrun every rank reads one cache, prepared "
+                                f"once in one process: run `{command}` first")
+    except DamagedTokenCacheError as damaged:
+        found, problem = None, f"{damaged}: `{command}`"
+    found, problem = from_main((found, problem), runtime)
+    if problem is not None:
+        raise ValueError(problem)
+    return Path(found)
+
+
+def split_rows(cache: Path, tokenizer, config: TrainConfig, split: str) -> Rows | PackedCorpus:
+    """The rows of one corpus split of the run's token cache folder: packed whole in every
+    process, or on demand from its memory-mapped tokens (`rows_on_demand`)."""
     if config.rows_on_demand:
-        stream = token_stream(tokenizer, config.corpus, config.split_seed, split)
+        stream = TokenStream(*split_arrays(cache / split))
         return PackedCorpus(stream, config.seq_len, config.packing, tokenizer.eod_token_id,
                             tokenizer.pad_token_id, config.restart_positions)
-    docs = tokenized_split(tokenizer, config.corpus, config.split_seed, split)
-    return packed_rows(docs, config, tokenizer)
+    return packed_rows(documents_of(cache / split), config, tokenizer)

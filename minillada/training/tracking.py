@@ -3,17 +3,27 @@ scalars of every step (loss, lr, grad_norm, tokens_per_s and the validation metr
 `<run>/tensorboard/`, for `tensorboard --logdir runs`.
 
 TensorBoard is optional (`pip install tensorboard`, or the `tracking` extra); a run asking for it
-without it fails before its first step, naming the install command. metrics.jsonl stays the
+without it is refused before it writes anything (`check_tracker`, in `config.prepare_run`),
+naming the install command. metrics.jsonl stays the
 record every notebook and command reads.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 SCALARS = ("loss", "lr", "grad_norm", "tokens_per_s")  # and every val_* metric
+
+
+def check_tracker(log: str) -> None:
+    """ValueError naming the install command when `log` is "tensorboard" and the tensorboard
+    package is absent."""
+    if log == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError("log='tensorboard' needs the tensorboard package: pip install "
+                         "tensorboard (or pip install 'minillada[tracking]')")
 
 
 class NoTracker:
@@ -30,11 +40,9 @@ class TensorBoardTracker(NoTracker):
     """A SummaryWriter in `folder`; steps after `start_step` (a resumed run) replace old ones."""
 
     def __init__(self, folder: Path, start_step: int = 0) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ImportError("log='tensorboard' needs the tensorboard package: pip install "
-                              "tensorboard (or pip install 'minillada[tracking]')") from None
+        check_tracker("tensorboard")
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(str(folder), purge_step=start_step or None)
 
     def append(self, record: Mapping[str, Any]) -> None:

@@ -16,9 +16,14 @@ One optimizer step s, identical on every rank and for any world size:
    are synthetic retrieval rows instead, and a fraction `random_length_fraction` of steps is cut
    to a random length in [1, seq_len] (LLaDA's 1 %).
 2. LLaDA's forward process masks the whole global batch with a generator seeded by (seed, s); each
-   rank then keeps its contiguous slice of rows and runs it in micro-batches.
+   rank then keeps its contiguous slice of rows and runs it in micro-batches. Under context
+   parallelism the slice is its data-parallel group's, and each of the group's ranks runs its
+   shard of every row (`modeling.context_parallel`): the masks, the loss weights and the
+   normalisers are the whole rows', drawn and computed before the rows are sharded.
 3. loss = sum over micro-batches of diffusion_loss * rows / local rows: the mean over the local
-   rows; FSDP averages gradients over ranks, so the gradient is that of the global mean.
+   rows (a context rank: its tokens' part of that sum); FSDP averages gradients over ranks, so
+   the gradient is that of the global mean (a context rank's loss is scaled by the degree, as
+   its group's ranks hold parts of one sum).
 4. Clip the global gradient norm, set lr(s), AdamW step.
 
 Every random draw comes from a generator seeded by (seed, purpose, step, ...), never from global
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -52,6 +58,7 @@ from tqdm.auto import tqdm
 
 from minillada.common.seeds import derived_seed
 from minillada.data.packing import get_strategy
+from minillada.modeling.attention import PAD_DOC_ID
 from minillada.modeling.diffusion import NoisedBatch, diffusion_loss
 from minillada.modeling.distributed import (
     Runtime,
@@ -81,6 +88,7 @@ from minillada.training.precision import torch_dtype
 from minillada.training.presets import get_preset
 from minillada.training.run_setup import (
     build_optimizer,
+    run_token_cache,
     run_tokenizer,
     split_rows,
     starting_model,
@@ -100,25 +108,26 @@ class Trainer:
         config = prepare_run(config)
         if resume not in (True, False, "auto"):
             raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
-        if config.batch_size % runtime.world or config.val_rows % runtime.world \
-                or config.val_task_rows % runtime.world:
+        if config.context_parallel != runtime.context_degree:
+            raise ValueError(f"context_parallel {config.context_parallel} but the runtime's "
+                             f"context degree is {runtime.context_degree} "
+                             "(start_runtime(context_parallel))")
+        groups = runtime.data_world
+        if config.batch_size % groups or config.val_rows % groups or config.val_task_rows % groups:
             raise ValueError(
                 f"batch_size ({config.batch_size}), val_rows ({config.val_rows}) and "
                 f"val_task_rows ({config.val_task_rows}) must be multiples of the world size "
-                f"({runtime.world})"
+                + (f"({runtime.world})" if groups == runtime.world else
+                   f"/ context_parallel ({runtime.world} / {runtime.context_degree} = {groups})")
             )
         self.config, self.runtime = config, runtime
         self.out = Path(config.out)
-        fresh = not self.out.exists()
+        self.fresh = not self.out.exists()
         self.lock = lock_run(self.out, self.runtime)
         try:
             self._setup(resume)
         except BaseException:
-            self.close()
-            if fresh and runtime.is_main:  # a refused run leaves nothing behind in out
-                (self.out / "run.lock").unlink(missing_ok=True)
-                if not any(self.out.iterdir()):
-                    self.out.rmdir()
+            self._remove_if_fresh()
             raise
 
     def _setup(self, resume: Resume) -> None:
@@ -139,10 +148,11 @@ class Trainer:
         self.autocast = (torch.autocast(runtime.device.type, dtype=precision) if use_autocast
                          else nullcontext())
         self.optimizer = build_optimizer(self.model, config)
-        self.source = BatchSource(split_rows(self.tokenizer, config, "train", runtime), config,
+        cache = run_token_cache(self.tokenizer, config, runtime)
+        self.source = BatchSource(split_rows(cache, self.tokenizer, config, "train"), config,
                                   self.tokenizer)
         self.val_rows = (heldout.held_out_rows(
-            split_rows(self.tokenizer, config, "validation", runtime), config, runtime.world)
+            split_rows(cache, self.tokenizer, config, "validation"), config, runtime.data_world)
             if config.val_rows else None)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
         self.step, self.tokens = 0, 0
@@ -160,36 +170,64 @@ class Trainer:
             self.lock.close()
             self.lock = None
 
+    def _remove_if_fresh(self) -> None:
+        """After a failure before the first step is done: a run folder this run created holds
+        nothing to resume (its config, lock, tracker), so a refused run leaves nothing behind."""
+        self.close()
+        if self.fresh and self.runtime.is_main:
+            shutil.rmtree(self.out, ignore_errors=True)
+
     # -- one step ------------------------------------------------------------------------------
 
     def _local(self, rows: Rows, noised: NoisedBatch) -> Iterator[tuple[Rows, NoisedBatch, float]]:
-        """This rank's contiguous slice of the global rows in micro-batches, each with its weight
-        rows / local rows."""
-        per_rank = len(rows) // self.runtime.world
-        start = self.runtime.rank * per_rank
+        """This rank's contiguous slice of the global rows (its data-parallel group's) in
+        micro-batches, each with its weight rows / local rows."""
+        per_rank = len(rows) // self.runtime.data_world
+        start = self.runtime.data_rank * per_rank
         size = self.config.micro_batch_size
         for first in range(start, start + per_rank, size):
             index = slice(first, min(first + size, start + per_rank))
             part = NoisedBatch(*(t[index] for t in noised))
             yield rows.select(index), part, (index.stop - index.start) / per_rank
 
+    def _inputs(self, tensors: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
+        """[B, L] tensors on the device; under context parallelism this rank's shard of each,
+        the padding a document of its own that no loss sees (no doc ids: one document)."""
+        context, device = self.runtime.context, self.runtime.device
+        if context is None:
+            return {name: None if t is None else t.to(device) for name, t in tensors.items()}
+        if "doc_ids" in tensors and tensors["doc_ids"] is None:
+            tensors["doc_ids"] = torch.zeros_like(tensors["input_ids"])
+        fills = {"input_ids": self.tokenizer.pad_token_id, "doc_ids": PAD_DOC_ID, "masked": False,
+                 "p_mask": 1.0}
+        return {name: context.shard(t.to(device), fills.get(name, 0))
+                for name, t in tensors.items()}
+
     def _loss(self, rows: Rows, noised: NoisedBatch) -> torch.Tensor:
         """`diffusion_loss` of the rows; with `loss_chunk`, computed by the model on the masked
-        positions only (`masked_loss`): the same sum, without the logits of the whole rows."""
-        device = self.runtime.device
-        inputs = dict(positions=rows.positions.long().to(device),
-                      doc_ids=self.strategy.attention_doc_ids(rows.doc_ids.long().to(device)))
-        targets, masked = rows.tokens.long().to(device), noised.masked.to(device)
-        p_mask, normaliser = noised.p_mask.to(device), row_tokens(rows).to(device)
+        positions only (`masked_loss`): the same sum, without the logits of the whole rows.
+        Under context parallelism, this rank's tokens' part of it (the rows' normalisers and
+        weights are the whole rows')."""
+        masked, p_mask = noised.masked, noised.p_mask
+        normaliser = row_tokens(rows)
+        tensors = dict(input_ids=noised.noisy_ids, positions=rows.positions.long(),
+                       doc_ids=self.strategy.attention_doc_ids(rows.doc_ids.long()),
+                       targets=rows.tokens.long(), masked=masked, p_mask=p_mask)
+        if self.config.loss_chunk:  # each masked token's weight, placed where it is in the rows
+            weights = diffusion_loss_weights(masked, p_mask, normaliser)
+            tensors["weights"] = torch.zeros(masked.shape).masked_scatter(masked, weights)
+        step = self._inputs(tensors)
+        inputs = dict(positions=step["positions"], doc_ids=step["doc_ids"])
+        masked = step["masked"]
         if self.config.loss_chunk:
             with self.autocast:
                 return self.model(
-                    noised.noisy_ids.to(device), **inputs, scored=masked, labels=targets[masked],
-                    label_weights=diffusion_loss_weights(masked, p_mask, normaliser),
-                    loss_chunk=self.config.loss_chunk).loss
+                    step["input_ids"], **inputs, scored=masked, labels=step["targets"][masked],
+                    label_weights=step["weights"][masked], loss_chunk=self.config.loss_chunk).loss
         with self.autocast:
-            logits = self.model(noised.noisy_ids.to(device), **inputs).logits
-        return diffusion_loss(logits.float(), targets, masked, p_mask, row_tokens=normaliser)
+            logits = self.model(step["input_ids"], **inputs).logits
+        return diffusion_loss(logits.float(), step["targets"], masked, step["p_mask"],
+                              row_tokens=normaliser.to(self.runtime.device))
 
     def train_step(self) -> dict[str, Any]:
         config, step = self.config, self.step
@@ -198,9 +236,11 @@ class Trainer:
         noised = noise(rows, config, self.mask_token_id, derived_seed(config.seed, "mask", step))
         self.model.train()
         loss = torch.zeros((), device=self.runtime.device)
+        # FSDP averages gradients over all ranks; a context group's ranks hold parts of one sum.
+        parts = self.runtime.context_degree
         for part_rows, part_noised, weight in self._local(rows, noised):
             micro_loss = self._loss(part_rows, part_noised) * weight
-            micro_loss.backward()
+            (micro_loss * parts if parts > 1 else micro_loss).backward()
             loss += micro_loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.model.parameters(), config.grad_clip if config.grad_clip > 0 else math.inf
@@ -243,12 +283,19 @@ class Trainer:
         rows = heldout.task_rows(self.tokenizer, self.config)
         counts = torch.zeros(3)  # `answer_counts` summed over this rank's task rows
         masked = heldout.answer_masked(rows, self.mask_token_id)
+        context = self.runtime.context
         for part_rows, part, _ in self._local(rows, masked):
+            step = self._inputs(dict(input_ids=part.noisy_ids,
+                                     positions=part_rows.positions.long(),
+                                     doc_ids=None))  # one document per task row
             with self.autocast:
-                logits = self.model(part.noisy_ids.to(self.runtime.device),
-                                    positions=part_rows.positions.long().to(self.runtime.device),
-                                    doc_ids=None).logits  # one document per task row
-            counts += heldout.answer_counts(logits.argmax(-1).cpu(), part_rows)
+                logits = self.model(step["input_ids"], positions=step["positions"],
+                                    doc_ids=step["doc_ids"]).logits
+            predicted = logits.argmax(-1)
+            if context is not None:
+                predicted = context.unshard(predicted, part_rows.tokens.shape[1])
+            if context is None or context.rank == 0:  # a group's rows are counted once
+                counts += heldout.answer_counts(predicted.cpu(), part_rows)
         counts = all_sum(counts.to(self.runtime.device), self.runtime)
         return heldout.task_scores(counts, self.config)
 
@@ -269,6 +316,16 @@ class Trainer:
             bar.write(message)
 
     def run(self) -> Path:
+        """Train to config.steps and export; returns the model folder. A run folder this run
+        created is removed if it fails before its first step is done (nothing to resume)."""
+        try:
+            return self._run()
+        except BaseException:
+            if self.step == 0:
+                self._remove_if_fresh()
+            raise
+
+    def _run(self) -> Path:
         config, runtime = self.config, self.runtime
         if runtime.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -313,7 +370,7 @@ def train(config: TrainConfig, resume: Resume = False) -> Path:
     resolved), before any process group starts.
     """
     config = prepare_run(config)
-    runtime = start_runtime()
+    runtime = start_runtime(config.context_parallel)
     try:
         trainer = Trainer(config, runtime, resume)
         try:
