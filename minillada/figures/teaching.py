@@ -5,6 +5,8 @@
 - `sampling_trace` + `plot_sampling_trace`: LLaDA's sampler unmasking a sequence step by step.
 - `plot_retrieval_prompt`: where the needle, the question and the answer lie in one retrieval
   prompt, and what the model answered.
+- `attention_from` + `plot_answer_attention`: where a model looks when it answers (the answer
+  slot's attention over the prompt), with who answered what.
 - `plot_relative_distances`: the relative distances attention trains on, causal [0, T) against
   bidirectional (-T, T).
 - `plot_swept_angles`: the angle each rotary pair sweeps over those distances at T_train and at
@@ -29,7 +31,12 @@ from matplotlib.patches import Patch
 
 from minillada.data.packing import pack_documents
 from minillada.data.tasks import TaskSample
-from minillada.figures.plots import PACKING_LABELS, SPAN_COLORS, VARIANT_COLORS, VARIANT_LABELS
+from minillada.figures.plots import (
+    PACKING_LABELS,
+    SPAN_COLORS,
+    VARIANT_COLORS,
+    VARIANT_LABELS,
+)
 from minillada.modeling.diffusion import generate
 from minillada.rope.formulas import critical_dim, default_inv_freq
 from minillada.rope.laws import compute_rope
@@ -39,8 +46,11 @@ CROSS_DOCUMENT = (0.82, 0.82, 0.82)  # attention across a document boundary
 BLOCKED = (1.0, 1.0, 1.0)
 
 
-def shown_token(text: str, width: int = 5) -> str:
-    """A token's text in a small cell: spaces as ␣, newlines as ↵, cut to `width` characters."""
+def shown_token(text: str, width: int = 6) -> str:
+    """A token's text in a small cell: spaces as ␣, newlines as ↵, a reserved token
+    `<|key107|>` as `key107`, cut to `width` characters."""
+    if text.startswith("<|") and text.endswith("|>"):
+        text = text[2:-2]
     text = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
     return text if len(text) <= width else text[:width - 1] + "…"
 
@@ -176,6 +186,61 @@ def plot_retrieval_prompt(ax: Axes, sample: TaskSample, prediction: str | float,
                  f"({verdict})")
     ax.set(xlim=(0, sample.length), ylim=(-1.6, 2.6), yticks=[], xlabel="token position")
     ax.legend(loc="upper right", ncols=3, fontsize="x-small")
+    return ax
+
+
+@torch.no_grad()
+def attention_from(model, ids: torch.Tensor, queries: Sequence[int]) -> np.ndarray:
+    """Where the model looks: the attention [layers, L] that the positions `queries` of one
+    sequence `ids` ([1, L], full attention) pay to every position, averaged over heads and
+    queries, recomputed from each block's input (`LLaDABlock.attention_probs`); each layer's
+    row sums to 1."""
+    if ids.dim() != 2 or ids.shape[0] != 1:
+        raise ValueError(f"ids must be one sequence [1, L], got shape {tuple(ids.shape)}")
+    if not queries or not all(0 <= q < ids.shape[1] for q in queries):
+        raise ValueError(f"queries {list(queries)} must be positions in [0, {ids.shape[1]})")
+    rows: list[np.ndarray] = []
+
+    def record(block, args):
+        x, cos, sin, _ = args
+        probs = block.attention_probs(x, cos, sin)  # [1, H, L, L]
+        rows.append(probs[0][:, list(queries)].mean(dim=(0, 1)).float().cpu().numpy())
+
+    hooks = [block.register_forward_pre_hook(record) for block in model.model.transformer.blocks]
+    try:
+        model(ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return np.stack(rows)
+
+
+def plot_answer_attention(ax: Axes, sample: TaskSample, attention: np.ndarray, prediction: str,
+                          who: str, train_len: int) -> Axes:
+    """One case of the retrieval story: the attention the answer slot pays to each prompt token
+    (mean over layers, in % of its attention), the queried needle shaded red, the question in
+    its color, the last T_train tokens outlined; the title says who answered what, and whether
+    it is right. The spans are labelled for one legend per figure (`fig.legend`)."""
+    meta, prompt_length = sample.metadata, len(sample.prompt_ids)
+    start, end = meta["needle_starts"][0], meta["needle_ends"][0]
+    question_start = meta["filler_tokens"] + sum(
+        e - s for s, e in zip(meta["needle_starts"], meta["needle_ends"], strict=True))
+    shown = 100 * attention.mean(axis=0)[:prompt_length]
+    ax.fill_between(np.arange(prompt_length), shown, color="0.35", linewidth=0, step="mid",
+                    label="attention of the answer slot")
+    ax.axvspan(start - 0.5, end - 0.5 + max(1, prompt_length / 300), color="tab:red", alpha=0.35,
+               label="queried needle")
+    ax.axvspan(question_start - 0.5, prompt_length - 0.5, color=SPAN_COLORS["causal"], alpha=0.25,
+               label="question")
+    ax.axvspan(max(0, prompt_length - train_len), prompt_length, facecolor="none",
+               edgecolor="black", linestyle=":", linewidth=1.2,
+               label=f"the last T_train = {train_len} tokens")
+    on_needle = float(shown[start:end].sum())
+    verdict = "right" if prediction.strip() == sample.answer_text.strip() else "wrong"
+    ax.set_title(f"{who}: answered {prediction.strip()!r} ({verdict}), {on_needle:.0f}% of its "
+                 "attention on the needle", loc="left", fontsize="small")
+    ax.set(xlim=(0, sample.length), ylim=(0, max(1.05 * shown.max(), 1e-3)),
+           xlabel=f"prompt position ({sample.length} tokens)", ylabel="attention, %")
     return ax
 
 
