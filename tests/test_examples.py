@@ -58,3 +58,35 @@ def test_unknown_and_missing_examples_are_refused_by_name(tmp_path, model_dir):
     with pytest.raises(FileNotFoundError, match=r"the example model 'ultra' is not in .*"
                                                 r"claims\.teaching_models\.ship writes it"):
         load_example("ultra", tmp_path)
+
+
+def test_the_shipped_models_name_the_gated_recipe_that_made_them():
+    from minillada.claims.design import ARMS
+    from minillada.claims.gate import GATE
+    from minillada.claims.study import recipe_digest, trajectory_fields
+    from minillada.claims.table_cache import digest
+    from minillada.released.examples import EXAMPLES_DIR
+    from minillada.training.presets import get_preset
+
+    total = sum(path.stat().st_size for path in EXAMPLES_DIR.rglob("*") if path.is_file())
+    assert total < 20 * 2**20  # under 20 MB, both models
+    base, ultra = example_provenance("base"), example_provenance("ultra")
+    config = make_config(base["preset"], "pretrain", "runs/cpu/base", seed=base["seed"],
+                         dtype=base["dtype"])
+    assert digest(trajectory_fields(config)) == base["digest"]  # the run of that recipe and seed
+    assert base["recipe"] == recipe_digest(base["preset"])
+    gate = base["gate"]
+    assert gate["passed"] and gate["n"] >= GATE.min_samples and gate["base"] == base["seed"]
+    assert gate["exact"] >= GATE.exact_min and min(gate["slots"]) >= GATE.slot_min
+    assert ultra["base_digest"] == base["digest"] and ultra["stage"] == "extend"
+    arm = ARMS[ultra["arm"]].train_overrides(get_preset(ultra["preset"]))
+    assert (ultra["rope"], ultra["packing"]) == (arm["rope"], arm["packing"])
+    assert ultra["seq_len"] == get_preset(ultra["preset"]).target_len
+
+
+def test_the_shipped_base_retrieves_in_its_window():
+    from minillada.figures.shipped import shipped_retrieval
+
+    table = shipped_retrieval(example_provenance("base")["seq_len"], "default")
+    in_window = table[table["model"].str.startswith("base")]
+    assert in_window["exact"].sum() >= len(in_window) - 1, in_window

@@ -1,7 +1,7 @@
 """The built wheel works outside the checkout: installed into a fresh environment, `minillada
 reproduce --preset smoke` runs its shipped notebooks from another folder into ./minillada-study
 (notebook 02: the shipped copy, its folders and a training run; tests/test_notebooks.py runs all
-of them)."""
+of them), and the teaching models travel inside it."""
 
 from __future__ import annotations
 
@@ -49,6 +49,11 @@ def test_wheel_reproduces_the_smoke_study_from_another_folder(tmp_path):
     located = subprocess.run([str(python), "-c", "import minillada; print(minillada.__file__)"],
                              cwd=elsewhere, capture_output=True, text=True, env=environment)
     assert located.stdout.startswith(str(env_dir))  # the installed copy, not the checkout
+    shipped = subprocess.run([str(python), "-c", "from minillada.released.examples import "
+                              "example_folder as f; print(f('ultra'))"], cwd=elsewhere,
+                             capture_output=True, text=True, env=environment)
+    assert shipped.stdout.startswith(str(env_dir)), shipped.stderr  # the teaching models travel
+    assert (Path(shipped.stdout.strip()) / "model.safetensors").is_file()
     figures = sorted(p.name[:2] for p in (study / "figures" / "smoke").glob("0*.png"))
     assert set(figures) == {"02"} and len(figures) >= 2
     assert any((study / "results" / "smoke").glob("b*/base_*.csv"))

@@ -134,3 +134,28 @@ def test_redraw_is_fast():
         control.value = value
         times.append(time.process_time() - start)
     assert statistics.median(times) <= 1.0, times
+
+
+def test_the_models_view_runs_the_shipped_models_and_the_law_view_comes_back(monkeypatch):
+    from minillada.figures import shipped
+
+    calls, real = [], shipped.shipped_retrieval
+
+    def retrieval(length, variant):
+        calls.append((length, variant))
+        return real(length, variant, depths=(50.0,))
+
+    monkeypatch.setattr(shipped, "shipped_retrieval", retrieval)
+    explorer = widgets.rope_explorer(head_dim=32, base=30.0, train_len=32, target_len=512)
+    _, message, image = explorer.children
+    law = bytes(image.value)
+    controls = controls_of(explorer)
+    controls["view"].value = "models"
+    assert calls == [(512, "diffusion_ntk")]
+    assert "the shipped models" in message.value and bytes(image.value) != law
+    controls["target T'"].value = 65536  # beyond what the shipped models are shown at
+    assert "cannot run the shipped models" in message.value
+    assert f"{shipped.MAX_LENGTH} tokens, got 65536" in message.value
+    controls["target T'"].value = 512
+    controls["view"].value = "law"
+    assert message.value == "" and bytes(image.value) == law

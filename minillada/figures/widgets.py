@@ -15,6 +15,10 @@ once. Without a running event loop (tests, scripts) a change redraws at once.
 A configuration that cannot be drawn (a target shorter than T_train, no critical pair) shows its
 error above the image and greys the last drawing out under a "stale" banner until a valid one is
 drawn.
+
+The `view` control switches from the RoPE law to what the models that ship with the package do at
+the chosen target length and variant (`figures.shipped`: NIAH on five prompts, in seconds); base,
+head dim and T_train are then the shipped models' own.
 """
 
 from __future__ import annotations
@@ -136,6 +140,8 @@ def rope_explorer(
         "variant": widgets.Dropdown(
             options=[(plots.VARIANT_LABELS[v], v) for v in PARAMETER_FREE_VARIANTS],
             value=variant, description="variant"),
+        "view": widgets.ToggleButtons(options=[("RoPE law", "law"), ("shipped models", "models")],
+                                      value="law", description="view"),
     }
     for control in controls.values():
         control.continuous_update = False  # redraw on release, not on every pixel of a drag
@@ -146,8 +152,12 @@ def rope_explorer(
     figure = ExplorerFigure()
 
     def redraw() -> None:
+        if controls["view"].value == "models":
+            show_models()
+            return
         try:
-            data = explorer_data(**{name: c.value for name, c in controls.items()})
+            data = explorer_data(**{name: c.value for name, c in controls.items()
+                                    if name != "view"})
         except ValueError as error:  # shown to the user; the last drawing is greyed out
             message.value = (f"<b style='color:#b00000'>cannot draw this configuration:</b> "
                              f"{error}")
@@ -156,6 +166,20 @@ def rope_explorer(
             figure.draw(data)
             message.value = ""
         image.value = figure.png()
+
+    def show_models() -> None:
+        from minillada.figures.shipped import render_shipped, shipped_retrieval
+
+        target, chosen = controls["target_len"].value, controls["variant"].value
+        try:
+            table = shipped_retrieval(target, chosen)
+        except (ValueError, FileNotFoundError) as error:
+            message.value = f"<b style='color:#b00000'>cannot run the shipped models:</b> {error}"
+            return
+        message.value = ("the shipped models (their own base, head dim and T_train): the base with "
+                         f"{plots.VARIANT_LABELS[chosen]} applied without training, and "
+                         "mini-UltraLLaDA as post-trained")
+        image.value = render_shipped(table)
 
     coalescer = _Coalescer(redraw, debounce_s)
     for control in controls.values():
