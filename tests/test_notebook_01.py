@@ -36,6 +36,13 @@ LLADA_LAMBDAS = {
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory) -> tuple[nbformat.NotebookNode, Path]:
     root = tmp_path_factory.mktemp("nb01")
+    with pytest.MonkeyPatch.context() as patch:  # the kernel refuses a figure with a flawed layout
+        patch.setenv("MINILLADA_STRICT_FIGURES", "1")
+        _execute(root)
+    return nbformat.read(root / "executed.ipynb", as_version=4), root
+
+
+def _execute(root: Path) -> None:
     papermill.execute_notebook(
         str(NOTEBOOK),
         str(root / "executed.ipynb"),
@@ -46,7 +53,6 @@ def executed(tmp_path_factory) -> tuple[nbformat.NotebookNode, Path]:
         progress_bar=False,
         execution_timeout=120,  # a hung cell fails the test instead of blocking the suite
     )
-    return nbformat.read(root / "executed.ipynb", as_version=4), root
 
 
 def table_rows(notebook: nbformat.NotebookNode, tag: str) -> dict[tuple[str, int], list[str]]:
@@ -160,7 +166,8 @@ def test_explorer_draws_redraws_and_explains_bad_settings():
     explorer = rope_explorer(head_dim=32, base=30.0, train_len=32, target_len=512)
     boxes, message, image = explorer.children
     controls = {c.description: c for box in boxes.children for c in box.children}
-    assert list(controls) == ["base b", "head dim d", "T_train", "target T'", "variant"]
+    assert list(controls) == ["base b", "head dim d", "T_train", "target T'", "variant", "view"]
+    assert controls["view"].value == "law"  # the RoPE law first; the shipped models on demand
     assert controls["variant"].value == "diffusion_ntk" and controls["target T'"].value == 512
     first = image.value
     assert first[:8] == b"\x89PNG\r\n\x1a\n" and message.value == ""

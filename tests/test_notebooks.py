@@ -99,6 +99,7 @@ def study(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as patch:  # the kernels inherit the test token cache
         patch.setenv("MINILLADA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
         patch.setenv("PYTHONPATH", str(NOTEBOOKS.parent))  # the kernels import this checkout
+        patch.setenv("MINILLADA_STRICT_FIGURES", "1")  # a figure with a flawed layout fails
         for name, (parameters, _, _) in CASES.items():
             papermill.execute_notebook(
                 str(NOTEBOOKS / f"{name}.ipynb"), str(root / "out" / f"{name}.ipynb"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import pytest
 
 from minillada.figures import plots
 
@@ -36,4 +37,25 @@ def test_training_curves_average_the_runs_of_a_group_at_each_logged_step():
     assert val_a.get_ydata().tolist() == [2 * 5.0, 2 * 3.0]  # logged steps only, scaled
     assert val_b.get_ydata().tolist() == [2 * 3.0, 2 * 3.0]
     assert held_out.get_xlabel() == "step" and held_out.get_title() == "held-out"
+    plt.close(fig)
+
+
+def test_layout_problems_name_what_a_reader_would_notice(tmp_path, monkeypatch):
+
+
+    fig, (ax,) = plots.panels(1, width=4, height=3)
+    ax.plot(range(10), range(10), label="a line")
+    ax.set(title="fits", xlabel="step")
+    plots.legend_outside(ax)
+    assert plots.layout_problems(fig) == []
+    ax.set_title("a title far too long for a figure four inches wide, so it runs off both edges")
+    ax.legend(loc="upper left")  # over the line's upper points
+    ax.plot([0.5], [8.5], "o")
+    problems = plots.layout_problems(fig)
+    assert "'a title far too long for a figure four i' sticks out of the figure" in problems
+    assert "a legend ('a line', ...) covers data" in problems
+    monkeypatch.setenv("MINILLADA_STRICT_FIGURES", "1")
+    with pytest.raises(ValueError, match=r"figure flawed\.png: 'a title far too long"):
+        plots.save_figure(fig, tmp_path / "flawed.png")
+    assert not (tmp_path / "flawed.png").exists()
     plt.close(fig)

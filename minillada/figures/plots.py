@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
@@ -81,14 +82,75 @@ def legend_outside(ax: Axes) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
+STRICT_FIGURES = "MINILLADA_STRICT_FIGURES"  # set to 1: save_figure refuses a flawed layout
+
+
+def layout_problems(fig: Figure) -> list[str]:
+    """What a reader would notice in `fig`'s layout: a title, axis label, tick label or legend
+    that sticks out of the figure, and a legend drawn over the data of an axes (over a point of
+    a line or a scatter, or a bar). Empty when none."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = fig.bbox.padded(1.0)
+    problems = []
+    for ax in fig.axes:
+        texts = [ax.title, ax._left_title, ax._right_title, ax.xaxis.label, ax.yaxis.label,
+                 *_drawn_tick_labels(ax.xaxis), *_drawn_tick_labels(ax.yaxis)]
+        for text in texts:
+            if not text.get_visible() or not text.get_text().strip():
+                continue
+            box = text.get_window_extent(renderer)
+            if box.width and not (frame.x0 <= box.x0 and box.x1 <= frame.x1
+                                  and frame.y0 <= box.y0 and box.y1 <= frame.y1):
+                problems.append(f"{text.get_text()[:40]!r} sticks out of the figure")
+    legends = [(ax.get_legend(), [ax]) for ax in fig.axes] + [(legend, fig.axes)
+                                                              for legend in fig.legends]
+    for legend, axes in legends:
+        if legend is None or not legend.get_visible():
+            continue
+        box = legend.get_window_extent(renderer)
+        if any(_covers(box, ax, renderer) for ax in axes):
+            problems.append(f"a legend ({legend.get_texts()[0].get_text()[:30]!r}, ...) covers "
+                            "data")
+    return problems
+
+
+def _drawn_tick_labels(axis: Any) -> list[Any]:
+    """The tick labels of `axis` inside its view limits (the others are not drawn)."""
+    low, high = sorted(axis.get_view_interval())
+    return [label for location, label in zip(axis.get_ticklocs(), axis.get_ticklabels(),
+                                             strict=False)
+            if low - 1e-9 * abs(high - low) <= location <= high + 1e-9 * abs(high - low)]
+
+
+def _covers(box: Any, ax: Axes, renderer: Any) -> bool:
+    """Whether the display box `box` lies over a data point of `ax`: a point of a line, of a
+    scatter, or a bar."""
+    points = [line.get_transform().transform(line.get_xydata()) for line in ax.get_lines()
+              if len(line.get_xydata())]
+    points += [c.get_offset_transform().transform(c.get_offsets()) for c in ax.collections
+               if isinstance(c, PathCollection) and len(c.get_offsets())]
+    if any(((xy[:, 0] > box.x0) & (xy[:, 0] < box.x1) & (xy[:, 1] > box.y0)
+            & (xy[:, 1] < box.y1)).any() for xy in points):
+        return True
+    return any(bar.get_window_extent(renderer).overlaps(box) for container in ax.containers
+               for bar in getattr(container, "patches", ()))
+
+
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     """Write `fig` as PNG at `path` atomically (temp file, then rename) and return the path.
 
-    The file carries no software-version metadata, so the same figure gives the same bytes.
+    The file carries no software-version metadata, so the same figure gives the same bytes. With
+    the environment variable MINILLADA_STRICT_FIGURES=1 (the test suite's notebooks) a figure
+    with `layout_problems` is refused, naming them.
     """
     path = Path(path)
     if path.suffix != ".png":
         raise ValueError(f"save_figure writes PNG files; {str(path)!r} does not end in .png")
+    if os.environ.get(STRICT_FIGURES) == "1":
+        problems = layout_problems(fig)
+        if problems:
+            raise ValueError(f"figure {path.name}: " + "; ".join(problems))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     return atomic_write_bytes(path, buffer.getvalue())
