@@ -148,6 +148,7 @@ def test_explorer_redraws_in_jupyterlab(jupyterlab, browser, tmp_path):
 
 
 def drive_explorer(jupyterlab, browser) -> None:
+    from selenium.common.exceptions import ElementClickInterceptedException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -166,21 +167,37 @@ def drive_explorer(jupyterlab, browser) -> None:
     wait_for(lambda: element("//div[contains(@class, 'jp-Notebook')]"), deadline, "the notebook")
     wait_for(kernel_idle, deadline, "an idle kernel")
 
+    def select_kernel() -> bool:
+        """JupyterLab may ask which kernel to start (a modal dialog over the page): take the
+        notebook's (python3). True when it asked."""
+        select = element("//div[contains(@class, 'jp-Dialog')]//button[.//*[text()='Select']"
+                         " or text()='Select']")
+        if select is None:
+            return False
+        select.click()
+        wait_for(kernel_idle, deadline, "an idle kernel")
+        return True
+
+    def open_run_menu() -> bool:
+        select_kernel()  # the dialog is modal: open, it takes the menu's click
+        menu = element("//div[contains(@class, 'lm-MenuBar-itemLabel') and text()='Run']")
+        if menu is None:
+            return False
+        try:
+            menu.click()
+        except ElementClickInterceptedException:  # the dialog opened in between: again
+            return False
+        return True
+
     def run_all() -> None:
-        wait_for(lambda: element("//div[contains(@class, 'lm-MenuBar-itemLabel')"
-                                 " and text()='Run']"), deadline, "the Run menu").click()
+        wait_for(open_run_menu, deadline, "the Run menu")
         wait_for(lambda: element("//div[contains(@class, 'lm-Menu-itemLabel')"
                                  " and text()='Run All Cells']"), deadline, "Run All").click()
 
     run_all()
 
     def image_src():
-        # JupyterLab may ask which kernel to start: take the notebook's (python3), run again
-        select = element("//div[contains(@class, 'jp-Dialog')]//button[.//*[text()='Select']"
-                         " or text()='Select']")
-        if select is not None:
-            select.click()
-            wait_for(kernel_idle, deadline, "an idle kernel")
+        if select_kernel():  # the kernel started only now: run the cells again
             run_all()
         image = element("//img[contains(@class, 'widget-image')]")
         return image.get_attribute("src") if image is not None else None
