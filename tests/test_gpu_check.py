@@ -63,9 +63,11 @@ def test_report_without_cuda_skips_the_cuda_sections(tmp_path, capsys):
 @no_cuda
 def test_quick_report_marks_skip_and_keeps_other_sections(tmp_path):
     out = tmp_path / "q.json"
-    assert gpu_check.main(["--quick", "--skip", "fsdp", "train", "--out", str(out)]) == 0
+    assert gpu_check.main(["--quick", "--skip", "fsdp", "train", "context_parallel", "--out",
+                           str(out)]) == 0  # each section is tested on its own below
     sections = json.loads(out.read_text())["sections"]
     assert sections["fsdp"]["skipped"] == sections["train"]["skipped"] == "--skip"
+    assert sections["context_parallel"]["skipped"] == "--skip"
     assert sections["flex"]["skipped"] == "no CUDA"
     assert json.loads(out.read_text())["quick"] is True
 
@@ -75,7 +77,8 @@ def test_quick_report_marks_skip_and_keeps_other_sections(tmp_path):
 def test_quick_train_section_runs_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("MINILLADA_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "q.json"
-    assert gpu_check.main(["--quick", "--skip", "fsdp", "flex", "memory", "--out", str(out)]) == 0
+    assert gpu_check.main(["--quick", "--skip", "fsdp", "flex", "memory", "context_parallel",
+                           "--out", str(out)]) == 0
     runs = json.loads(out.read_text())["sections"]["train"]["runs"]
     assert runs["pretrain"]["steps"] == 3 and runs["pretrain"]["tokens_per_s"] > 0
     assert runs["extend_per_document"]["seq_len"] == 1024
