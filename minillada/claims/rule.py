@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from minillada.claims.statistics import needed_bases  # the 80 % share, as in the previous rule
+# the 80 % share of the previous rule, and the one check of a contrast's outcome rows
+from minillada.claims.statistics import contrast_rows, needed_bases
 
 LEVEL = 0.95  # every interval; each test is two-sided at 1 - LEVEL before Holm
 MIN_BASES = 5  # a verdict needs at least this many bases
@@ -129,18 +130,9 @@ def base_values(frame: pd.DataFrame, weights: Mapping[str, float],
     Paired: on the units every arm of the base shares, the per-unit contrast averaged over the
     base's runs, then over clusters, with its t-interval. Unpaired (two arms): the difference of
     the arms' cluster means with Welch's interval."""
-    missing = {"base", "seed", "arm", "unit", "value"} - set(frame.columns)
-    if missing:
-        raise ValueError(f"outcomes need columns base, seed, arm, unit, value; missing "
-                         f"{sorted(missing)}")
-    absent = sorted(set(weights) - set(frame["arm"]))
-    if absent:
-        raise ValueError(f"arm(s) {absent} have no rows; present: {sorted(set(frame['arm']))}")
+    frame = contrast_rows(frame, weights)
     if not paired and len(weights) != 2:
         raise ValueError(f"an unpaired contrast compares two arms, got {dict(weights)}")
-    frame = frame[frame["arm"].isin(list(weights))]
-    if "cluster" not in frame:
-        frame = frame.assign(cluster=frame["unit"])
     values = []
     for base, at_base in frame.groupby("base", sort=True):
         if set(at_base["arm"]) != set(weights):

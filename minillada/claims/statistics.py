@@ -138,11 +138,9 @@ class Estimate:
         return asdict(self)
 
 
-def _matrices(frame: pd.DataFrame, weights: Mapping[str, float], paired: bool
-              ) -> tuple[list[tuple[int, int]], dict[str, np.ndarray], dict[str, list[np.ndarray]]]:
-    """The runs (base, seed) holding every arm of the contrast, and per arm a matrix of values
-    [run, unit] over the units every run of it was measured on (one unit order per arm; the same
-    order for all arms when `paired`) with the unit indices of each cluster."""
+def contrast_rows(frame: pd.DataFrame, weights: Mapping[str, float]) -> pd.DataFrame:
+    """The outcome rows of the arms in `weights`, checked (columns base, seed, arm, unit, value;
+    every arm present), with a `cluster` column (each unit its own where none is given)."""
     missing = {"base", "seed", "arm", "unit", "value"} - set(frame.columns)
     if missing:
         raise ValueError(f"a measurement needs columns base, seed, arm, unit, value; "
@@ -151,9 +149,15 @@ def _matrices(frame: pd.DataFrame, weights: Mapping[str, float], paired: bool
     if absent:
         raise ValueError(f"arm(s) {absent} have no rows; present: {sorted(set(frame['arm']))}")
     frame = frame[frame["arm"].isin(list(weights))]
-    if "cluster" not in frame:
-        frame = frame.assign(cluster=frame["unit"])
-    frame = frame.drop_duplicates(["base", "seed", "arm", "unit"])
+    return frame if "cluster" in frame else frame.assign(cluster=frame["unit"])
+
+
+def _matrices(frame: pd.DataFrame, weights: Mapping[str, float], paired: bool
+              ) -> tuple[list[tuple[int, int]], dict[str, np.ndarray], dict[str, list[np.ndarray]]]:
+    """The runs (base, seed) holding every arm of the contrast, and per arm a matrix of values
+    [run, unit] over the units every run of it was measured on (one unit order per arm; the same
+    order for all arms when `paired`) with the unit indices of each cluster."""
+    frame = contrast_rows(frame, weights).drop_duplicates(["base", "seed", "arm", "unit"])
     runs: list[tuple[int, int]] = []
     for base, at_base in frame.groupby("base", sort=True):
         seeds = sorted(s for s in at_base["seed"].unique() if s != NO_SEED) or [NO_SEED]
